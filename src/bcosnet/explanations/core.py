@@ -1,0 +1,321 @@
+"""Model-inherent explanations: ``explain()`` and its result (SPEC §3).
+
+In explanation mode a B-cos network is ``f(x) = W(x)·x + b`` with ``W(x)``
+held constant by autograd, so the gradient of output ``c`` with respect to the
+encoded input ``x`` is the row ``W_c(x)`` exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+
+from ..nn.explanation_mode import explanation_mode
+
+__all__ = ["Explanation", "explain", "find_input_encoding", "Target"]
+
+Target = Union[int, Sequence[int], Tensor, str, tuple]
+
+
+@dataclass
+class Explanation:
+    """The exact dynamic linear explanation of a batch.
+
+    Attributes (N images, T targets, C encoded channels):
+        weights: N×T×C×H×W, ``W_t(x)`` with respect to the encoded input.
+        inputs: N×C×H×W, the encoded input ``x`` the weights apply to.
+        contributions: N×T×H×W, ``Σ_channels W_t(x) ⊙ x``.
+        logits: N×T, the explained outputs (logits, or neuron values).
+        bias: N×T, the constant term: ``contributions.sum((-2,-1)) + bias == logits``.
+        targets: N×T long, the explained class indices (or channels).
+        all_logits: N×K, the model's full output for the batch (None for neurons).
+    """
+
+    weights: Tensor
+    inputs: Tensor
+    contributions: Tensor
+    logits: Tensor
+    bias: Tensor
+    targets: Tensor
+    all_logits: Tensor | None = None
+
+    @property
+    def contributions_full(self) -> Tensor:
+        """N×T×C×H×W per-element contributions ``W_t(x) ⊙ x``."""
+        return self.weights * self.inputs.unsqueeze(1)
+
+    @property
+    def completeness_error(self) -> Tensor:
+        """N×T: ``Σ contributions + bias − logits`` (0 up to rounding for a B-cos net)."""
+        return self.contributions.sum((-2, -1)) + self.bias - self.logits
+
+    def __len__(self) -> int:
+        return self.weights.shape[0]
+
+
+def find_input_encoding(model: nn.Module) -> nn.Module | None:
+    """The first submodule marked ``is_input_encoding`` (e.g. :class:`AddInverse`), or None."""
+    for m in model.modules():
+        if getattr(m, "is_input_encoding", False):
+            return m
+    return None
+
+
+def _resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
+    if isinstance(layer, nn.Module):
+        if not any(m is layer for m in model.modules()):
+            raise ValueError("layer module is not part of the model")
+        return layer
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        import difflib
+
+        close = difflib.get_close_matches(layer, [n for n in modules if n], n=5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"model has no layer named {layer!r}{hint}")
+    return modules[layer]
+
+
+def _check_images(images: Tensor) -> None:
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(
+            f"images must be a 4-D batch N×C×H×W, got shape {tuple(images.shape)}"
+            + (" — add a batch dimension with images.unsqueeze(0)" if images.dim() == 3 else "")
+        )
+    if not images.is_floating_point():
+        raise TypeError(
+            f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype} — "
+            "convert with images.float() / 255"
+        )
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or Inf values; explanations need finite inputs")
+
+
+def _resolve_targets(target: Target, outputs: Tensor) -> Tensor:
+    """N×T long tensor of target indices for N×K outputs."""
+    n, k = outputs.shape
+    dev = outputs.device
+    if isinstance(target, str):
+        if target != "pred":
+            raise ValueError(f"target string must be 'pred', got {target!r}")
+        t = outputs.argmax(1, keepdim=True)
+    elif isinstance(target, tuple) and len(target) == 2 and target[0] == "topk":
+        kk = target[1]
+        if not isinstance(kk, int) or not 1 <= kk <= k:
+            raise ValueError(f"('topk', k) needs 1 <= k <= {k}, got k={kk!r}")
+        t = outputs.topk(kk, dim=1).indices
+    elif isinstance(target, bool):
+        raise TypeError("target must be an int, a list of ints, a tensor, 'pred' or ('topk', k)")
+    elif isinstance(target, int):
+        t = torch.full((n, 1), target, dtype=torch.long, device=dev)
+    elif isinstance(target, Tensor):
+        if target.is_floating_point():
+            raise TypeError(f"target tensor must hold integers, got dtype {target.dtype}")
+        t = target.to(device=dev, dtype=torch.long)
+        if t.dim() == 0:
+            t = t.expand(n).unsqueeze(1)
+        elif t.dim() == 1:
+            if t.shape[0] != n:
+                raise ValueError(
+                    f"a 1-D target tensor needs one class per image ({n}), got {t.shape[0]}; "
+                    "pass a list of ints for the same classes on every image"
+                )
+            t = t.unsqueeze(1)
+        elif t.dim() != 2 or t.shape[0] != n:
+            raise ValueError(f"target tensor must have shape (N,) or (N, T), got {tuple(t.shape)}")
+    elif isinstance(target, Sequence):
+        if len(target) == 0 or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in target
+        ):
+            raise TypeError(f"a target list must be a non-empty list of ints, got {target!r}")
+        t = torch.tensor(list(target), dtype=torch.long, device=dev).expand(n, -1)
+    else:
+        raise TypeError(
+            f"target must be an int, a list of ints, a tensor, 'pred' or ('topk', k), "
+            f"got {type(target).__name__}"
+        )
+    if t.numel() and (t.min() < 0 or t.max() >= k):
+        bad = t[(t < 0) | (t >= k)][0].item()
+        raise ValueError(f"target {bad} is out of range: the model has {k} outputs (0..{k - 1})")
+    return t.contiguous()
+
+
+@contextlib.contextmanager
+def _preserved_buffers(model: nn.Module) -> Iterator[None]:
+    """Restore buffers (e.g. BatchNorm running stats) a train-mode forward would change."""
+    if not any(m.training for m in model.modules()):
+        yield
+        return
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, v in saved:
+                b.copy_(v)
+
+
+def _neuron_values(
+    act: Tensor, channel: int | Sequence[int], location: tuple[int, int] | None
+) -> Tensor:
+    """N×T neuron values from an N×C×... activation."""
+    channels = [channel] if isinstance(channel, int) else list(channel)
+    c = act.shape[1]
+    for ch in channels:
+        if not isinstance(ch, int) or isinstance(ch, bool) or not 0 <= ch < c:
+            raise ValueError(f"channel {ch!r} is out of range: the layer has {c} channels")
+    sel = act[:, channels]
+    if location is not None:
+        if act.dim() != 4:
+            raise ValueError("location needs a layer with spatial (N×C×H×W) output")
+        h, w = location
+        if not (0 <= h < act.shape[2] and 0 <= w < act.shape[3]):
+            raise ValueError(
+                f"location {location} is outside the layer's {act.shape[2]}×{act.shape[3]} output"
+            )
+        return sel[:, :, h, w]
+    return sel.flatten(2).sum(2) if sel.dim() > 2 else sel
+
+
+def explain(
+    model: nn.Module,
+    images: Tensor,
+    target: Target = "pred",
+    *,
+    layer: str | nn.Module | None = None,
+    channel: int | Sequence[int] | None = None,
+    location: tuple[int, int] | None = None,
+) -> Explanation:
+    """Explain ``model``'s outputs on ``images`` exactly.
+
+    Args:
+        model: a B-cos network (any module using the explanation-mode protocol).
+            If it contains an input encoding (:class:`bcosnet.nn.AddInverse`),
+            ``images`` are raw images in [0, 1] and the explanation is taken with
+            respect to the encoding's output; otherwise ``images`` are taken to be
+            the encoded input.
+        images: N×C×H×W float tensor.
+        target: which logits: an int (every image), a list of ints (every image,
+            several targets), a tensor of shape (N,) or (N, T), ``"pred"`` or
+            ``("topk", k)``.  One forward pass, one backward pass per target.
+        layer, channel, location: explain an intermediate neuron instead of a
+            logit: ``channel`` (int or list) of the output of ``layer`` (a module
+            name or module), summed over locations, or at ``location=(h, w)``.
+
+    Returns:
+        An :class:`Explanation`.  The model's parameters receive no gradients,
+        its train/eval mode and buffers are left as they were.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_images(images)
+    if layer is None and (channel is not None or location is not None):
+        raise ValueError("channel/location explain an intermediate neuron: also pass layer=")
+    if layer is not None and channel is None:
+        raise ValueError("explaining a layer needs channel= (an int or a list of ints)")
+
+    encoding = find_input_encoding(model)
+    layer_module = _resolve_layer(model, layer) if layer is not None else None
+    captured: dict[str, Tensor] = {}
+    zero_input = False
+
+    def encoding_hook(_m: nn.Module, _inp: tuple, out: Tensor) -> Tensor:
+        if "x" in captured:  # the encoding is used more than once: explain the first use
+            return out
+        leaf = out.detach()
+        if zero_input:
+            leaf = torch.zeros_like(leaf)
+        leaf.requires_grad_(True)
+        captured["x"] = leaf
+        return leaf
+
+    def layer_hook(_m: nn.Module, _inp: tuple, out: Tensor) -> None:
+        if "act" not in captured:
+            captured["act"] = out
+
+    handles = []
+    if encoding is not None:
+        handles.append(encoding.register_forward_hook(encoding_hook))
+    if layer_module is not None:
+        handles.append(layer_module.register_forward_hook(layer_hook))
+
+    params = [p for p in model.parameters()]
+    requires = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        with _preserved_buffers(model), explanation_mode(model), torch.enable_grad():
+            if encoding is None:
+                x = images.detach().clone().requires_grad_(True)
+                out = model(x)
+            else:
+                out = model(images)
+                if "x" not in captured:
+                    raise RuntimeError("the model's input encoding was not called in forward")
+                x = captured["x"]
+            if isinstance(out, (tuple, list)):  # e.g. Inception's (logits, aux) in training
+                out = out[0]
+            if layer_module is None:
+                if out.dim() != 2:
+                    raise ValueError(f"model output must be N×K logits, got {tuple(out.shape)}")
+                targets = _resolve_targets(target, out.detach())
+                values = out.gather(1, targets)
+                all_logits = out.detach()
+            else:
+                if "act" not in captured:
+                    raise RuntimeError(f"layer {layer!r} was not called in the forward pass")
+                values = _neuron_values(captured["act"], channel, location)  # type: ignore[arg-type]
+                n = values.shape[0]
+                chans = [channel] if isinstance(channel, int) else list(channel)  # type: ignore[arg-type]
+                targets = torch.tensor(chans, device=values.device).expand(n, -1).contiguous()
+                all_logits = None
+
+            t_count = values.shape[1]
+            grads = []
+            for t in range(t_count):
+                (g,) = torch.autograd.grad(
+                    values[:, t].sum(), x, retain_graph=t < t_count - 1, allow_unused=True
+                )
+                grads.append(torch.zeros_like(x) if g is None else g)
+            weights = torch.stack(grads, 1)
+
+            # The constant term: f(0) in explanation mode, f being dynamic linear.
+            captured.clear()
+            zero_input = True
+            with torch.no_grad():
+                if encoding is None:
+                    out0 = model(torch.zeros_like(x[:1]))
+                else:
+                    out0 = model(images[:1])
+                if isinstance(out0, (tuple, list)):
+                    out0 = out0[0]
+                if layer_module is None:
+                    bias = out0.expand(x.shape[0], -1).gather(1, targets)
+                else:
+                    bias = _neuron_values(captured["act"], channel, location).expand(  # type: ignore[arg-type]
+                        x.shape[0], -1
+                    )
+    finally:
+        for h in handles:
+            h.remove()
+        for p, r in zip(params, requires):
+            p.requires_grad_(r)
+
+    x = x.detach()
+    contributions = (weights * x.unsqueeze(1)).sum(2)
+    return Explanation(
+        weights=weights.detach(),
+        inputs=x,
+        contributions=contributions.detach(),
+        logits=values.detach(),
+        bias=bias.detach(),
+        targets=targets,
+        all_logits=all_logits,
+    )

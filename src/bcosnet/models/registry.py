@@ -1,0 +1,152 @@
+"""The model registry: ``register_model``, ``create_model``, ``list_models``.
+
+Every registered builder takes ``num_classes`` and ``in_channels`` (plus its own
+options) and returns an ``nn.Module`` that takes images in [0, 1].
+:func:`create_model` attaches a :class:`ModelInfo` as ``model.model_info``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from torch import nn
+
+__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "model_info"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a caller needs to feed a model.
+
+    Attributes:
+        name: registry name.
+        family: "vgg", "resnet", "densenet", "inception", "small", ...
+        kind: "bcos" (v1 style), "bcos_v2" or "standard" (conventional twin).
+        input_size: native (H, W).
+        min_size: smallest (H, W) the model accepts.
+        in_channels: raw image channels (3 RGB, 1 grey).
+        num_classes: output count.
+        extra: anything else (e.g. options used).
+    """
+
+    name: str
+    family: str
+    kind: str
+    input_size: tuple[int, int]
+    min_size: tuple[int, int]
+    in_channels: int = 3
+    num_classes: int = 1000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_bcos(self) -> bool:
+        return self.kind.startswith("bcos")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    builder: Callable[..., nn.Module]
+    info: ModelInfo
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_model(
+    name: str | None = None,
+    *,
+    family: str,
+    kind: str = "bcos",
+    input_size: tuple[int, int] = (224, 224),
+    min_size: tuple[int, int] | None = None,
+    in_channels: int = 3,
+    default_num_classes: int = 1000,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a model builder under ``name`` (default: its ``__name__``)."""
+    if kind not in ("bcos", "bcos_v2", "standard"):
+        raise ValueError(f"kind must be 'bcos', 'bcos_v2' or 'standard', got {kind!r}")
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"a model named {key!r} is already registered")
+        info = ModelInfo(
+            name=key,
+            family=family,
+            kind=kind,
+            input_size=tuple(input_size),  # type: ignore[arg-type]
+            min_size=tuple(min_size or input_size),  # type: ignore[arg-type]
+            in_channels=in_channels,
+            num_classes=default_num_classes,
+        )
+        _REGISTRY[key] = _Entry(fn, info)
+        return fn
+
+    return deco
+
+
+def _lookup(name: str) -> _Entry:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown model {name!r}.{hint} See bcosnet.list_models() for all "
+            f"{len(_REGISTRY)} names."
+        )
+    return _REGISTRY[name]
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registered :class:`ModelInfo` of ``name`` (defaults, before overrides)."""
+    return _lookup(name).info
+
+
+def create_model(name: str, num_classes: int | None = None, **overrides: Any) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: a name from :func:`list_models`.
+        num_classes: output count (default: the builder's default).
+        **overrides: builder options (``in_channels``, ``max_out``, ``b``, ...).
+    """
+    entry = _lookup(name)
+    if num_classes is None:
+        num_classes = entry.info.num_classes
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    sig = inspect.signature(entry.builder)
+    accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    unknown = [k for k in overrides if k not in sig.parameters]
+    if unknown and not accepts_kwargs:
+        valid = sorted(k for k in sig.parameters if k != "num_classes")
+        raise ValueError(
+            f"model {name!r} does not take option(s) {', '.join(unknown)}; "
+            f"valid options: {', '.join(valid)}"
+        )
+    model = entry.builder(num_classes=num_classes, **overrides)
+    in_ch = overrides.get("in_channels", entry.info.in_channels)
+    info = replace(entry.info, num_classes=num_classes, in_channels=in_ch, extra=dict(overrides))
+    model.model_info = info  # type: ignore[assignment]
+    return model
+
+
+def list_models(pattern: str | None = None, *, kind: str | None = None) -> list[str]:
+    """Sorted registered names, optionally filtered by a glob ``pattern`` and ``kind``."""
+    _ensure_loaded()
+    names = sorted(_REGISTRY)
+    if pattern is not None:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    if kind is not None:
+        names = [n for n in names if _REGISTRY[n].info.kind == kind]
+    return names
+
+
+def _ensure_loaded() -> None:
+    # Importing the package registers every family.
+    from .. import models  # noqa: F401

@@ -1,0 +1,27 @@
+"""Building blocks of B-cos networks (no model logic here)."""
+
+from .bcos import DEFAULT_NORM_EPS, BcosConv2d, BcosLinear, bcos_scaling, v1_scale
+from .encoding import AddInverse
+from .explanation_mode import (
+    ExplainableModule,
+    SupportsExplanationMode,
+    explanation_mode,
+    explanation_modules,
+)
+from .logit import LogitLayer
+from .norm import BatchNormUncentered2d
+
+__all__ = [
+    "AddInverse",
+    "BatchNormUncentered2d",
+    "BcosConv2d",
+    "BcosLinear",
+    "DEFAULT_NORM_EPS",
+    "ExplainableModule",
+    "LogitLayer",
+    "SupportsExplanationMode",
+    "bcos_scaling",
+    "explanation_mode",
+    "explanation_modules",
+    "v1_scale",
+]

@@ -1,0 +1,391 @@
+"""B-cos layers: ``BcosConv2d`` and ``BcosLinear`` (SPEC §1).
+
+A B-cos unit computes ``|cos(x, ŵ)|^(B-1) · ŵᵀx``: a linear map with unit-norm
+rows, rescaled by how well each row aligns with its input.  In explanation
+mode the rescaling factor is detached, so the backward pass yields the
+dynamic linear weights exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .explanation_mode import ExplainableModule
+
+__all__ = ["BcosConv2d", "BcosLinear", "v1_scale", "DEFAULT_NORM_EPS"]
+
+#: ε inside the square root of the input norm, ``sqrt(Σx² + ε)`` (v1 and v2 use 1e-6).
+DEFAULT_NORM_EPS = 1e-6
+
+
+def v1_scale(s: float, in_channels: int, kernel_size: int | Sequence[int] = 1) -> float:
+    """The v1 output scale ``γ = s / sqrt(d)`` with ``d = kh·kw·C_in`` (SPEC §1)."""
+    kh, kw = _pair(kernel_size, "kernel_size")
+    return float(s) / math.sqrt(kh * kw * in_channels)
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def _check_b(b: float) -> float:
+    if isinstance(b, bool) or not isinstance(b, (int, float)):
+        raise TypeError(f"b must be a number >= 1, got {b!r}")
+    if not math.isfinite(b) or b < 1:
+        raise ValueError(f"b must be a finite number >= 1 (b=1 is a linear layer), got b={b}")
+    return float(b)
+
+
+def _check_max_out(max_out: int) -> int:
+    if isinstance(max_out, bool) or not isinstance(max_out, int):
+        raise TypeError(f"max_out must be a positive int, got {max_out!r}")
+    if max_out < 1:
+        raise ValueError(f"max_out must be >= 1 (1 means no MaxOut), got max_out={max_out}")
+    return max_out
+
+
+def _check_scale(scale: float | None) -> float | None:
+    if scale is None:
+        return None
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"scale must be a positive number or None, got {scale!r}")
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a finite positive number or None, got scale={scale}")
+    return float(scale)
+
+
+def bcos_scaling(
+    linear_out: Tensor,
+    norm: Tensor,
+    b: float,
+    *,
+    detach: bool,
+    cos_eps: float = 0.0,
+) -> Tensor:
+    """Apply the B-cos non-linearity ``|cos|^(B-1) · linear_out`` with
+    ``cos = linear_out / norm`` (``norm`` broadcastable to ``linear_out``).
+
+    ``detach=True`` treats the factor ``|cos|^(B-1)`` as a constant (explanation mode).
+    The formulas are arranged so that the output and its gradient stay finite at
+    ``linear_out = 0`` for every ``B >= 1``.
+    """
+    if b == 1.0:
+        return linear_out
+    if detach:
+        factor_in = linear_out.detach()
+        norm = norm.detach()
+        if b == 2.0:
+            return linear_out * (factor_in.abs() / norm)
+        cos = factor_in.abs() / norm
+        if cos_eps:
+            cos = cos + cos_eps
+        return linear_out * cos.pow(b - 1.0)
+    if b == 2.0:
+        return linear_out * linear_out.abs() / norm
+    if cos_eps:
+        # v1 quirk: |cos| + ε inside the power.
+        return linear_out * (linear_out.abs() / norm + cos_eps).pow(b - 1.0)
+    # sgn(l)·|l|^B / n^(B-1): same value as |l/n|^(B-1)·l, but the gradient at
+    # l = 0 is 0 instead of 0·∞ for 1 < B < 2.
+    return torch.sign(linear_out) * linear_out.abs().pow(b) / norm.pow(b - 1.0)
+
+
+def _maxout(out: Tensor, dim: int, max_out: int) -> Tensor:
+    if max_out == 1:
+        return out
+    size = out.shape[dim]
+    return out.unflatten(dim, (size // max_out, max_out)).amax(dim=dim + 1 if dim >= 0 else dim)
+
+
+class BcosConv2d(ExplainableModule):
+    """2-D B-cos convolution.
+
+    Accepts what :class:`torch.nn.Conv2d` accepts (int/tuple/``"same"``/``"valid"``
+    padding, dilation, groups, ``padding_mode``), always without bias, plus:
+
+    Args:
+        b: alignment pressure ``B >= 1`` (fast paths for 1 and 2).
+        max_out: number of MaxOut units per output channel; the convolution
+            produces ``out_channels·max_out`` channels, consecutive groups of
+            ``max_out`` are reduced by max before the cosine scaling.
+        scale: fixed output multiplier γ (v1: :func:`v1_scale`); ``None`` = 1.
+        norm_eps: ε in ``sqrt(Σx² + ε)``.
+        cos_eps: v1 quirk, ε added to ``|cos|`` for general B (off by default).
+
+    Shapes: input ``N×C_in×H×W`` → output ``N×C_out×H'×W'``.  The stored
+    ``weight`` (``C_out·max_out × C_in/groups × kh × kw``) is unnormalised; it is
+    normalised per output unit in every forward pass.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | str = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        *,
+        b: float = 2.0,
+        max_out: int = 1,
+        scale: float | None = None,
+        padding_mode: str = "zeros",
+        norm_eps: float = DEFAULT_NORM_EPS,
+        cos_eps: float = 0.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"groups must be a positive int, got {groups!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
+                f"divisible by groups ({groups})"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.dilation = _pair(dilation, "dilation")
+        self.groups = groups
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(
+                f"padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', "
+                f"got {padding_mode!r}"
+            )
+        self.padding_mode = padding_mode
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError("padding='same' is not supported for strided convolutions "
+                                 "(as in nn.Conv2d); pass explicit padding")
+            self.padding: tuple[int, int] | str = padding
+        else:
+            self.padding = _pair(padding, "padding")
+        self.b = _check_b(b)
+        self.max_out = _check_max_out(max_out)
+        self.scale = _check_scale(scale)
+        self.norm_eps = float(norm_eps)
+        self.cos_eps = float(cos_eps)
+
+        self.weight = nn.Parameter(
+            torch.empty(
+                out_channels * self.max_out,
+                in_channels // groups,
+                *self.kernel_size,
+                device=device,
+                dtype=dtype,
+            )
+        )
+        self._explicit_pad = self._compute_explicit_pad()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Same initialisation as nn.Conv2d (the norm makes the scale irrelevant).
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def _compute_explicit_pad(self) -> tuple[int, int, int, int] | None:
+        """F.pad tuple (left, right, top, bottom) when the input must be padded
+        explicitly (non-zero padding mode, asymmetric 'same'); else None."""
+        if self.padding == "valid":
+            return None
+        if self.padding == "same":
+            pads = []
+            for d, k in zip(self.dilation, self.kernel_size):
+                total = d * (k - 1)
+                pads.append((total // 2, total - total // 2))
+            (top, bottom), (left, right) = pads
+            if self.padding_mode == "zeros" and top == bottom and left == right:
+                return None
+            return (left, right, top, bottom)
+        ph, pw = self.padding  # type: ignore[misc]
+        if self.padding_mode == "zeros":
+            return None
+        return (pw, pw, ph, ph)
+
+    def _conv_padding(self) -> tuple[int, int]:
+        if self._explicit_pad is not None or self.padding == "valid":
+            return (0, 0)
+        if self.padding == "same":
+            return tuple(d * (k - 1) // 2 for d, k in zip(self.dilation, self.kernel_size))  # type: ignore[return-value]
+        return self.padding  # type: ignore[return-value]
+
+    def normalized_weight(self) -> Tensor:
+        """Weights with unit L2 norm per output unit."""
+        w = self.weight
+        return w / torch.linalg.vector_norm(w, dim=(1, 2, 3), keepdim=True)
+
+    def patch_norms(self, x: Tensor) -> Tensor:
+        """``sqrt(Σ_window Σ_group-channels x² + ε)``: N×G×H'×W' for the
+        already padded (if needed) input."""
+        n, c, h, w = x.shape
+        g = self.groups
+        sq = x.square()
+        sq = sq.sum(1, keepdim=True) if g == 1 else sq.unflatten(1, (g, c // g)).sum(2)
+        padding = self._conv_padding()
+        kh, kw = self.kernel_size
+        if (
+            self.dilation == (1, 1)
+            and padding[0] <= kh // 2
+            and padding[1] <= kw // 2
+        ):
+            # Sum-pool over the window (zeros of the padding counted).
+            s = F.avg_pool2d(sq, self.kernel_size, self.stride, padding) * (kh * kw)
+        else:
+            ones = sq.new_ones(g, 1, kh, kw)
+            s = F.conv2d(sq, ones, None, self.stride, padding, self.dilation, g)
+        return (s + self.norm_eps).sqrt()
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{type(self).__name__} expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(
+                f"{type(self).__name__} expects a 4-D input N×C×H×W, got shape {tuple(x.shape)}"
+                + (" — add a batch dimension with x.unsqueeze(0)" if x.dim() == 3 else "")
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects {self.in_channels} input channels, "
+                f"got {x.shape[1]} (input shape {tuple(x.shape)})"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        if self._explicit_pad is not None:
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, self._explicit_pad, mode=mode)
+        out = F.conv2d(
+            x,
+            self.normalized_weight(),
+            None,
+            self.stride,
+            self._conv_padding(),
+            self.dilation,
+            self.groups,
+        )
+        out = _maxout(out, 1, self.max_out)
+        if self.b != 1.0:
+            norm = self.patch_norms(x)
+            g = self.groups
+            if g == 1:
+                out = bcos_scaling(
+                    out, norm, self.b, detach=self.is_in_explanation_mode, cos_eps=self.cos_eps
+                )
+            else:
+                out = bcos_scaling(
+                    out.unflatten(1, (g, self.out_channels // g)),
+                    norm.unsqueeze(2),
+                    self.b,
+                    detach=self.is_in_explanation_mode,
+                    cos_eps=self.cos_eps,
+                ).flatten(1, 2)
+        if self.scale is not None:
+            out = out * self.scale
+        return out
+
+    def extra_repr(self) -> str:
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
+        s += f", b={self.b:g}"
+        if self.max_out != 1:
+            s += f", max_out={self.max_out}"
+        if self.scale is not None:
+            s += f", scale={self.scale:.4g}"
+        return s
+
+
+class BcosLinear(ExplainableModule):
+    """B-cos linear layer: ``|cos(x, ŵ)|^(B-1) · ŵᵀx`` per output unit.
+
+    Input ``*×in_features`` → output ``*×out_features``.  See
+    :class:`BcosConv2d` for ``b``, ``max_out``, ``scale``, ``norm_eps`` and ``cos_eps``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        b: float = 2.0,
+        max_out: int = 1,
+        scale: float | None = None,
+        norm_eps: float = DEFAULT_NORM_EPS,
+        cos_eps: float = 0.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.b = _check_b(b)
+        self.max_out = _check_max_out(max_out)
+        self.scale = _check_scale(scale)
+        self.norm_eps = float(norm_eps)
+        self.cos_eps = float(cos_eps)
+        self.weight = nn.Parameter(
+            torch.empty(out_features * self.max_out, in_features, device=device, dtype=dtype)
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def normalized_weight(self) -> Tensor:
+        w = self.weight
+        return w / torch.linalg.vector_norm(w, dim=1, keepdim=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"BcosLinear expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"BcosLinear expects inputs with {self.in_features} features in the last "
+                f"dimension, got shape {tuple(x.shape)}"
+            )
+        out = F.linear(x, self.normalized_weight())
+        out = _maxout(out, -1, self.max_out)
+        if self.b != 1.0:
+            norm = (x.square().sum(-1, keepdim=True) + self.norm_eps).sqrt()
+            out = bcos_scaling(
+                out, norm, self.b, detach=self.is_in_explanation_mode, cos_eps=self.cos_eps
+            )
+        if self.scale is not None:
+            out = out * self.scale
+        return out
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_features}, {self.out_features}, b={self.b:g}"
+        if self.max_out != 1:
+            s += f", max_out={self.max_out}"
+        if self.scale is not None:
+            s += f", scale={self.scale:.4g}"
+        return s
