@@ -19,7 +19,7 @@ from ..nn.explanation_mode import explanation_mode
 
 __all__ = ["Explanation", "explain", "find_input_encoding", "Target"]
 
-Target = Union[int, Sequence[int], Tensor, str, tuple]
+Target = Union[int, Sequence[int], Tensor, str, tuple]  # noqa: UP007 (runtime alias, py3.10)
 
 
 @dataclass

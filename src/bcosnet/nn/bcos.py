@@ -63,16 +63,46 @@ def _check_scale(scale: float | None) -> float | None:
     return float(scale)
 
 
+class _BcosB2(torch.autograd.Function):
+    """``out = lin · |lin| / sqrt(sq)`` (B = 2) with a hand-written backward.
+
+    Fewer passes over the (large) activation tensors than autograd's chain of
+    abs/mul/div: this layer's extra cost over a plain convolution is memory
+    traffic, not arithmetic.
+    """
+
+    @staticmethod
+    def forward(ctx, lin: Tensor, sq: Tensor) -> Tensor:  # type: ignore[override]
+        inv = sq.rsqrt()
+        a = lin.abs().mul_(inv)  # |cos|
+        out = a * lin
+        ctx.save_for_backward(lin, a, inv)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        lin, a, inv = ctx.saved_tensors
+        t = grad * a
+        grad_sq = None
+        if ctx.needs_input_grad[1]:
+            # d out / d sq = −½ · lin·|lin| · sq^(−3/2) = −½ · out · inv²
+            reduce_dims = [i for i, (s_out, s_sq) in enumerate(zip(lin.shape, inv.shape))
+                           if s_sq == 1 and s_out != 1]
+            grad_sq = (t * lin).sum(reduce_dims, keepdim=True).mul_(inv.square()).mul_(-0.5)
+        return t.mul_(2.0), grad_sq
+
+
 def bcos_scaling(
     linear_out: Tensor,
-    norm: Tensor,
+    sq_norm: Tensor,
     b: float,
     *,
     detach: bool,
     cos_eps: float = 0.0,
 ) -> Tensor:
     """Apply the B-cos non-linearity ``|cos|^(B-1) · linear_out`` with
-    ``cos = linear_out / norm`` (``norm`` broadcastable to ``linear_out``).
+    ``cos = linear_out / sqrt(sq_norm)``; ``sq_norm`` is the squared input norm
+    (ε included), broadcastable to ``linear_out``.
 
     ``detach=True`` treats the factor ``|cos|^(B-1)`` as a constant (explanation mode).
     The formulas are arranged so that the output and its gradient stay finite at
@@ -81,16 +111,15 @@ def bcos_scaling(
     if b == 1.0:
         return linear_out
     if detach:
-        factor_in = linear_out.detach()
-        norm = norm.detach()
+        cos = linear_out.detach().abs() * sq_norm.detach().rsqrt()
         if b == 2.0:
-            return linear_out * (factor_in.abs() / norm)
-        cos = factor_in.abs() / norm
+            return linear_out * cos
         if cos_eps:
             cos = cos + cos_eps
         return linear_out * cos.pow(b - 1.0)
     if b == 2.0:
-        return linear_out * linear_out.abs() / norm
+        return _BcosB2.apply(linear_out, sq_norm)
+    norm = sq_norm.sqrt()
     if cos_eps:
         # v1 quirk: |cos| + ε inside the power.
         return linear_out * (linear_out.abs() / norm + cos_eps).pow(b - 1.0)
@@ -170,7 +199,9 @@ class BcosConv2d(ExplainableModule):
         self.padding_mode = padding_mode
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
-                raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+                raise ValueError(
+                    f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}"
+                )
             if padding == "same" and self.stride != (1, 1):
                 raise ValueError("padding='same' is not supported for strided convolutions "
                                  "(as in nn.Conv2d); pass explicit padding")
@@ -230,13 +261,15 @@ class BcosConv2d(ExplainableModule):
         w = self.weight
         return w / torch.linalg.vector_norm(w, dim=(1, 2, 3), keepdim=True)
 
-    def patch_norms(self, x: Tensor) -> Tensor:
-        """``sqrt(Σ_window Σ_group-channels x² + ε)``: N×G×H'×W' for the
-        already padded (if needed) input."""
+    def patch_sq_norms(self, x: Tensor) -> Tensor:
+        """``Σ_window Σ_group-channels x² + ε``: N×G×H'×W' for the already
+        padded (if needed) input."""
         n, c, h, w = x.shape
         g = self.groups
-        sq = x.square()
-        sq = sq.sum(1, keepdim=True) if g == 1 else sq.unflatten(1, (g, c // g)).sum(2)
+        if g == 1:
+            sq = torch.linalg.vector_norm(x, dim=1, keepdim=True).square()
+        else:
+            sq = torch.linalg.vector_norm(x.unflatten(1, (g, c // g)), dim=2).square()
         padding = self._conv_padding()
         kh, kw = self.kernel_size
         if (
@@ -249,7 +282,7 @@ class BcosConv2d(ExplainableModule):
         else:
             ones = sq.new_ones(g, 1, kh, kw)
             s = F.conv2d(sq, ones, None, self.stride, padding, self.dilation, g)
-        return (s + self.norm_eps).sqrt()
+        return s + self.norm_eps
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
@@ -270,18 +303,21 @@ class BcosConv2d(ExplainableModule):
         if self._explicit_pad is not None:
             mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
             x = F.pad(x, self._explicit_pad, mode=mode)
-        out = F.conv2d(
-            x,
-            self.normalized_weight(),
-            None,
-            self.stride,
-            self._conv_padding(),
-            self.dilation,
-            self.groups,
+        w = self.weight
+        inv_w = torch.linalg.vector_norm(w, dim=(1, 2, 3)).reciprocal()
+        # conv(x, w/‖w‖) = conv(x, w)/‖w‖: normalise whichever tensor is smaller.
+        n_out = x.shape[0] * w.shape[0] * (x.shape[2] // self.stride[0]) * (
+            x.shape[3] // self.stride[1]
         )
+        scale_output = n_out < w.numel()
+        if not scale_output:
+            w = w * inv_w[:, None, None, None]
+        out = F.conv2d(x, w, None, self.stride, self._conv_padding(), self.dilation, self.groups)
+        if scale_output:
+            out = out * inv_w[None, :, None, None]
         out = _maxout(out, 1, self.max_out)
         if self.b != 1.0:
-            norm = self.patch_norms(x)
+            norm = self.patch_sq_norms(x)
             g = self.groups
             if g == 1:
                 out = bcos_scaling(
@@ -374,7 +410,7 @@ class BcosLinear(ExplainableModule):
         out = F.linear(x, self.normalized_weight())
         out = _maxout(out, -1, self.max_out)
         if self.b != 1.0:
-            norm = (x.square().sum(-1, keepdim=True) + self.norm_eps).sqrt()
+            norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() + self.norm_eps
             out = bcos_scaling(
                 out, norm, self.b, detach=self.is_in_explanation_mode, cos_eps=self.cos_eps
             )
