@@ -1,0 +1,106 @@
+"""Classification accuracy: top-1/top-k and per-class accuracy on a data set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["AccuracyResult", "accuracy"]
+
+
+@dataclass
+class AccuracyResult:
+    """Accuracies as fractions in [0, 1].
+
+    Attributes:
+        top1: fraction of images whose highest logit is the label.
+        topk: ``{k: fraction}`` for each requested k (includes 1).
+        per_class: accuracy per class index (NaN for classes without images).
+        counts: number of images per class.
+        n: number of images.
+        class_names: names, when the data set has ``.classes``.
+    """
+
+    top1: float
+    topk: dict[int, float]
+    per_class: list[float]
+    counts: list[int]
+    n: int
+    class_names: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        ks = "  ".join(f"top-{k} {100 * v:.2f} %" for k, v in sorted(self.topk.items()))
+        return f"n = {self.n}  {ks}"
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module,
+    data: Dataset | DataLoader,
+    *,
+    topk: tuple[int, ...] = (1, 5),
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> AccuracyResult:
+    """Evaluate ``model`` (in eval mode, restored afterwards) on ``data``.
+
+    Args:
+        model: maps N×C×H×W images in [0, 1] to N×K logits (a tuple output
+            takes its first element).
+        data: a data set of ``(image, label)`` or a ``DataLoader`` over one.
+        topk: the k of top-k accuracies (k larger than K counts every image).
+        device: where to run (default: the model's parameters' device).
+    """
+    from tqdm.auto import tqdm
+
+    if any(k < 1 for k in topk):
+        raise ValueError(f"topk values must be >= 1, got {topk}")
+    param = next(model.parameters(), None)
+    dev = torch.device(device) if device is not None else (
+        param.device if param is not None else torch.device("cpu"))
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    loader = data if isinstance(data, DataLoader) else DataLoader(
+        data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    was_training = model.training
+    model.eval()
+    ks = sorted(set(topk) | {1})
+    hits = dict.fromkeys(ks, 0)
+    per_hit: torch.Tensor | None = None
+    per_cnt: torch.Tensor | None = None
+    n = 0
+    try:
+        for x, y in tqdm(loader, desc="accuracy", leave=False, disable=not progress):
+            x, y = x.to(dev, dtype), torch.as_tensor(y).to(dev)
+            out = model(x)
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            num_classes = out.shape[1]
+            if per_hit is None:
+                per_hit = torch.zeros(num_classes, dtype=torch.long)
+                per_cnt = torch.zeros(num_classes, dtype=torch.long)
+            top = out.topk(min(max(ks), num_classes), dim=1).indices
+            correct = top == y[:, None]
+            for k in ks:
+                hits[k] += int(correct[:, :k].any(1).sum())
+            yc = y.cpu()
+            per_cnt += torch.bincount(yc, minlength=num_classes)[:num_classes]  # type: ignore[operator]
+            per_hit += torch.bincount(yc[correct[:, 0].cpu()], minlength=num_classes)[
+                :num_classes]
+            n += len(y)
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("the data set is empty; nothing to evaluate")
+    assert per_hit is not None and per_cnt is not None
+    per_class = [
+        (h / c) if c else float("nan") for h, c in zip(per_hit.tolist(), per_cnt.tolist(),
+                                                        strict=True)
+    ]
+    names = getattr(getattr(loader, "dataset", data), "classes", None) or []
+    topk_res = {k: hits[k] / n for k in ks}
+    return AccuracyResult(topk_res[1], topk_res, per_class, per_cnt.tolist(), n, list(names))

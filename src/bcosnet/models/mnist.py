@@ -1,0 +1,145 @@
+"""Compact networks for 28×28 grey images (Fashion-MNIST, MNIST).
+
+``fmnist_bcos`` is a pure B-cos network (v1 style: no biases, no BatchNorm, no
+ReLU; MaxOut and the B-cos alignment are the only non-linearities)::
+
+    AddInverse(1)                               1 → 2 channels  [v, 1 − v]
+    BcosConv3×3(2→w)   BcosConv3×3(w→w)         28×28
+    AvgPool 2                                   14×14
+    BcosConv3×3(w→2w)  BcosConv3×3(2w→2w)       14×14
+    AvgPool 2                                   7×7
+    BcosConv3×3(2w→4w)                          7×7
+    BcosConv1×1(4w→K)  (the classifier, applied per location)
+    global average pool → LogitLayer(T, b)
+
+Every conv uses MaxOut 2 and the v1 output scale ``γ = s/sqrt(k²·C_in)`` with
+s = 100 (without it the signal decays ~1e-8 over the 6 layers); temperature
+T = 1 (logits are O(1) at initialisation for width 16); the logit bias is
+``log(1/K / (1 − 1/K))`` = ``log(0.1/0.9)`` for K = 10 as in the CIFAR-10 v1 preset.
+
+``standard_fmnist_bcos`` is the conventional twin: the same layout with
+``nn.Conv2d`` + BatchNorm + ReLU, max pooling and a bias in the classifier.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from ..nn import AddInverse, BcosConv2d, LogitLayer, v1_scale
+from .registry import register_model
+
+__all__ = ["FMNISTBcosNet", "FMNISTStandardNet", "fmnist_bcos", "standard_fmnist_bcos"]
+
+
+class FMNISTBcosNet(nn.Module):
+    """B-cos network for N×C×28×28 images in [0, 1] (any H, W ≥ 4 work: the
+    head is a global average pool).  Output: N×num_classes logits."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        *,
+        width: int = 16,
+        b: float = 2.0,
+        max_out: int = 2,
+        s: float = 100.0,
+        log10_temperature: float = 0.0,
+        logit_bias: float | None = None,
+    ) -> None:
+        super().__init__()
+        if logit_bias is None:
+            logit_bias = math.log(1.0 / num_classes / (1.0 - 1.0 / num_classes)) if (
+                num_classes > 1
+            ) else 0.0
+        enc = 2 * in_channels
+        w1, w2, w3 = width, 2 * width, 4 * width
+
+        def conv(cin: int, cout: int, k: int = 3, mo: int = max_out) -> BcosConv2d:
+            return BcosConv2d(
+                cin, cout, k, padding=k // 2, b=b, max_out=mo, scale=v1_scale(s, cin, k)
+            )
+
+        self.encode = AddInverse(in_channels)
+        self.features = nn.Sequential(
+            conv(enc, w1),
+            conv(w1, w1),
+            nn.AvgPool2d(2),
+            conv(w1, w2),
+            conv(w2, w2),
+            nn.AvgPool2d(2),
+            conv(w2, w3),
+        )
+        self.classifier = conv(w3, num_classes, k=1, mo=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.logits = LogitLayer(temperature=10.0**log10_temperature, bias=logit_bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.features(self.encode(x))
+        x = self.pool(self.classifier(x)).flatten(1)
+        return self.logits(x)
+
+
+class FMNISTStandardNet(nn.Module):
+    """Conventional twin of :class:`FMNISTBcosNet`: Conv-BN-ReLU blocks, max
+    pooling, a biased 1×1 classifier and global average pooling.  Takes raw
+    images in [0, 1] and centres them itself (``(x − 0.5) / 0.5``)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, *, width: int = 16) -> None:
+        super().__init__()
+        w1, w2, w3 = width, 2 * width, 4 * width
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True)]
+
+        self.features = nn.Sequential(
+            *block(in_channels, w1),
+            *block(w1, w1),
+            nn.MaxPool2d(2),
+            *block(w1, w2),
+            *block(w2, w2),
+            nn.MaxPool2d(2),
+            *block(w2, w3),
+        )
+        self.classifier = nn.Conv2d(w3, num_classes, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.features((x - 0.5) / 0.5)
+        return self.pool(self.classifier(x)).flatten(1)
+
+
+@register_model(
+    family="small", kind="bcos", input_size=(28, 28), min_size=(4, 4), in_channels=1,
+    default_num_classes=10,
+)
+def fmnist_bcos(
+    num_classes: int = 10,
+    in_channels: int = 1,
+    *,
+    width: int = 16,
+    b: float = 2.0,
+    max_out: int = 2,
+    s: float = 100.0,
+    log10_temperature: float = 0.0,
+    logit_bias: float | None = None,
+) -> FMNISTBcosNet:
+    """B-cos network for 28×28 grey images (see :class:`FMNISTBcosNet`)."""
+    return FMNISTBcosNet(
+        num_classes, in_channels, width=width, b=b, max_out=max_out, s=s,
+        log10_temperature=log10_temperature, logit_bias=logit_bias,
+    )
+
+
+@register_model(
+    family="small", kind="standard", input_size=(28, 28), min_size=(4, 4), in_channels=1,
+    default_num_classes=10,
+)
+def standard_fmnist_bcos(
+    num_classes: int = 10, in_channels: int = 1, *, width: int = 16
+) -> FMNISTStandardNet:
+    """Conventional twin of ``fmnist_bcos`` (same layout, Conv-BN-ReLU)."""
+    return FMNISTStandardNet(num_classes, in_channels, width=width)

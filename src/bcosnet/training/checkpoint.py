@@ -1,0 +1,226 @@
+"""Checkpoints: atomic writes, ``weights_only`` loading, compatibility checks,
+RNG states, safetensors export and rebuilding a model from a checkpoint.
+
+A training checkpoint is a plain dict of tensors and Python primitives::
+
+    {"format": "bcosnet-checkpoint-1", "model": state_dict, "optimizer": ...,
+     "scheduler": ..., "ema": state_dict | None, "scaler": ... | None,
+     "rng": {...}, "epoch": int, "step": int, "step_in_epoch": int,
+     "model_name": str, "model_options": dict, "num_classes": int,
+     "classes": [str], "config": dict, "metrics": dict}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "atomic_save",
+    "atomic_write_text",
+    "load_checkpoint",
+    "check_compatible",
+    "load_model_state",
+    "get_rng_state",
+    "set_rng_state",
+    "export_safetensors",
+    "load_checkpoint_model",
+]
+
+CHECKPOINT_FORMAT = "bcosnet-checkpoint-1"
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Any) -> Path:
+    """Write through ``write(tmp_path)`` to a temp file in the same folder, fsync,
+    then ``os.replace`` — a crash leaves either the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_save(obj: dict[str, Any], path: str | os.PathLike) -> Path:
+    """``torch.save`` ``obj`` to ``path`` atomically."""
+    return _atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    return _atomic_write(Path(path), write)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)`` (data only, no code)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} not found")
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"cannot load checkpoint {p}: {e}. The file is corrupt, truncated or not a "
+            f"weights-only torch checkpoint."
+        ) from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"checkpoint {p} holds a {type(ckpt).__name__}, expected a dict")
+    return ckpt
+
+
+def check_compatible(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint"
+                     ) -> None:
+    """Raise ``ValueError`` listing missing/unexpected keys and shape mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: model {tuple(own[k].shape)} vs {what} {tuple(state[k].shape)}"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and tuple(own[k].shape) != tuple(
+            state[k].shape)
+    ]
+    if missing or unexpected or shapes:
+
+        def fmt(items: list[str]) -> str:
+            more = f" (+{len(items) - 10} more)" if len(items) > 10 else ""
+            return ", ".join(items[:10]) + more
+
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {fmt(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {fmt(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches: {fmt(shapes)}")
+        raise ValueError(
+            f"{what} does not fit the model ({type(model).__name__}): " + "; ".join(parts)
+            + ". Build the model with the name/options the checkpoint was trained with."
+        )
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint"
+                     ) -> None:
+    """``check_compatible`` then ``load_state_dict(strict=True)``."""
+    check_compatible(model, state, what)
+    model.load_state_dict(state)
+
+
+# ----------------------------------------------------------------------------- RNG
+def get_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU (and CUDA) RNG states as checkpoint-safe data."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+                  int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    if "python" in state:
+        v, internal, gauss = state["python"]
+        random.setstate((v, tuple(internal), gauss))
+    if "numpy" in state:
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- export / rebuild
+def export_safetensors(
+    state: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, Any]
+) -> Path:
+    """Write ``state`` as safetensors (atomically); ``metadata`` values are stored as JSON."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    meta = {k: json.dumps(v) for k, v in metadata.items()}
+    return _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def load_checkpoint_model(
+    path: str | os.PathLike,
+    *,
+    use_ema: bool = True,
+    map_location: Any = "cpu",
+) -> nn.Module:
+    """Rebuild the model recorded in a training checkpoint (``.pt``) or an exported
+    ``.safetensors`` file and load its weights (EMA weights when present and
+    ``use_ema``).  Returns the model in eval mode, with ``model.model_info`` and
+    ``model.class_names`` set."""
+    from ..models import create_model
+
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        if not p.is_file():
+            raise FileNotFoundError(f"weights file {p} not found")
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(p), framework="pt") as f:
+            raw_meta = f.metadata() or {}
+        meta = {k: json.loads(v) for k, v in raw_meta.items()}
+        if "model_name" not in meta:
+            raise ValueError(
+                f"{p} has no 'model_name' metadata; it was not exported by bcosnet. Build the "
+                f"model yourself and load the tensors with safetensors.torch.load_file."
+            )
+        state = load_file(str(p), device=str(map_location))
+    else:
+        ckpt = load_checkpoint(p, map_location)
+        if "model_name" not in ckpt or "model" not in ckpt:
+            raise ValueError(
+                f"{p} is not a bcosnet training checkpoint (no 'model_name'/'model' entries)"
+            )
+        meta = {k: ckpt.get(k) for k in ("model_name", "model_options", "num_classes", "classes")}
+        state = ckpt["ema"] if (use_ema and ckpt.get("ema") is not None) else ckpt["model"]
+    model = create_model(meta["model_name"], meta.get("num_classes"),
+                         **(meta.get("model_options") or {}))
+    load_model_state(model, state, what=str(p))
+    model.class_names = list(meta.get("classes") or [])  # type: ignore[assignment]
+    return model.eval()

@@ -1,0 +1,141 @@
+"""Named training presets: the paper's experiments (supplement C.1, SPEC §6)
+and Fashion-MNIST.
+
+Each preset is a documented table row, not code: :func:`get_preset` returns a
+fresh :class:`TrainConfig` that YAML files and CLI flags may override.
+
+==========================  =====================================================
+``cifar10-v1``              ``cifar_bcos`` (B = 2), Adam 1e-3, batch 64, 100 epochs,
+                            cosine to 1e-5, flip + padded crop, BCE, b = log(0.1/0.9)
+``cifar10-v2``              ``cifar_bcos_v2``, same schedule with 5 warm-up epochs
+``imagenet-<arch>-v1``      v1: Adam 2.5e-4, batch 256, 100 epochs, step decay
+                            (×0.1 every 30 epochs), RandAugment, BCE, 224 px
+                            (299 px Inception, auxiliary loss λ = 1)
+``imagenet-<arch>-v2``      v2: Adam 1e-3, batch 256, cosine, 5 warm-up epochs
+``fmnist``                  ``fmnist_bcos`` on Fashion-MNIST, Adam 1e-3, batch 128,
+                            BCE, 10-minute budget with the cosine fitted to it
+                            (at most 30 epochs) — the CPU result of docs/training.md
+``fmnist-standard``         its conventional twin ``standard_fmnist_bcos``, same
+                            budget, softmax cross-entropy
+``smoke``                   synthetic data, 3 epochs: a seconds-long check
+==========================  =====================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
+
+__all__ = ["PRESETS", "get_preset", "list_presets"]
+
+_IMAGENET_ARCHS = {
+    # preset arch name: (v1 model, v2 model or None, image size)
+    "densenet121": ("densenet121", "densenet121_v2", 224),
+    "densenet161": ("densenet161", "densenet161_v2", 224),
+    "densenet169": ("densenet169", "densenet169_v2", 224),
+    "densenet201": ("densenet201", "densenet201_v2", 224),
+    "resnet18": ("resnet18", "resnet18_v2", 224),
+    "resnet34": ("resnet34", "resnet34_v2", 224),
+    "resnet50": ("resnet50", "resnet50_v2", 224),
+    "resnet101": ("resnet101", "resnet101_v2", 224),
+    "resnet152": ("resnet152", "resnet152_v2", 224),
+    "inception-v3": ("inception_v3", None, 299),
+    "vgg11": ("vgg11", "vgg11_bnu_v2", 224),
+}
+
+
+def _cifar10(version: int) -> TrainConfig:
+    return TrainConfig(
+        model=ModelConfig("cifar_bcos" if version == 1 else "cifar_bcos_v2", 10),
+        data=DataConfig(dataset="cifar10", root="data/cifar10"),
+        optim=OptimConfig(name="adam", lr=1e-3, batch_size=64),
+        schedule=ScheduleConfig(
+            name="cosine", min_lr=1e-5, warmup_epochs=0.0 if version == 1 else 5.0
+        ),
+        epochs=100,
+        loss="bce",
+        out_dir=f"runs/cifar10-v{version}",
+    )
+
+
+def _imagenet(arch: str, version: int) -> TrainConfig:
+    v1_model, v2_model, size = _IMAGENET_ARCHS[arch]
+    model = v1_model if version == 1 else v2_model
+    assert model is not None
+    if version == 1:
+        optim = OptimConfig(name="adam", lr=2.5e-4, batch_size=256)
+        sched = ScheduleConfig(name="step", step_epochs=30, gamma=0.1)
+    else:
+        optim = OptimConfig(name="adam", lr=1e-3, batch_size=256)
+        sched = ScheduleConfig(name="cosine", min_lr=0.0, warmup_epochs=5.0)
+    return TrainConfig(
+        model=ModelConfig(model, 1000),
+        data=DataConfig(dataset="imagenet", root="data/imagenet", image_size=size,
+                        num_workers=8, eval_batch_size=128),
+        optim=optim,
+        schedule=sched,
+        epochs=100,
+        loss="bce",
+        aux_weight=1.0,
+        checkpoint_every_steps=2000,
+        log_every_steps=100,
+        out_dir=f"runs/imagenet-{arch}-v{version}",
+    )
+
+
+def _fmnist(standard: bool) -> TrainConfig:
+    return TrainConfig(
+        model=ModelConfig("standard_fmnist_bcos" if standard else "fmnist_bcos", 10),
+        data=DataConfig(dataset="fashion-mnist", augment=False, eval_batch_size=500),
+        optim=OptimConfig(name="adam", lr=1e-3, batch_size=128),
+        schedule=ScheduleConfig(name="cosine", min_lr=1e-5, fit_time_limit=True),
+        epochs=30,
+        time_limit_min=10.0,
+        loss="ce" if standard else "bce",
+        eval_every_epochs=0,
+        threads=2,
+        log_every_steps=50,
+        out_dir="runs/fmnist-standard" if standard else "runs/fmnist",
+    )
+
+
+def _smoke() -> TrainConfig:
+    return TrainConfig(
+        model=ModelConfig("fmnist_bcos", options={"width": 8, "log10_temperature": 2.0}),
+        data=DataConfig(dataset="synthetic", synthetic_samples=128, synthetic_classes=4),
+        optim=OptimConfig(name="adam", lr=3e-3, batch_size=32),
+        schedule=ScheduleConfig(name="cosine", min_lr=1e-5),
+        epochs=3,
+        out_dir="runs/smoke",
+        log_every_steps=1,
+    )
+
+
+PRESETS: dict[str, Callable[[], TrainConfig]] = {
+    "cifar10-v1": lambda: _cifar10(1),
+    "cifar10-v2": lambda: _cifar10(2),
+    "fmnist": lambda: _fmnist(False),
+    "fmnist-standard": lambda: _fmnist(True),
+    "smoke": _smoke,
+}
+for _arch, (_v1, _v2, _) in _IMAGENET_ARCHS.items():
+    PRESETS[f"imagenet-{_arch}-v1"] = (lambda a: lambda: _imagenet(a, 1))(_arch)
+    if _v2 is not None:
+        PRESETS[f"imagenet-{_arch}-v2"] = (lambda a: lambda: _imagenet(a, 2))(_arch)
+
+
+def list_presets() -> list[str]:
+    """Sorted preset names."""
+    return sorted(PRESETS)
+
+
+def get_preset(name: str) -> TrainConfig:
+    """A fresh :class:`TrainConfig` for the preset ``name``."""
+    if name not in PRESETS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(PRESETS), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown preset {name!r}.{hint} Available: {', '.join(list_presets())}")
+    return PRESETS[name]().validate()
