@@ -1,0 +1,409 @@
+"""Shared machinery of the attribution methods: the base class, targets,
+baselines, the encoded-input space and pass counting.
+
+The space attributions live in
+------------------------------
+Gradient-based maps (``bcos``, ``grad``, ``ixg``, ``intgrad``, ``deeplift``)
+are taken with respect to the model's *explained input*: the output of its input
+encoding (the first module marked ``is_input_encoding``, e.g.
+:class:`bcosnet.nn.AddInverse`) when it has one — ``[x, 1 − x]``, 6 channels for
+RGB — and the raw image otherwise.  That is the space ``bcosnet.explain`` uses
+and the space the paper explained.  Because the encoding is affine, a straight
+path between two images is a straight path between their encodings, so
+Integrated Gradients and DeepLIFT computed this way are exactly those of the
+network that starts after the encoding, with the *encoded* baseline image.
+
+Perturbation and CAM maps (``gradcam``, ``lime``, ``rise``, ``occlusion``) are
+per pixel: N×1×H×W.  Sum gradient maps over channels to compare them per pixel
+(the grid pointing game does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..explanations import find_input_encoding
+
+__all__ = [
+    "AttributionMethod",
+    "Baseline",
+    "PassCount",
+    "Target",
+    "count_passes",
+    "make_baseline",
+    "resolve_targets",
+]
+
+#: int (every image), a sequence / 1-D tensor of one int per image, or "pred".
+Target = Union[int, Sequence[int], Tensor, str]  # noqa: UP007 (a runtime alias)
+#: "black" | "white" | "mean" | "blur" | a grey level in [0, 1] | an image tensor.
+Baseline = Union[str, float, Tensor]  # noqa: UP007
+
+_OUTPUTS = ("logit", "softmax", "sigmoid")
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_images(images: Tensor) -> None:
+    """Raise a clear error unless ``images`` is a finite float N×C×H×W batch."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(
+            f"images must be a 4-D batch N×C×H×W, got shape {tuple(images.shape)}"
+            + (" — add a batch dimension with images.unsqueeze(0)" if images.dim() == 3 else "")
+        )
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch (N = 0)")
+    if not images.is_floating_point():
+        raise TypeError(
+            f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype} — "
+            "convert with images.float() / 255"
+        )
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or Inf values; attributions need finite inputs")
+
+
+def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_output(output: str) -> str:
+    if output not in _OUTPUTS:
+        raise ValueError(f"output must be one of {', '.join(map(repr, _OUTPUTS))}, got {output!r}")
+    return output
+
+
+def apply_output(logits: Tensor, output: str) -> Tensor:
+    """Map N×K logits to the scores a perturbation method explains."""
+    if output == "softmax":
+        return logits.softmax(1)
+    if output == "sigmoid":
+        return logits.sigmoid()
+    return logits
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def resolve_targets(
+    target: Target, n: int, *, logits: Tensor | None = None, device: torch.device | None = None
+) -> Tensor:
+    """One class index per image, shape (N,), long.
+
+    ``logits`` (N×K) are needed for ``"pred"`` and to range-check the
+    indices; without them only the form of ``target`` is checked.
+
+    ``target``: an int (the same class for every image), a sequence or 1-D
+    tensor of N ints (one per image, as in captum), a 0-d tensor, or ``"pred"``
+    (the arg-max class).  Unlike :func:`bcosnet.explain`, a list means *one
+    class per image*, not several classes per image.
+    """
+    dev = logits.device if logits is not None else device
+    if isinstance(target, str):
+        if target != "pred":
+            raise ValueError(f"target string must be 'pred', got {target!r}")
+        if logits is None:
+            raise ValueError("target='pred' needs the model's logits")
+        t = logits.argmax(1)
+    elif isinstance(target, bool):
+        raise TypeError("target must be an int, a list of N ints, a (N,) tensor or 'pred'")
+    elif isinstance(target, int):
+        t = torch.full((n,), target, dtype=torch.long, device=dev)
+    elif isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex():
+            raise TypeError(f"target tensor must hold integers, got dtype {target.dtype}")
+        t = target.to(device=dev, dtype=torch.long)
+        if t.dim() == 0:
+            t = t.expand(n)
+        elif t.dim() == 2 and t.shape[1] == 1:
+            t = t[:, 0]
+        if t.dim() != 1 or t.shape[0] != n:
+            raise ValueError(
+                f"a target tensor needs one class per image, shape ({n},), got "
+                f"{tuple(target.shape)}; for several classes per image call attribute once "
+                "per class"
+            )
+    elif isinstance(target, Sequence):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in target):
+            raise TypeError(f"a target list must hold ints, got {target!r}")
+        if len(target) != n:
+            raise ValueError(
+                f"a target list needs one class per image ({n}), got {len(target)}; "
+                "pass an int for the same class on every image"
+            )
+        t = torch.tensor(list(target), dtype=torch.long, device=dev)
+    else:
+        raise TypeError(
+            "target must be an int, a list of N ints, a (N,) tensor or 'pred', "
+            f"got {type(target).__name__}"
+        )
+    if t.numel() and t.min() < 0:
+        raise ValueError(f"target {t.min().item()} is out of range: class indices are >= 0")
+    if logits is not None:
+        check_target_range(t, logits.shape[1])
+    return t.contiguous()
+
+
+def check_target_range(t: Tensor, k: int) -> None:
+    if t.numel() and (t.min() < 0 or t.max() >= k):
+        bad = t[(t < 0) | (t >= k)][0].item()
+        raise ValueError(f"target {bad} is out of range: the model has {k} outputs (0..{k - 1})")
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def _gaussian_blur(images: Tensor, sigma: float) -> Tensor:
+    radius = max(1, int(math.ceil(3 * sigma)))
+    xs = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    k = torch.exp(-(xs**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = images.shape[1]
+    pad = (radius, radius, radius, radius)
+    # Reflect padding keeps the border colour; fall back to replicate for tiny images.
+    mode = "reflect" if min(images.shape[-2:]) > radius else "replicate"
+    x = F.pad(images, pad, mode=mode)
+    x = F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+
+
+def make_baseline(
+    images: Tensor, baseline: Baseline = "black", *, blur_sigma: float = 5.0
+) -> Tensor:
+    """A reference *image* (same shape, device and dtype as ``images``).
+
+    ``"black"`` (zeros), ``"white"`` (ones), ``"mean"`` (each image's mean
+    colour), ``"blur"`` (Gaussian blur, ``blur_sigma`` pixels), a number (that
+    grey level), or a tensor broadcastable to ``images`` (C×H×W or N×C×H×W).
+    The model encodes it like any image: a black baseline of a B-cos model is
+    ``[0, 1]`` per channel pair, never an all-zero encoded tensor.
+    """
+    if isinstance(baseline, Tensor):
+        if not baseline.is_floating_point():
+            raise TypeError(f"a baseline tensor must be floating point, got {baseline.dtype}")
+        b = baseline.to(device=images.device, dtype=images.dtype)
+        try:
+            return torch.broadcast_to(b, images.shape).clone()
+        except RuntimeError:
+            raise ValueError(
+                f"baseline of shape {tuple(b.shape)} does not broadcast to the images' shape "
+                f"{tuple(images.shape)}; pass a C×H×W or N×C×H×W image"
+            ) from None
+    if isinstance(baseline, bool):
+        raise TypeError("baseline must be a name, a grey level or an image tensor")
+    if isinstance(baseline, (int, float)):
+        return torch.full_like(images, float(baseline))
+    if baseline == "black":
+        return torch.zeros_like(images)
+    if baseline == "white":
+        return torch.ones_like(images)
+    if baseline == "mean":
+        return images.mean((2, 3), keepdim=True).expand_as(images).clone()
+    if baseline == "blur":
+        if not blur_sigma > 0:
+            raise ValueError(f"blur_sigma must be > 0, got {blur_sigma}")
+        return _gaussian_blur(images, float(blur_sigma))
+    raise ValueError(
+        f"unknown baseline {baseline!r}: use 'black', 'white', 'mean', 'blur', a grey level "
+        "in [0, 1] or an image tensor"
+    )
+
+
+# ----------------------------------------------------------------------------- passes
+
+
+@dataclass
+class PassCount:
+    """Images sent through the model: ``forward`` (forward calls × batch size)
+    and ``backward`` (backward passes reaching the model output × batch size)."""
+
+    forward: int = 0
+    backward: int = 0
+    forward_calls: int = 0
+    backward_calls: int = 0
+
+
+@contextlib.contextmanager
+def count_passes(model: nn.Module) -> Iterator[PassCount]:
+    """Count forward and backward passes through ``model`` with hooks.
+
+    A forward pass of a batch of B images counts B; a backward pass that
+    starts at (a slice of) the model's output counts the output's batch size.
+    Backward passes that start inside the model (Grad-CAM) also count, since
+    they flow through the output tensor's graph.
+    """
+    count = PassCount()
+
+    def grad_hook(n: int) -> Callable[[Tensor], None]:
+        def hook(_g: Tensor) -> None:
+            count.backward += n
+            count.backward_calls += 1
+
+        return hook
+
+    def fwd_hook(_m: nn.Module, _inp: tuple, out: object) -> None:
+        t = out[0] if isinstance(out, (tuple, list)) else out
+        if not isinstance(t, Tensor):
+            return
+        n = t.shape[0] if t.dim() else 1
+        count.forward += n
+        count.forward_calls += 1
+        if t.requires_grad:
+            t.register_hook(grad_hook(n))
+
+    handle = model.register_forward_hook(fwd_hook)
+    try:
+        yield count
+    finally:
+        handle.remove()
+
+
+# ----------------------------------------------------------------------------- model helpers
+
+
+@contextlib.contextmanager
+def frozen_params(model: nn.Module) -> Iterator[None]:
+    """Parameters need no gradients during an attribution (faster, and leaves
+    no ``.grad``); their ``requires_grad`` flags are restored afterwards."""
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, r in zip(params, flags):
+            p.requires_grad_(r)
+
+
+@contextlib.contextmanager
+def preserved_buffers(model: nn.Module) -> Iterator[None]:
+    """Restore buffers (BatchNorm running stats) that train-mode forwards change."""
+    if not any(m.training for m in model.modules()):
+        yield
+        return
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, v in saved:
+                b.copy_(v)
+
+
+def first_output(out: object) -> Tensor:
+    """The logits of a model output (Inception returns (logits, aux) in training)."""
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if not isinstance(out, Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"model output must be N×K logits, got {shape}")
+    return out
+
+
+class EncodedModel(nn.Module):
+    """The part of ``model`` after its input encoding, as a module of the
+    encoded input: ``EncodedModel(model, c_raw)(encode(images)) == model(images)``.
+
+    It calls ``model`` on a dummy raw batch and replaces the encoding's output
+    with the given encoded tensor through a forward hook, so the model's own
+    forward (skip connections, auxiliary heads) is used unchanged.  For a
+    model without an encoding it is the model itself.
+    """
+
+    def __init__(self, model: nn.Module, raw_channels: int) -> None:
+        super().__init__()
+        self.model = model
+        self.encoding = find_input_encoding(model)
+        self.raw_channels = raw_channels
+
+    @property
+    def has_encoding(self) -> bool:
+        return self.encoding is not None
+
+    def encode(self, images: Tensor) -> Tensor:
+        """The encoded images (the raw images when the model has no encoding)."""
+        if self.encoding is None:
+            return images
+        return self.encoding(images)
+
+    def forward(self, encoded: Tensor) -> Tensor:
+        if self.encoding is None:
+            return first_output(self.model(encoded))
+        used = []
+
+        def hook(_m: nn.Module, _inp: tuple, _out: Tensor) -> Tensor:
+            used.append(True)
+            return encoded
+
+        n, _c, h, w = encoded.shape
+        dummy = encoded.new_zeros(n, self.raw_channels, h, w)
+        handle = self.encoding.register_forward_hook(hook)
+        try:
+            out = self.model(dummy)
+        finally:
+            handle.remove()
+        if not used:
+            raise RuntimeError("the model's input encoding was not called in forward")
+        return first_output(out)
+
+
+# ----------------------------------------------------------------------------- base class
+
+
+class AttributionMethod:
+    """Base class: ``Method(model, **settings).attribute(images, target=...)``.
+
+    Subclasses set ``name`` and implement :meth:`_attribute` on a checked
+    batch with resolved per-image targets.  ``attribute`` leaves the model's
+    parameters without gradients, its train/eval mode untouched and its
+    buffers unchanged; the maps have the images' device and dtype.
+    """
+
+    name: str = ""
+    #: "input" (N×C_enc×H×W, w.r.t. the explained input) or "pixel" (N×1×H×W).
+    map_kind: str = "input"
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+
+    def attribute(self, images: Tensor, target: Target = "pred") -> Tensor:
+        """Attribution maps of ``images`` (N×C×H×W, raw images in [0, 1] for a
+        model that encodes its input) for ``target`` (an int, N ints, a (N,)
+        tensor, or ``"pred"``).
+
+        Returns N×C_enc×H×W for gradient methods (C_enc: channels of the
+        explained input, 6 for an RGB B-cos model) and N×1×H×W for per-pixel
+        methods; see :attr:`map_kind`.
+        """
+        check_images(images)
+        with frozen_params(self.model), preserved_buffers(self.model):
+            return self._attribute(images, target)
+
+    def _attribute(self, images: Tensor, target: Target) -> Tensor:
+        raise NotImplementedError
+
+    def _targets(self, images: Tensor, target: Target, logits: Tensor | None = None) -> Tensor:
+        """Per-image targets (N,).  Without ``logits`` a no-grad forward pass is
+        run (it is needed for ``'pred'`` and for the range check)."""
+        if logits is None:
+            with torch.no_grad():
+                logits = first_output(self.model(images))
+        return resolve_targets(target, images.shape[0], logits=logits)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={type(self.model).__name__})"

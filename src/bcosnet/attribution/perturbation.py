@@ -1,0 +1,389 @@
+"""Perturbation-based attributions: ``occlusion``, ``rise``, ``lime``.
+
+They perturb the raw *image* (the model encodes it) and return per-pixel maps,
+N×1×H×W.  Random methods take a ``seed`` (default 0) or a ``torch.Generator``;
+random numbers are drawn on the CPU, so a seed gives the same map on every device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .base import (
+    AttributionMethod,
+    Baseline,
+    Target,
+    apply_output,
+    check_output,
+    check_positive_int,
+    first_output,
+    make_baseline,
+    resolve_targets,
+)
+
+__all__ = ["Lime", "Occlusion", "Rise", "rise_masks", "ridge_regression"]
+
+
+def _pair(v: int | tuple[int, int], name: str) -> tuple[int, int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = (v, v)
+    if (
+        not isinstance(v, tuple)
+        or len(v) != 2
+        or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1 for a in v)
+    ):
+        raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {v!r}")
+    return v
+
+
+def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+    """A fresh CPU generator from ``seed`` for every call (same seed → same map),
+    or the user's generator (whose state advances)."""
+    if generator is not None:
+        return generator
+    return torch.Generator().manual_seed(0 if seed is None else int(seed))
+
+
+def _scores(model: nn.Module, x: Tensor, t: Tensor, output: str) -> Tensor:
+    """Score of class ``t[i]`` for each row of ``x`` (no grad)."""
+    with torch.no_grad():
+        out = apply_output(first_output(model(x)), output)
+    return out.gather(1, t[:, None])[:, 0]
+
+
+# ----------------------------------------------------------------------------- occlusion
+
+
+class Occlusion(AttributionMethod):
+    """Occlusion: slide a patch over the image, replace it by the baseline
+    image there, and record the drop of the target score ``f(x) − f(x_occluded)``.
+    Each pixel gets the mean drop over the windows that cover it (captum's
+    convention).  The last window of a row/column is moved flush with the
+    border, so every pixel is covered.
+
+    Args:
+        patch_size: int or (h, w) in pixels (default 16).
+        stride: int or (h, w) (default 8).
+        baseline: what replaces the patch (see :func:`make_baseline`, default black).
+        output: score explained: ``"logit"`` (default), ``"softmax"`` or ``"sigmoid"``.
+        batch_size: occluded images per forward pass.
+
+    Cost: 1 + (number of windows) forward passes per image, no backward.
+    Returns N×1×H×W.
+    """
+
+    name = "occlusion"
+    map_kind = "pixel"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        patch_size: int | tuple[int, int] = 16,
+        stride: int | tuple[int, int] = 8,
+        baseline: Baseline = "black",
+        output: str = "logit",
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(model)
+        self.patch_size = _pair(patch_size, "patch_size")
+        self.stride = _pair(stride, "stride")
+        self.baseline = baseline
+        self.output = check_output(output)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.progress = progress
+
+    @staticmethod
+    def _starts(size: int, patch: int, stride: int) -> list[int]:
+        starts = list(range(0, size - patch + 1, stride))
+        if starts[-1] != size - patch:
+            starts.append(size - patch)
+        return starts
+
+    def _attribute(self, images: Tensor, target: Target) -> Tensor:
+        n, _c, h, w = images.shape
+        ph, pw = self.patch_size
+        if ph > h or pw > w:
+            raise ValueError(
+                f"occlusion patch {ph}×{pw} is larger than the images ({h}×{w}); "
+                "pass a smaller patch_size"
+            )
+        with torch.no_grad():
+            logits = first_output(self.model(images))
+        t = resolve_targets(target, n, logits=logits)
+        s0 = apply_output(logits, self.output).gather(1, t[:, None])  # N×1
+        base = make_baseline(images, self.baseline)
+        windows = [(y, x) for y in self._starts(h, ph, self.stride[0])
+                   for x in self._starts(w, pw, self.stride[1])]
+        total = images.new_zeros(n, 1, h, w)
+        coverage = images.new_zeros(1, 1, h, w)
+        per = max(1, self.batch_size // n)
+        for lo in tqdm(range(0, len(windows), per), disable=not self.progress, desc="occlusion"):
+            chunk = windows[lo : lo + per]
+            m = images.new_zeros(len(chunk), 1, h, w)  # masks built per chunk: bounded memory
+            for i, (y, x) in enumerate(chunk):
+                m[i, :, y : y + ph, x : x + pw] = 1
+            xo = images[:, None] * (1 - m) + base[:, None] * m  # N×w×C×H×W
+            s = _scores(self.model, xo.flatten(0, 1), t.repeat_interleave(len(chunk)), self.output)
+            drop = s0 - s.view(n, len(chunk))  # N×w
+            total += torch.einsum("nm,mchw->nchw", drop, m)
+            coverage += m.sum(0, keepdim=True)
+        return total / coverage.clamp_min(1)
+
+
+# ----------------------------------------------------------------------------- RISE
+
+
+def rise_masks(
+    n_masks: int,
+    size: tuple[int, int],
+    *,
+    s: int = 8,
+    p: float = 0.1,
+    generator: torch.Generator,
+) -> Tensor:
+    """RISE's random masks, n×1×H×W in [0, 1] (float32, CPU).
+
+    A binary s×s grid (each cell kept with probability ``p``) is upsampled
+    bilinearly to ``(s+1)·⌈H/s⌉ × (s+1)·⌈W/s⌉`` and cropped to H×W at a random
+    shift of less than one cell (Petsiuk et al. 2018).
+    """
+    h, w = size
+    ch, cw = math.ceil(h / s), math.ceil(w / s)
+    grid = (torch.rand(n_masks, 1, s, s, generator=generator) < p).float()
+    up = F.interpolate(grid, size=((s + 1) * ch, (s + 1) * cw), mode="bilinear",
+                       align_corners=False)
+    dy = torch.randint(0, ch, (n_masks,), generator=generator)
+    dx = torch.randint(0, cw, (n_masks,), generator=generator)
+    # Gather the shifted crops in one indexing operation.
+    rows = (dy[:, None] + torch.arange(h)[None])[:, :, None]  # n×H×1
+    cols = (dx[:, None] + torch.arange(w)[None])[:, None, :]  # n×1×W
+    idx = torch.arange(n_masks)[:, None, None]
+    return up[:, 0][idx, rows, cols][:, None]
+
+
+class Rise(AttributionMethod):
+    """RISE (Petsiuk et al. 2018): ``Σ_i f_t(x ⊙ M_i + x̄ ⊙ (1 − M_i)) · M_i / (n·p)``
+    over random smooth masks ``M_i`` (the same masks for every image of a batch).
+
+    Args:
+        n_masks: number of masks (500, the paper's setting).
+        s: grid size (8); p: keep probability of a grid cell (0.1).
+        baseline: the fill where a mask is 0 (:func:`make_baseline`, default black).
+        output: ``"softmax"`` (default, as the original), ``"sigmoid"`` or ``"logit"``.
+        seed / generator: randomness (a fresh generator from ``seed`` per call).
+        batch_size: masked images per forward pass.
+
+    Cost: 1 + ``n_masks`` forward passes per image, no backward.  Returns N×1×H×W.
+    """
+
+    name = "rise"
+    map_kind = "pixel"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        n_masks: int = 500,
+        s: int = 8,
+        p: float = 0.1,
+        baseline: Baseline = "black",
+        output: str = "softmax",
+        seed: int | None = 0,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(model)
+        self.n_masks = check_positive_int("n_masks", n_masks)
+        self.s = check_positive_int("s", s)
+        if not 0 < p <= 1:
+            raise ValueError(f"p (keep probability) must be in (0, 1], got {p}")
+        self.p = float(p)
+        self.baseline = baseline
+        self.output = check_output(output)
+        self.seed = seed
+        self.generator = generator
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.progress = progress
+
+    def _attribute(self, images: Tensor, target: Target) -> Tensor:
+        n, _c, h, w = images.shape
+        t = self._targets(images, target)
+        g = _generator(self.seed, self.generator)
+        masks = rise_masks(self.n_masks, (h, w), s=self.s, p=self.p, generator=g).to(
+            device=images.device, dtype=images.dtype
+        )
+        base = make_baseline(images, self.baseline)
+        sal = images.new_zeros(n, 1, h, w)
+        per = max(1, self.batch_size // n)
+        for lo in tqdm(range(0, self.n_masks, per), disable=not self.progress, desc="RISE"):
+            m = masks[lo : lo + per]
+            x = images[:, None] * m + base[:, None] * (1 - m)
+            sc = _scores(self.model, x.flatten(0, 1), t.repeat_interleave(m.shape[0]), self.output)
+            sal += torch.einsum("nm,mchw->nchw", sc.view(n, m.shape[0]), m)
+        return sal / (self.n_masks * self.p)
+
+
+# ----------------------------------------------------------------------------- LIME
+
+
+def ridge_regression(
+    x: Tensor, y: Tensor, sample_weight: Tensor, alpha: float
+) -> tuple[Tensor, Tensor]:
+    """Weighted ridge regression with an (unpenalised) intercept, as
+    scikit-learn's ``Ridge(alpha).fit(x, y, sample_weight)``: returns (coef, intercept).
+    x: S×F, y: S, sample_weight: S."""
+    w = sample_weight / sample_weight.sum()
+    xm = (w[:, None] * x).sum(0)
+    ym = (w * y).sum()
+    xc, yc = x - xm, y - ym
+    sw = sample_weight[:, None]
+    a = xc.T @ (sw * xc) + alpha * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    b = xc.T @ (sample_weight * yc)
+    coef = torch.linalg.solve(a, b)
+    return coef, ym - xm @ coef
+
+
+def _segment(img: np.ndarray, kernel_size: float, max_dist: float, ratio: float, rng: int):
+    from skimage.segmentation import quickshift
+
+    c = img.shape[2]
+    if c == 1:
+        img = np.repeat(img, 3, axis=2)
+    seg = quickshift(img, kernel_size=kernel_size, max_dist=max_dist, ratio=ratio,
+                     rng=rng, convert2lab=img.shape[2] == 3)
+    # Consecutive labels 0..n-1.
+    _, inv = np.unique(seg, return_inverse=True)
+    return inv.reshape(seg.shape)
+
+
+class Lime(AttributionMethod):
+    """LIME for images (Ribeiro et al. 2016, as the ``lime`` package's image
+    explainer): quickshift super-pixels, ``n_samples`` random on/off patterns
+    (the first all on), "off" segments filled, a weighted ridge regression of
+    the target score on the patterns (weights ``sqrt(exp(−d²/width²))``, d the
+    cosine distance to the all-on pattern).
+
+    Args:
+        n_samples: perturbed images per image (500).
+        num_features: keep the ``num_features`` segments with the largest
+            |weight| of a first fit (``lime``'s "highest_weights"), refit on them,
+            other segments get 0 (5, the paper's setting); ``None``: the full
+            weight map of all segments.
+        kernel_size, max_dist, ratio: quickshift settings (4, 200, 0.2: lime's).
+        kernel_width: 0.25 (lime's).
+        fill: ``"segment_mean"`` (each segment's mean colour, lime's default) or
+            any :func:`make_baseline` value (e.g. ``"black"``).
+        output: ``"softmax"`` (default, as lime on a classifier), ``"sigmoid"``, ``"logit"``.
+        seed / generator: randomness of the patterns; quickshift uses ``seed`` too.
+        batch_size: perturbed images per forward pass.
+
+    Raises ValueError if ``num_features`` exceeds the number of segments of an
+    image.  Cost: ``n_samples`` forward passes per image (+1 for the targets),
+    no backward.  Returns N×1×H×W.
+    """
+
+    name = "lime"
+    map_kind = "pixel"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        n_samples: int = 500,
+        num_features: int | None = 5,
+        kernel_size: float = 4,
+        max_dist: float = 200,
+        ratio: float = 0.2,
+        kernel_width: float = 0.25,
+        fill: Baseline = "segment_mean",
+        output: str = "softmax",
+        seed: int | None = 0,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(model)
+        self.n_samples = check_positive_int("n_samples", n_samples, minimum=2)
+        if num_features is not None:
+            check_positive_int("num_features", num_features)
+        self.num_features = num_features
+        self.kernel_size = kernel_size
+        self.max_dist = max_dist
+        self.ratio = ratio
+        if not kernel_width > 0:
+            raise ValueError(f"kernel_width must be > 0, got {kernel_width}")
+        self.kernel_width = float(kernel_width)
+        self.fill = fill
+        self.output = check_output(output)
+        self.seed = seed
+        self.generator = generator
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.progress = progress
+
+    def segments(self, image: Tensor) -> Tensor:
+        """Quickshift super-pixels of one C×H×W image: H×W long labels 0..n−1."""
+        img = image.detach().permute(1, 2, 0).to("cpu", torch.float64).numpy()
+        seed = 0 if self.seed is None else int(self.seed)
+        seg = _segment(img, self.kernel_size, self.max_dist, self.ratio, seed)
+        return torch.from_numpy(seg).long()
+
+    def _attribute(self, images: Tensor, target: Target) -> Tensor:
+        n, _c, h, w = images.shape
+        t = self._targets(images, target)
+        g = _generator(self.seed, self.generator)
+        if self.fill != "segment_mean":
+            fills = make_baseline(images, self.fill)
+        maps = []
+        for i in range(n):
+            img = images[i]
+            seg = self.segments(img).to(images.device)
+            n_seg = int(seg.max()) + 1
+            if self.num_features is not None and self.num_features > n_seg:
+                raise ValueError(
+                    f"LIME was asked for num_features={self.num_features} but image {i} has only "
+                    f"{n_seg} quickshift segments; lower num_features, pass num_features=None "
+                    "for the full weight map, or use a finer segmentation (smaller max_dist / "
+                    "kernel_size)"
+                )
+            if self.fill == "segment_mean":
+                onehot = F.one_hot(seg, n_seg).to(img.dtype)  # H×W×S
+                means = torch.einsum("chw,hws->cs", img, onehot) / onehot.sum((0, 1))
+                fill = means[:, seg]
+            else:
+                fill = fills[i]
+            data = torch.randint(0, 2, (self.n_samples, n_seg), generator=g)
+            data[0] = 1
+            data_d = data.to(device=images.device, dtype=images.dtype)
+            ys = []
+            for lo in tqdm(range(0, self.n_samples, self.batch_size), disable=not self.progress,
+                           desc=f"LIME {i + 1}/{n}"):
+                m = data_d[lo : lo + self.batch_size][:, seg][:, None]  # b×1×H×W
+                x = img[None] * m + fill[None] * (1 - m)
+                ys.append(_scores(self.model, x, t[i].expand(m.shape[0]), self.output))
+            y = torch.cat(ys).to("cpu", torch.float64)
+            coef = self._fit(data.to(torch.float64), y)
+            maps.append(coef.to(device=images.device, dtype=images.dtype)[seg])
+        return torch.stack(maps)[:, None]
+
+    def _fit(self, data: Tensor, y: Tensor) -> Tensor:
+        """Per-segment weights (S,) from the patterns (samples×S) and scores."""
+        on = data.sum(1)
+        cos = on / (on.sqrt() * math.sqrt(data.shape[1])).clamp_min(1e-12)
+        d = 1 - cos  # cosine distance to the all-on pattern (1 for all-off)
+        sw = torch.exp(-(d**2) / self.kernel_width**2).sqrt()
+        if self.num_features is None:
+            return ridge_regression(data, y, sw, alpha=1.0)[0]
+        first, _ = ridge_regression(data, y, sw, alpha=0.01)
+        sel = first.abs().argsort(descending=True)[: self.num_features]
+        coef = torch.zeros(data.shape[1], dtype=data.dtype)
+        coef[sel] = ridge_regression(data[:, sel], y, sw, alpha=1.0)[0]
+        return coef
