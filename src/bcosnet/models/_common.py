@@ -1,0 +1,261 @@
+"""Shared helpers for the model files (not a public module; the API is kept stable).
+
+What every family needs:
+
+* the paper's constants as functions of the options: :func:`v1_logit_bias`,
+  :func:`v2_logit_bias`, :func:`cifar_v1_scale`, :func:`cifar_v1_temperature`;
+* :func:`bcos_conv_factory` — a ``conv(in, out, kernel_size, stride, padding, ...)``
+  callable that builds :class:`~bcosnet.nn.BcosConv2d` layers with a family's
+  ``b``/``max_out``/scale policy (v1: ``γ = s/√(k²·C_in)`` per layer);
+* :func:`make_norm` — the optional uncentred, bias-free norm of v2 models
+  (``nn.Identity`` when off);
+* :func:`check_images` — early, clear errors for a wrong channel count or an
+  image below the model's minimum size;
+* :class:`ImageNormalize` — first module of the conventional ("standard") twins:
+  checks the input like the B-cos models do, then applies mean/std normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import BatchNormUncentered2d, BcosConv2d, v1_scale
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "ConvFactory",
+    "ImageNormalize",
+    "bcos_conv_factory",
+    "check_images",
+    "cifar_v1_scale",
+    "cifar_v1_temperature",
+    "count_parameters",
+    "make_norm",
+    "v1_logit_bias",
+    "v2_logit_bias",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+#: A callable building a B-cos conv: ``conv(in_ch, out_ch, kernel_size, stride=1,
+#: padding=0, dilation=1, groups=1, **layer_overrides)``.
+ConvFactory = Callable[..., BcosConv2d]
+
+
+# ----------------------------------------------------------------------------- constants
+def v1_logit_bias(num_classes: int, prior: float | None = None) -> float:
+    """The v1 logit bias ``log(p / (1 − p))`` (SPEC §1): sigmoid of a zero input is ``p``.
+
+    The paper used ``p = 0.01`` on ImageNet (1000 classes) and ``p = 0.1`` on
+    CIFAR-10; the default ``p = max(1/C, 0.01)`` reproduces both and gives a
+    uniform prior for small ``C``.  ``num_classes = 1`` (or ``p = 0.5``) gives 0.
+    """
+    if prior is None:
+        prior = max(1.0 / num_classes, 0.01)
+    if not 0.0 < prior < 1.0:
+        if prior == 1.0:  # one class: no sensible prior, use no offset
+            return 0.0
+        raise ValueError(f"prior must be in (0, 1), got {prior}")
+    return math.log(prior / (1.0 - prior))
+
+
+def v2_logit_bias(num_classes: int) -> float:
+    """The v2 logit bias ``−log(C − 1)`` (0 for one or two classes)."""
+    return -math.log(num_classes - 1) if num_classes > 2 else 0.0
+
+
+def cifar_v1_scale(b: float) -> float:
+    """CIFAR-10 (v1) per-layer output scale: ``log10 γ = 1.5·B − 1.75`` (supplement C.1.1)."""
+    return 10.0 ** (1.5 * float(b) - 1.75)
+
+
+_CIFAR_V1_LOG10_T = ((1.0, -3.0), (1.25, -3.0), (1.5, -2.0), (1.75, 1.0), (2.0, 2.0),
+                     (2.25, 2.0), (2.5, 3.0))
+
+
+def cifar_v1_temperature(b: float) -> float:
+    """CIFAR-10 (v1) logit temperature T for alignment pressure ``b``.
+
+    The paper gives ``log10 T = −3, −3, −2, 1, 2, 2, 3`` for
+    ``B = 1, 1.25, 1.5, 1.75, 2, 2.25, 2.5``; other B are interpolated linearly
+    in ``log10 T`` (clamped outside [1, 2.5]).
+    """
+    b = float(b)
+    pts = _CIFAR_V1_LOG10_T
+    if b <= pts[0][0]:
+        return 10.0 ** pts[0][1]
+    for (b0, t0), (b1, t1) in zip(pts, pts[1:]):
+        if b <= b1:
+            return 10.0 ** (t0 + (t1 - t0) * (b - b0) / (b1 - b0))
+    return 10.0 ** pts[-1][1]
+
+
+# ----------------------------------------------------------------------------- layers
+def bcos_conv_factory(
+    *,
+    b: float = 2.0,
+    max_out: int = 1,
+    scale_s: float | None = None,
+    gamma: float | None = None,
+    cos_eps: float = 0.0,
+) -> ConvFactory:
+    """A builder of :class:`~bcosnet.nn.BcosConv2d` layers sharing one policy.
+
+    Args:
+        b: alignment pressure B of every layer.
+        max_out: MaxOut units per output channel.
+        scale_s: v1 ImageNet scale ``s``: every layer's output is multiplied by
+            ``γ = s / sqrt(k_h·k_w·C_in/groups)``.
+        gamma: a fixed output multiplier for every layer (v1 CIFAR-10);
+            mutually exclusive with ``scale_s``.  Neither: no scale (v2).
+        cos_eps: the v1 ``|cos| + ε`` quirk (0 = off).
+
+    The returned callable takes ``(in_ch, out_ch, kernel_size, stride=1, padding=0,
+    dilation=1, groups=1, **overrides)``; ``overrides`` (e.g. ``max_out=1`` for one
+    layer) win over the policy.
+    """
+    if scale_s is not None and gamma is not None:
+        raise ValueError("pass either scale_s (v1 ImageNet, γ = s/√d) or gamma (fixed γ), not both")
+    if scale_s is not None and (not math.isfinite(scale_s) or scale_s <= 0):
+        raise ValueError(f"scale_s must be a finite positive number, got {scale_s}")
+
+    def conv(
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int] = 1,
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | str = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        **overrides: Any,
+    ) -> BcosConv2d:
+        kw: dict[str, Any] = dict(b=b, max_out=max_out, cos_eps=cos_eps)
+        if scale_s is not None:
+            kw["scale"] = v1_scale(scale_s, in_channels // groups, kernel_size)
+        elif gamma is not None:
+            kw["scale"] = gamma
+        kw.update(overrides)
+        return BcosConv2d(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, **kw
+        )
+
+    conv.policy = dict(b=b, max_out=max_out, scale_s=scale_s, gamma=gamma)  # type: ignore[attr-defined]
+    return conv
+
+
+def make_norm(norm: str | None, num_features: int) -> nn.Module:
+    """The optional norm layer after a B-cos conv.
+
+    ``None`` → ``nn.Identity()`` (v1: no normalisation); ``"bnu"`` → bias-free
+    :class:`~bcosnet.nn.BatchNormUncentered2d` (v2; its parameter and buffer names
+    match the ``bcos`` package's ``BatchNormUncentered2d`` with ``NoBias``).
+    """
+    if norm is None:
+        return nn.Identity()
+    if norm == "bnu":
+        return BatchNormUncentered2d(num_features, bias=False)
+    raise ValueError(f"norm must be None or 'bnu' (uncentred batch norm), got {norm!r}")
+
+
+# ----------------------------------------------------------------------------- input checks
+def check_images(
+    x: Tensor, *, in_channels: int, min_size: tuple[int, int], model: str = "model"
+) -> None:
+    """Raise a clear error unless ``x`` is an ``N×in_channels×H×W`` batch with
+    ``H, W >= min_size``.  Called first in every zoo model's ``forward``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{model} expects a torch.Tensor of images, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(
+            f"{model} expects a 4-D batch N×{in_channels}×H×W of images in [0, 1], got shape "
+            f"{tuple(x.shape)}" + (" — add a batch dimension with x.unsqueeze(0)"
+                                   if x.dim() == 3 else "")
+        )
+    c = x.shape[1]
+    if c != in_channels:
+        hint = ""
+        if c == 2 * in_channels:
+            hint = " — pass raw images in [0, 1]; the model encodes them itself"
+        elif in_channels == 1 and c == 3:
+            hint = " — convert to grey, or build the model with in_channels=3"
+        elif in_channels == 3 and c == 1:
+            hint = " — repeat the grey channel (x.expand(-1, 3, -1, -1)) or build the model " \
+                   "with in_channels=1"
+        raise ValueError(
+            f"{model} expects {in_channels}-channel images in [0, 1], got {c} channels "
+            f"(shape {tuple(x.shape)}){hint}"
+        )
+    h, w = x.shape[-2:]
+    if h < min_size[0] or w < min_size[1]:
+        raise ValueError(
+            f"{model} needs images of at least {min_size[0]}×{min_size[1]} pixels, got {h}×{w} — "
+            f"resize the images (e.g. torchvision.transforms.Resize)"
+        )
+
+
+class ImageNormalize(nn.Module):
+    """First module of a conventional twin: check the images, then ``(x − mean) / std``.
+
+    Args:
+        in_channels: raw image channels.
+        min_size: smallest accepted (H, W).
+        mean, std: per-channel statistics (default: ImageNet for 3 channels,
+            0.5/0.5 otherwise).
+        model: the model's name, for error messages.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        min_size: tuple[int, int] = (1, 1),
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        model: str = "model",
+    ) -> None:
+        super().__init__()
+        if mean is None:
+            mean = IMAGENET_MEAN if in_channels == 3 else (0.5,) * in_channels
+        if std is None:
+            std = IMAGENET_STD if in_channels == 3 else (0.5,) * in_channels
+        if len(mean) != in_channels or len(std) != in_channels:
+            raise ValueError(
+                f"mean and std need {in_channels} values (one per channel), got "
+                f"{len(mean)} and {len(std)}"
+            )
+        if any(s <= 0 for s in std):
+            raise ValueError(f"std must be positive, got {tuple(std)}")
+        self.in_channels = in_channels
+        self.min_size = tuple(min_size)
+        self.model_name = model
+        # Buffers (not parameters): follow .to(device/dtype), never trained.
+        # Non-persistent: torchvision checkpoints load into the twins unchanged.
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_images(x, in_channels=self.in_channels, min_size=self.min_size,  # type: ignore[arg-type]
+                     model=self.model_name)
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.in_channels}"
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (not buffers) of ``model``."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,326 @@
+"""B-cos DenseNets (121/161/169/201), v1 and v2 style, and their conventional twins.
+
+Layout (DenseNet-BC, Huang et al. 2017), changed as in the B-cos papers::
+
+    AddInverse(in_channels)                          RGB → 6 channels [x, 1 − x]
+    conv0  BcosConv7×7/2 (6 → F0)   [norm0]          H/2
+    pool0  AvgPool3×3/2  (max-pool in the original)  H/4
+    denseblock1..4: layer l: [norm1] BcosConv1×1 (C → bn·g) [norm2] BcosConv3×3 (bn·g → g),
+                    output concatenated to its input (C grows by g per layer)
+    transition1..3: [norm] BcosConv1×1 (C → C/2), AvgPool2×2/2
+    [norm5]
+    classifier  BcosConv1×1 (C → K), applied per location
+    global average pool → LogitLayer: logits = out / T + b
+
+* ``kind="bcos"`` (``densenet121`` ...; CVPR 2022, supplement C.1.2): no norm
+  layers (the bracketed slots are parameter-free ``nn.Identity``), MaxOut with
+  ``max_out`` units in *every* B-cos conv (conv0 and the classifier included;
+  default 2 as in Fig. B3/Tab. B1), output scale ``γ = s/sqrt(k²·C_in)`` with
+  s = 100, ``log10 T = −3``, ``b = log(p/(1 − p))`` with ``p = max(1/K, 0.01)``
+  (``log(0.01/0.99)`` for ImageNet).  The stem keeps ``F0 = 64`` features (96
+  for DenseNet-161) whatever the growth rate g: with that, the parameter counts
+  of Tab. B1 are reproduced (see ``tests/test_models_densenet.py``).
+* ``kind="bcos_v2"`` (``densenet121_v2`` ...; the ``bcos`` package's released
+  ImageNet models): B = 2, no MaxOut, no scale, bias-free *uncentred* batch norm
+  in the bracketed places, T = 1, ``b = −log(K − 1)``.  Module names mirror the
+  ``bcos`` package, so its checkpoints load after renaming ``*.linear.weight``
+  → ``*.weight``.
+* ``kind="standard"`` (``standard_densenet121`` ...): torchvision's DenseNet,
+  taking images in [0, 1] and normalising them with the ImageNet statistics.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+import torchvision.models as tvm
+from torch import Tensor, nn
+
+from ..nn import AddInverse, LogitLayer
+from ._common import (
+    ConvFactory,
+    ImageNormalize,
+    bcos_conv_factory,
+    check_images,
+    make_norm,
+    v1_logit_bias,
+    v2_logit_bias,
+)
+from .registry import register_model
+
+__all__ = ["BcosDenseNet", "StandardDenseNet", "DENSENET_CONFIGS", "DENSENET_MIN_SIZE"]
+
+#: name → (growth rate g, layers per dense block, stem features F0), as torchvision.
+DENSENET_CONFIGS: dict[str, tuple[int, tuple[int, ...], int]] = {
+    "densenet121": (32, (6, 12, 24, 16), 64),
+    "densenet161": (48, (6, 12, 36, 24), 96),
+    "densenet169": (32, (6, 12, 32, 32), 64),
+    "densenet201": (32, (6, 12, 48, 32), 64),
+}
+
+#: Smallest input side for which the last feature map is still ≥ 1×1:
+#: conv0 (7/2, pad 3) → pool0 (3/2, pad 1) → three 2×2/2 average pools.
+DENSENET_MIN_SIZE = (29, 29)
+
+#: v1 ImageNet constants (supplement C.1.2, Fig. B3).
+V1_DENSENET_SCALE_S = 100.0
+V1_DENSENET_TEMPERATURE = 1e-3  # log10 T = −3
+V1_MAX_OUT = 2
+
+
+class _DenseLayer(nn.Module):
+    """norm1 → conv1 (1×1, C → bn·g) → norm2 → conv2 (3×3, bn·g → g).
+
+    Takes the list of all earlier feature maps of the block (concatenated here,
+    as in torchvision and ``bcos``)."""
+
+    def __init__(
+        self, num_input_features: int, growth_rate: int, bn_size: int, conv: ConvFactory,
+        norm: str | None,
+    ) -> None:
+        super().__init__()
+        mid = bn_size * growth_rate
+        self.norm1 = make_norm(norm, num_input_features)
+        self.conv1 = conv(num_input_features, mid, 1)
+        self.norm2 = make_norm(norm, mid)
+        self.conv2 = conv(mid, growth_rate, 3, 1, 1)
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        x = self.conv1(self.norm1(torch.cat(features, 1)))
+        return self.conv2(self.norm2(x))
+
+
+class _DenseBlock(nn.ModuleDict):
+    """``num_layers`` dense layers; each sees the concatenation of all earlier outputs.
+    Output: ``C_in + num_layers·g`` channels."""
+
+    def __init__(
+        self, num_layers: int, num_input_features: int, bn_size: int, growth_rate: int,
+        conv: ConvFactory, norm: str | None,
+    ) -> None:
+        super().__init__()
+        for i in range(num_layers):
+            self.add_module(
+                f"denselayer{i + 1}",
+                _DenseLayer(num_input_features + i * growth_rate, growth_rate, bn_size, conv, norm),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = [x]
+        for layer in self.values():
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+class BcosDenseNet(nn.Module):
+    """B-cos DenseNet-BC for N×in_channels×H×W images in [0, 1] (H, W ≥ 29).
+
+    Args:
+        growth_rate: g, channels added per dense layer.
+        block_config: layers per dense block.
+        num_init_features: channels after the stem conv (F0).
+        bn_size: bottleneck width factor (the 1×1 conv outputs ``bn_size·g``).
+        num_classes: K.
+        in_channels: raw image channels (the encoding doubles them).
+        conv: B-cos conv factory (:func:`~bcosnet.models._common.bcos_conv_factory`);
+            it sets B, MaxOut and the v1 scale of every conv (classifier included).
+        norm: ``None`` (v1) or ``"bnu"`` (v2 bias-free uncentred batch norm).
+        temperature, logit_bias: the logit layer ``out / T + b``.
+        min_size: smallest accepted (H, W).
+        name: model name used in error messages.
+
+    Output: N×K logits.  Module names (``features.conv0``, ``features.norm0``,
+    ``features.denseblockI.denselayerJ.{norm1,conv1,norm2,conv2}``,
+    ``features.transitionI.{norm,conv,pool}``, ``features.norm5``, ``classifier``,
+    ``logit_layer``) mirror the ``bcos`` package's ``BcosDenseNet``; with
+    ``norm=None`` the norm slots are parameter-free ``nn.Identity`` modules.
+    """
+
+    def __init__(
+        self,
+        growth_rate: int = 32,
+        block_config: Sequence[int] = (6, 12, 24, 16),
+        num_init_features: int = 64,
+        bn_size: int = 4,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        *,
+        conv: ConvFactory,
+        norm: str | None = None,
+        temperature: float = 1.0,
+        logit_bias: float = 0.0,
+        min_size: tuple[int, int] = DENSENET_MIN_SIZE,
+        name: str = "densenet",
+    ) -> None:
+        super().__init__()
+        for nm, v in (
+            ("growth_rate", growth_rate), ("num_init_features", num_init_features),
+            ("bn_size", bn_size), ("num_classes", num_classes), ("in_channels", in_channels),
+        ):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{nm} must be a positive int, got {v!r}")
+        if len(block_config) == 0 or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in block_config
+        ):
+            raise ValueError(
+                f"block_config must be a non-empty sequence of positive ints, got {block_config!r}"
+            )
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.min_size = tuple(min_size)
+        self.model_name = name
+        self.encoding = AddInverse(in_channels)
+        self.features = nn.Sequential(OrderedDict([
+            ("conv0", conv(2 * in_channels, num_init_features, 7, 2, 3)),
+            ("norm0", make_norm(norm, num_init_features)),
+            # The original's max-pool: average pooling keeps the network dynamic linear.
+            ("pool0", nn.AvgPool2d(kernel_size=3, stride=2, padding=1)),
+        ]))
+        c = num_init_features
+        for i, n_layers in enumerate(block_config):
+            self.features.add_module(
+                f"denseblock{i + 1}", _DenseBlock(n_layers, c, bn_size, growth_rate, conv, norm)
+            )
+            c += n_layers * growth_rate
+            if i != len(block_config) - 1:
+                self.features.add_module(f"transition{i + 1}", nn.Sequential(OrderedDict([
+                    ("norm", make_norm(norm, c)),
+                    ("conv", conv(c, c // 2, 1)),
+                    ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),
+                ])))
+                c //= 2
+        self.features.add_module("norm5", make_norm(norm, c))
+        self.num_features = c
+        # The classifier is a 1×1 B-cos conv applied at every location, pooled afterwards.
+        self.classifier = conv(c, num_classes, 1)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.logit_layer = LogitLayer(temperature=temperature, bias=logit_bias)
+        #: the module whose output is the last feature map (e.g. for Grad-CAM).
+        self.last_feature_layer = "features"
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Encoded input ``N×2C×H×W`` → last feature map ``N×num_features×H/32×W/32``."""
+        return self.features(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """N×in_channels×H×W images in [0, 1] → N×K logits."""
+        check_images(x, in_channels=self.in_channels, min_size=self.min_size,  # type: ignore[arg-type]
+                     model=self.model_name)
+        x = self.forward_features(self.encoding(x))
+        x = self.avgpool(self.classifier(x)).flatten(1)
+        return self.logit_layer(x)
+
+
+class StandardDenseNet(tvm.DenseNet):
+    """torchvision's DenseNet taking images in [0, 1]: ``normalize`` then the usual
+    forward (BatchNorm, ReLU, max-pooling, linear classifier with bias).
+
+    ``in_channels != 3`` replaces the stem conv; everything else (and the state
+    dict keys) is torchvision's.
+    """
+
+    def __init__(
+        self,
+        growth_rate: int,
+        block_config: Sequence[int],
+        num_init_features: int,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        drop_rate: float = 0.0,
+        min_size: tuple[int, int] = DENSENET_MIN_SIZE,
+        name: str = "standard_densenet",
+    ) -> None:
+        super().__init__(growth_rate, tuple(block_config), num_init_features,
+                         drop_rate=drop_rate, num_classes=num_classes)
+        if in_channels != 3:
+            self.features.conv0 = nn.Conv2d(
+                in_channels, num_init_features, kernel_size=7, stride=2, padding=3, bias=False
+            )
+            nn.init.kaiming_normal_(self.features.conv0.weight)
+        self.normalize = ImageNormalize(in_channels, min_size, mean, std, model=name)
+        self.in_channels = in_channels
+        self.last_feature_layer = "features"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(self.normalize(x))
+
+
+# ----------------------------------------------------------------------------- registry
+def _register_arch(arch: str) -> None:
+    g0, blocks0, f0 = DENSENET_CONFIGS[arch]
+
+    def v1(
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        growth_rate: int = g0,
+        block_config: Sequence[int] = blocks0,
+        num_init_features: int = f0,
+        bn_size: int = 4,
+        b: float = 2.0,
+        max_out: int = V1_MAX_OUT,
+        scale_s: float | None = V1_DENSENET_SCALE_S,
+        temperature: float = V1_DENSENET_TEMPERATURE,
+        logit_bias: float | None = None,
+        cos_eps: float = 0.0,
+    ) -> BcosDenseNet:
+        conv = bcos_conv_factory(b=b, max_out=max_out, scale_s=scale_s, cos_eps=cos_eps)
+        return BcosDenseNet(
+            growth_rate, block_config, num_init_features, bn_size, num_classes, in_channels,
+            conv=conv, norm=None, temperature=temperature,
+            logit_bias=v1_logit_bias(num_classes) if logit_bias is None else logit_bias,
+            name=arch,
+        )
+
+    def v2(
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        growth_rate: int = g0,
+        block_config: Sequence[int] = blocks0,
+        num_init_features: int = f0,
+        bn_size: int = 4,
+        b: float = 2.0,
+        max_out: int = 1,
+        norm: str | None = "bnu",
+        temperature: float = 1.0,
+        logit_bias: float | None = None,
+    ) -> BcosDenseNet:
+        conv = bcos_conv_factory(b=b, max_out=max_out)
+        return BcosDenseNet(
+            growth_rate, block_config, num_init_features, bn_size, num_classes, in_channels,
+            conv=conv, norm=norm, temperature=temperature,
+            logit_bias=v2_logit_bias(num_classes) if logit_bias is None else logit_bias,
+            name=f"{arch}_v2",
+        )
+
+    def standard(
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        growth_rate: int = g0,
+        block_config: Sequence[int] = blocks0,
+        num_init_features: int = f0,
+        drop_rate: float = 0.0,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> StandardDenseNet:
+        return StandardDenseNet(
+            growth_rate, block_config, num_init_features, num_classes, in_channels, mean, std,
+            drop_rate=drop_rate, name=f"standard_{arch}",
+        )
+
+    depth = arch.removeprefix("densenet")
+    v1.__doc__ = (f"B-cos DenseNet-{depth}, v1 (paper) style: no norms, MaxOut 2, s = 100, "
+                  "log10 T = −3; see the module docstring.")
+    v2.__doc__ = f"B-cos DenseNet-{depth}, v2 style (uncentred BN, B = 2, no MaxOut)."
+    standard.__doc__ = f"torchvision's DenseNet-{depth} taking images in [0, 1]."
+    common = dict(family="densenet", input_size=(224, 224), min_size=DENSENET_MIN_SIZE)
+    register_model(arch, kind="bcos", **common)(v1)
+    register_model(f"{arch}_v2", kind="bcos_v2", **common)(v2)
+    register_model(f"standard_{arch}", kind="standard", **common)(standard)
+
+
+for _arch in DENSENET_CONFIGS:
+    _register_arch(_arch)
