@@ -1,0 +1,35 @@
+"""Evaluation of models and explanations: plain data + plotting helpers."""
+
+from .accuracy import AccuracyResult, accuracy
+from .neurons import TopActivations, class_distribution, top_activations, top_class_scores
+from .pointing_game import (
+    GridDataset,
+    PointingGameResult,
+    ScoreSummary,
+    cell_scores,
+    grid_pointing_game,
+    make_attribution_fn,
+    make_grid_dataset,
+    plot_pointing_game,
+)
+from .report import Report, ReportFigure, write_report
+
+__all__ = [
+    "AccuracyResult",
+    "accuracy",
+    "GridDataset",
+    "PointingGameResult",
+    "Report",
+    "ReportFigure",
+    "ScoreSummary",
+    "TopActivations",
+    "cell_scores",
+    "class_distribution",
+    "grid_pointing_game",
+    "make_attribution_fn",
+    "make_grid_dataset",
+    "plot_pointing_game",
+    "top_activations",
+    "top_class_scores",
+    "write_report",
+]

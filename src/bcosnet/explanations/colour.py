@@ -1,0 +1,250 @@
+"""Colour decoding of B-cos explanations (SPEC §3) and contribution-map colouring.
+
+Under the encoding ``[r, g, b, 1−r, 1−g, 1−b]`` a pixel's colour is fixed by the
+*angle* of its 6-vector, and alignment pressure makes the dynamic weights
+``W(x)`` point the way the important pixels do, so the colour the model "looks
+for" at a pixel can be read from the angle of ``W`` there (supplement D.2):
+
+1. contribution map ``m = Σ_channels W ⊙ x``;
+2. per pixel, divide ``W`` by its largest absolute entry, clamp at 0;
+3. colour channel ``k = W_k / (W_k + W_{k+C})`` (ε-guarded);
+4. alpha = per-pixel L2 norm of ``W``, 0 where ``m < 0``, optionally box-smoothed;
+5. alpha = ``clip(alpha / percentile(alpha), 0, 1)`` per map.
+
+Grey images (encoding ``[v, 1−v]``) decode to one grey channel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["decode_colour", "to_rgba", "contribution_to_rgba", "hue_of"]
+
+_EPS = 1e-12
+
+
+def _unpack(weights: Any, inputs: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    # Accept an Explanation directly: to_rgba(ex).
+    if hasattr(weights, "weights") and hasattr(weights, "inputs"):
+        if inputs is not None:
+            raise TypeError("pass either an Explanation or (weights, inputs), not both")
+        return weights.weights, weights.inputs
+    if not isinstance(weights, Tensor):
+        raise TypeError(
+            f"weights must be a torch.Tensor or an Explanation, got {type(weights).__name__}"
+        )
+    return weights, inputs
+
+
+def _check_channels(c: int) -> None:
+    if c % 2 or c < 2:
+        raise ValueError(
+            f"expected weights w.r.t. an encoded input [x, 1−x] with an even number of channels "
+            f"(6 for RGB, 2 for grey), got {c} channels — explain the encoded input "
+            "(bcosnet.explain does this), not the raw image"
+        )
+
+
+def decode_colour(weights: Tensor, eps: float = _EPS) -> Tensor:
+    """Colour channels from dynamic weights (steps 2–3 of SPEC §3).
+
+    Args:
+        weights: ``...×2C×H×W`` weights w.r.t. the encoding ``[x, 1−x]``.
+
+    Returns:
+        ``...×C×H×W`` colours in [0, 1] (C = 3 for RGB, 1 for grey).  A pixel
+        whose weight is ``λ·[p, 1−p]`` (λ > 0) decodes to ``p`` exactly.
+    """
+    if weights.dim() < 3:
+        raise ValueError(f"weights must be ...×C×H×W, got shape {tuple(weights.shape)}")
+    c2 = weights.shape[-3]
+    _check_channels(c2)
+    scale = weights.abs().amax(dim=-3, keepdim=True) + eps
+    w = (weights / scale).clamp(min=0)
+    c = c2 // 2
+    pos, neg = w[..., :c, :, :], w[..., c:, :, :]
+    return pos / (pos + neg + eps)
+
+
+def _box_smooth(alpha: Tensor, kernel: int) -> Tensor:
+    """Box mean over a ``kernel×kernel`` window (stride 1, same size, zeros counted)."""
+    lead = alpha.shape[:-2]
+    a = alpha.reshape(-1, 1, *alpha.shape[-2:])
+    a = F.avg_pool2d(a, kernel, stride=1, padding=kernel // 2, count_include_pad=True)
+    return a.reshape(*lead, *a.shape[-2:])
+
+
+def to_rgba(
+    weights: Any,
+    inputs: Tensor | None = None,
+    *,
+    smooth: int = 0,
+    percentile: float = 99.5,
+    positive_only: bool = True,
+    eps: float = _EPS,
+) -> Tensor:
+    """Decode dynamic linear weights into an RGBA explanation image (SPEC §3).
+
+    Args:
+        weights: ``N×T×2C×H×W`` (as ``Explanation.weights``), ``N×2C×H×W`` or
+            ``2C×H×W`` weights w.r.t. the encoded input; or an
+            :class:`~bcosnet.Explanation` (then ``inputs`` must be omitted).
+            C = 3 (RGB, 6 channels) or C = 1 (grey, 2 channels).
+        inputs: the encoded input the weights apply to, ``N×2C×H×W`` (or
+            ``2C×H×W``), broadcast over the T targets.  Needed to find the
+            pixels that contribute negatively; ``None`` with
+            ``positive_only=False`` skips that step.
+        smooth: box-filter kernel for alpha (odd, ≥ 1; 0 or 1 = none).  Smoothing
+            comes after the masking of negative pixels, so with ``smooth > 1`` a
+            negative pixel next to positive ones can get alpha > 0.
+        percentile: alpha is divided by this percentile (in [0, 100]) of each
+            map's alpha and clipped to [0, 1].
+        positive_only: set alpha to 0 where the contribution ``Σ_c W ⊙ x`` < 0.
+
+    Returns:
+        Float tensor ``...×H×W×4`` in [0, 1] (same leading dims as ``weights``
+        without the channel dim), on the weights' device.  For grey weights
+        the grey value is repeated in R, G and B.
+    """
+    weights, inputs = _unpack(weights, inputs)
+    if weights.dim() not in (3, 4, 5):
+        raise ValueError(
+            f"weights must be N×T×C×H×W, N×C×H×W or C×H×W, got shape {tuple(weights.shape)}"
+        )
+    if not weights.is_floating_point():
+        raise TypeError(f"weights must be floating point, got dtype {weights.dtype}")
+    _check_channels(weights.shape[-3])
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 0:
+        raise ValueError(f"smooth must be a non-negative odd int (0 = none), got {smooth!r}")
+    if smooth > 1 and smooth % 2 == 0:
+        raise ValueError(
+            f"smooth must be odd so the box filter keeps the map centred, got {smooth}; "
+            f"use {smooth + 1} or {smooth - 1}"
+        )
+    if not 0 < float(percentile) <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    weights = weights.detach()
+
+    if positive_only:
+        if inputs is None:
+            raise ValueError(
+                "inputs (the encoded images) are needed to mask negative contributions; "
+                "pass inputs=ex.inputs or positive_only=False"
+            )
+        x = inputs.detach().to(weights.dtype)
+        if x.dim() != weights.dim() - (1 if weights.dim() == 5 else 0):
+            raise ValueError(
+                f"inputs of shape {tuple(x.shape)} do not match weights of shape "
+                f"{tuple(weights.shape)}: expected N×C×H×W inputs for N×T×C×H×W weights, "
+                "or the same shape as the weights otherwise"
+            )
+        if weights.dim() == 5:
+            x = x.unsqueeze(1)
+        if x.shape[-3:] != weights.shape[-3:] or x.shape[0] != weights.shape[0]:
+            raise ValueError(
+                f"inputs of shape {tuple(inputs.shape)} do not match weights of shape "
+                f"{tuple(weights.shape)} (channels, height, width and batch must agree)"
+            )
+        contrib = (weights * x).sum(-3)
+    colour = decode_colour(weights, eps)
+    if colour.shape[-3] == 1:
+        colour = colour.expand(*colour.shape[:-3], 3, *colour.shape[-2:])
+    alpha = torch.linalg.vector_norm(weights, dim=-3)
+    if positive_only:
+        alpha = torch.where(contrib < 0, torch.zeros_like(alpha), alpha)
+    if smooth > 1:
+        alpha = _box_smooth(alpha, smooth)
+    flat = alpha.flatten(-2)
+    q = _percentile(flat, float(percentile))
+    alpha = torch.where(q > 0, flat / q.clamp_min(eps), torch.zeros_like(flat)).clamp(0, 1)
+    alpha = alpha.reshape(weights.shape[:-3] + weights.shape[-2:])
+    rgba = torch.cat([colour, alpha.unsqueeze(-3)], dim=-3)
+    return rgba.movedim(-3, -1).contiguous()
+
+
+def _percentile(flat: Tensor, percentile: float) -> Tensor:
+    """``...×1`` percentile of each row (linear interpolation, as torch.quantile)."""
+    if percentile >= 100:
+        return flat.amax(-1, keepdim=True)
+    # torch.quantile limits its input size; a sort-based quantile has no limit.
+    n = flat.shape[-1]
+    srt = flat.sort(-1).values
+    pos = percentile / 100 * (n - 1)
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    return srt[..., lo : lo + 1] * (1 - frac) + srt[..., hi : hi + 1] * frac
+
+
+def contribution_to_rgba(
+    contributions: Tensor | np.ndarray,
+    *,
+    percentile: float = 99.5,
+    vmax: float | None = None,
+    cmap: str = "bwr",
+) -> np.ndarray:
+    """Colour a contribution map with a diverging colour map centred at 0.
+
+    Args:
+        contributions: ``...×H×W`` contribution maps (e.g. ``Explanation.contributions``).
+        percentile: each map's colour range is ``[−v, v]`` with ``v`` this
+            percentile of ``|contributions|`` (ignored when ``vmax`` is given).
+        vmax: a fixed range ``[−vmax, vmax]`` for all maps.
+        cmap: a matplotlib diverging colour map (positive = red for "bwr").
+
+    Returns:
+        ``...×H×W×4`` float numpy array in [0, 1]; 0 maps to the colour map's
+        centre (white for "bwr").
+    """
+    from matplotlib import colormaps
+
+    if isinstance(contributions, Tensor):
+        m = contributions.detach().to("cpu", torch.float64).numpy()
+    else:
+        m = np.asarray(contributions, dtype=np.float64)
+    if m.ndim < 2:
+        raise ValueError(f"contributions must be ...×H×W, got shape {m.shape}")
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    if vmax is None:
+        flat = np.abs(m.reshape(*m.shape[:-2], -1))
+        v = np.percentile(flat, percentile, axis=-1)[..., None, None]
+    else:
+        if not vmax > 0:
+            raise ValueError(f"vmax must be positive, got {vmax}")
+        v = np.asarray(vmax, dtype=np.float64)
+    v = np.where(v > 0, v, 1.0)
+    scaled = np.clip(m / v, -1, 1) * 0.5 + 0.5
+    try:
+        cm = colormaps[cmap]
+    except KeyError as e:
+        raise ValueError(f"unknown matplotlib colour map {cmap!r}; try 'bwr' or 'coolwarm'") from e
+    return cm(scaled)
+
+
+def hue_of(rgb: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hue (degrees in [0, 360)) and chroma (max − min) of ``...×3`` RGB colours.
+
+    Chroma is 0 for greys, where the hue is undefined (returned as 0).
+    """
+    a = rgb.detach().cpu().numpy() if isinstance(rgb, Tensor) else np.asarray(rgb)
+    a = a.astype(np.float64)
+    if a.shape[-1] != 3:
+        raise ValueError(f"rgb must be ...×3, got shape {a.shape}")
+    r, g, b = a[..., 0], a[..., 1], a[..., 2]
+    mx, mn = a.max(-1), a.min(-1)
+    chroma = mx - mn
+    safe = np.where(chroma > 0, chroma, 1.0)
+    # The HSV hexcone hue, piecewise by which channel is largest.
+    h = np.where(
+        mx == r,
+        ((g - b) / safe) % 6.0,
+        np.where(mx == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
+    )
+    hue = (60.0 * h) % 360.0
+    return np.where(chroma > 0, hue, 0.0), chroma
