@@ -28,6 +28,7 @@ import math
 from torch import Tensor, nn
 
 from ..nn import AddInverse, BcosConv2d, LogitLayer, v1_scale
+from ._common import check_images
 from .registry import register_model
 
 __all__ = ["FMNISTBcosNet", "FMNISTStandardNet", "fmnist_bcos", "standard_fmnist_bcos"]
@@ -62,6 +63,7 @@ class FMNISTBcosNet(nn.Module):
                 cin, cout, k, padding=k // 2, b=b, max_out=mo, scale=v1_scale(s, cin, k)
             )
 
+        self.in_channels = in_channels
         self.encode = AddInverse(in_channels)
         self.features = nn.Sequential(
             conv(enc, w1),
@@ -77,6 +79,7 @@ class FMNISTBcosNet(nn.Module):
         self.logits = LogitLayer(temperature=10.0**log10_temperature, bias=logit_bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        check_images(x, in_channels=self.in_channels, min_size=(4, 4), model="fmnist_bcos")
         x = self.features(self.encode(x))
         x = self.pool(self.classifier(x)).flatten(1)
         return self.logits(x)
@@ -89,6 +92,7 @@ class FMNISTStandardNet(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, *, width: int = 16) -> None:
         super().__init__()
+        self.in_channels = in_channels
         w1, w2, w3 = width, 2 * width, 4 * width
 
         def block(cin: int, cout: int) -> list[nn.Module]:
@@ -108,6 +112,8 @@ class FMNISTStandardNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
 
     def forward(self, x: Tensor) -> Tensor:
+        check_images(x, in_channels=self.in_channels, min_size=(4, 4),
+                     model="standard_fmnist_bcos")
         x = self.features((x - 0.5) / 0.5)
         return self.pool(self.classifier(x)).flatten(1)
 

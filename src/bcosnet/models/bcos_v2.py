@@ -1,0 +1,268 @@
+"""Import checkpoints of the B-cos v2 release (PyPI package ``bcos``).
+
+:func:`load_bcos_v2` builds the matching bcosnet ``*_v2`` model and loads a v2
+state dict into it.  Every ``*_v2`` model mirrors the module names of the
+``bcos`` package's model of the same architecture, so the mapping is generic:
+the ``bcos`` B-cos layers keep their weight in a ``linear`` sub-module
+(``<prefix>.linear.weight``), ours directly (``<prefix>.weight``); everything
+else (uncentred batch norms' ``weight``/``running_*`` buffers, ...) is
+identical.  Checkpoints are data: they are read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .registry import create_model, list_models
+
+__all__ = ["V2_ARCHS", "V2_URLS", "load_bcos_v2", "convert_bcos_v2_state_dict"]
+
+#: ``bcos`` architecture name → bcosnet model name.
+V2_ARCHS: dict[str, str] = {
+    "resnet18": "resnet18_v2",
+    "resnet34": "resnet34_v2",
+    "resnet50": "resnet50_v2",
+    "resnet101": "resnet101_v2",
+    "resnet152": "resnet152_v2",
+    "densenet121": "densenet121_v2",
+    "densenet161": "densenet161_v2",
+    "densenet169": "densenet169_v2",
+    "densenet201": "densenet201_v2",
+    "vgg11_bnu": "vgg11_bnu_v2",
+    # CIFAR-10 ResNets (bcos.models.resnet.cifar10_resnet*, with uncentred BN);
+    # the v2 release has no official weights for them.
+    "cifar10_resnet20": "cifar_resnet20_v2",
+    "cifar10_resnet56": "cifar_resnet56_v2",
+}
+
+_BASE = "https://github.com/B-cos/B-cos-v2/releases/download/v0.0.1-weights"
+#: The official ImageNet weights of the v2 release (``bcos.models.pretrained``);
+#: the part after the last ``-`` of each file name is a SHA-256 prefix that
+#: :func:`torch.hub.load_state_dict_from_url` checks.
+V2_URLS: dict[str, str] = {
+    "resnet18": f"{_BASE}/resnet_18-68b4160fff.pth",
+    "resnet34": f"{_BASE}/resnet_34-a63425a03e.pth",
+    "resnet50": f"{_BASE}/resnet_50-ead259efe4.pth",
+    "resnet101": f"{_BASE}/resnet_101-84c3658278.pth",
+    "resnet152": f"{_BASE}/resnet_152-42051a77c1.pth",
+    "densenet121": f"{_BASE}/densenet_121-b8daf96afb.pth",
+    "densenet161": f"{_BASE}/densenet_161-9e9ea51353.pth",
+    "densenet169": f"{_BASE}/densenet_169-7037ee0604.pth",
+    "densenet201": f"{_BASE}/densenet_201-00ac87066f.pth",
+    "vgg11_bnu": f"{_BASE}/vgg_11_bnu-34036029f0.pth",
+}
+
+_URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_HASH_RE = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's hash-prefix convention
+# Containers some training code wraps the weights in.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+_PREFIXES = ("", "module.", "model.", "_orig_mod.")
+
+
+def _resolve_arch(arch: str) -> str:
+    if not isinstance(arch, str):
+        raise TypeError(f"arch must be a str, got {type(arch).__name__}")
+    if arch in V2_ARCHS:
+        return arch
+    for k, v in V2_ARCHS.items():  # accept bcosnet names and bcos' "resnet_18" spelling
+        bcos_exp_name = k.replace("resnet", "resnet_").replace("densenet", "densenet_")
+        if arch in (v, bcos_exp_name.replace("vgg", "vgg_")):
+            return k
+    close = difflib.get_close_matches(arch, list(V2_ARCHS) + list(V2_ARCHS.values()), n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"unknown B-cos v2 architecture {arch!r}.{hint} Supported: {', '.join(V2_ARCHS)}"
+    )
+
+
+def _read_source(
+    source: str | os.PathLike | Mapping[str, Any] | None,
+    arch: str,
+    *,
+    check_hash: bool,
+    model_dir: str | os.PathLike | None,
+    progress: bool,
+) -> Mapping[str, Any]:
+    if source is None:
+        if arch not in V2_URLS:
+            raise ValueError(
+                f"there are no official B-cos v2 weights for {arch!r}; pass source= (a path, "
+                f"URL or state dict)"
+            )
+        source = V2_URLS[arch]
+    if isinstance(source, Mapping):
+        return source
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and not _URL_RE.match(source)):
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"checkpoint file {str(path)!r} does not exist")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # corrupt file, pickle with code objects, ...
+            raise ValueError(
+                f"could not read checkpoint {str(path)!r} as a tensor-only state dict "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the file is "
+                f"corrupt or not a PyTorch state dict"
+            ) from e
+    if not isinstance(source, str):
+        raise TypeError(
+            f"source must be a path, a URL, a state dict or None, got {type(source).__name__}"
+        )
+    url = source
+    try:
+        return torch.hub.load_state_dict_from_url(
+            url,
+            model_dir=None if model_dir is None else str(model_dir),
+            map_location="cpu",
+            progress=progress,
+            check_hash=check_hash and bool(_HASH_RE.search(url.rsplit("/", 1)[-1])),
+            weights_only=True,
+        )
+    except RuntimeError as e:
+        if "invalid hash value" in str(e):
+            raise ValueError(
+                f"the file downloaded from {url} does not match the SHA-256 prefix in its name "
+                f"({e}); it is corrupt or not the expected checkpoint — retry, or check the URL"
+            ) from e
+        raise ValueError(f"could not load a state dict from {url}: {e}") from e
+    except Exception as e:  # unpickling errors, bad zip files, network errors
+        raise ValueError(
+            f"could not load a state dict from {url} ({type(e).__name__}: {e})"
+        ) from e
+
+
+def _unwrap(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    for key in _WRAPPER_KEYS:
+        inner = obj.get(key) if isinstance(obj, Mapping) else None
+        if isinstance(inner, Mapping) and inner and all(
+            isinstance(v, Tensor) for v in inner.values()
+        ):
+            return inner
+    return obj
+
+
+def convert_bcos_v2_state_dict(
+    state_dict: Mapping[str, Any], target: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """Rename a ``bcos`` v2 state dict to the keys of ``target`` (a bcosnet
+    model's ``state_dict()``) and check it.
+
+    ``<prefix>.linear.weight`` becomes ``<prefix>.weight``; a common wrapper
+    prefix (``module.``, ``model.``) is stripped.  Raises ``ValueError`` listing
+    missing keys, unexpected keys and shape mismatches.
+    """
+    state_dict = _unwrap(state_dict)
+    bad = [k for k, v in state_dict.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise ValueError(f"state dict entries must be tensors; not tensors: {bad[:5]}")
+
+    def rename(key: str, prefix: str) -> str:
+        key = key[len(prefix):]
+        if key not in target and key.endswith(".linear.weight"):
+            key = key[: -len(".linear.weight")] + ".weight"
+        return key
+
+    # Pick the wrapper prefix that explains most keys.
+    best_prefix, best_hits = "", -1
+    for prefix in _PREFIXES:
+        hits = sum(1 for k in state_dict if k.startswith(prefix) and rename(k, prefix) in target)
+        if hits > best_hits:
+            best_prefix, best_hits = prefix, hits
+
+    out: dict[str, Tensor] = {}
+    unexpected: list[str] = []
+    mismatched: list[str] = []
+    mismatched_targets: set[str] = set()
+    for k, v in state_dict.items():
+        nk = rename(k, best_prefix) if k.startswith(best_prefix) else None
+        if nk is None or nk not in target:
+            unexpected.append(k)
+        elif tuple(target[nk].shape) != tuple(v.shape):
+            mismatched.append(
+                f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[nk].shape)}"
+            )
+            mismatched_targets.add(nk)
+        else:
+            out[nk] = v
+    # Batch-norm step counters are optional; everything else is required.
+    missing = [
+        k for k in target
+        if k not in out and k not in mismatched_targets and not k.endswith("num_batches_tracked")
+    ]
+    if unexpected or mismatched or missing:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {', '.join(missing[:8])}"
+                         + (" ..." if len(missing) > 8 else ""))
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:8])}"
+                         + (" ..." if len(unexpected) > 8 else ""))
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatch(es): {'; '.join(mismatched[:5])}"
+                         + (" ..." if len(mismatched) > 5 else ""))
+        raise ValueError("the checkpoint does not fit the model — " + " | ".join(parts))
+    return out
+
+
+def load_bcos_v2(
+    arch: str,
+    source: str | os.PathLike | Mapping[str, Any] | None = None,
+    *,
+    num_classes: int | None = None,
+    check_hash: bool = True,
+    model_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> nn.Module:
+    """Build the bcosnet model matching a B-cos v2 checkpoint and load it.
+
+    Args:
+        arch: a ``bcos`` architecture (``"resnet18"``, ``"resnet34"``, ``"resnet50"``,
+            ``"resnet101"``, ``"resnet152"``, ``"densenet121"`` ... ``"vgg11_bnu"``) or
+            the bcosnet name (``"resnet18_v2"`` ...); see :data:`V2_ARCHS`.
+        source: a local file path, a URL (``https://``, ``file://``; fetched into
+            torch's hub cache with :func:`torch.hub.load_state_dict_from_url`, with
+            the SHA-256 check when the file name carries a hash prefix), a state
+            dict, or ``None`` for the official ImageNet weights (:data:`V2_URLS`).
+        num_classes: classes of the checkpoint (default: the model's default, 1000
+            for ImageNet architectures, 10 for the CIFAR-10 ResNets).
+        check_hash: verify the hash prefix of URL downloads.
+        model_dir: download folder (default: torch's hub cache).
+        progress: show a download progress bar.
+        **overrides: builder options of the bcosnet model, e.g. ``logit_bias`` for a
+            checkpoint trained with another bias than ``−log(num_classes − 1)``.
+
+    Returns:
+        The model in eval mode, with ``model.model_info`` set.  Its logits and
+        explanations equal those of the ``bcos`` model with the same weights.
+
+    Raises:
+        ValueError: unknown arch, unreadable or corrupt file, hash mismatch, or a
+            checkpoint whose keys/shapes do not fit (missing, unexpected, shape
+            mismatches are listed).
+    """
+    key = _resolve_arch(arch)
+    name = V2_ARCHS[key]
+    if name not in list_models():
+        raise ValueError(f"bcosnet model {name!r} (for {key!r}) is not available in this install")
+    raw = _read_source(source, key, check_hash=check_hash, model_dir=model_dir, progress=progress)
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"the checkpoint holds a {type(raw).__name__}, not a state dict")
+    model = create_model(name, num_classes=num_classes, **overrides)
+    try:
+        sd = convert_bcos_v2_state_dict(raw, model.state_dict())
+    except ValueError as e:
+        hint = ""
+        if "shape mismatch" in str(e):
+            hint = " (if the checkpoint has another number of classes, pass num_classes=...)"
+        raise ValueError(f"load_bcos_v2({key!r}): {e}{hint}") from e
+    model.load_state_dict(sd, strict=False)  # strictness checked above (counters optional)
+    return model.eval()

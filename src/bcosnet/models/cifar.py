@@ -1,0 +1,330 @@
+"""CIFAR-10 networks: the paper's 9-layer B-cos net and CIFAR ResNet-20/56.
+
+``cifar_bcos`` is the fully convolutional network of the v1 CIFAR-10
+experiments (B-cos v1 repository, ``experiments/CIFAR10``): eight 3×3 B-cos
+convs with 64, 64, 128, 128, 128, 256, 256, 256 channels (stride 2 at the 3rd
+and 6th), a 1×1 B-cos classifier conv, global average pooling and the logit
+layer.  Every layer has 2 MaxOut units and the fixed output scale
+``log10 γ = 1.5·B − 1.75``; the temperature follows the paper's table
+(``log10 T = −3, −3, −2, 1, 2, 2, 3`` for ``B = 1 ... 2.5``, see
+:func:`~bcosnet.models._common.cifar_v1_temperature`) and the logit bias is
+``log(0.1/0.9)`` for 10 classes.  All of these are builder options.
+
+``cifar_resnet20`` / ``cifar_resnet56``: the CIFAR ResNets (3×3 stem, no
+pooling, 16-32-64 channels, 3 stages of 3 or 9 basic blocks) as B-cos networks.
+The paper has no v1 constants for them; they use 2 MaxOut units, the v1
+per-layer scale ``γ = s/√(k²·C_in)`` with s = 25 and T = 1 (chosen here so that
+the logits of a freshly initialised model are of order 0.1–1 on random images;
+s = 100, the ImageNet ResNet value, makes them explode to 1e3–1e5 at these
+widths) and the CIFAR logit bias.
+
+``*_v2``: B = 2, no MaxOut, bias-free uncentred batch norm after every conv but
+the classifier, ``T = 1``, ``b = −log(C − 1)`` (``cifar_resnet20_v2`` mirrors the
+``bcos`` package's ``cifar10_resnet20`` with that norm).
+
+``standard_*``: conventional twins (ReLU, BatchNorm, biases), normalising with
+the CIFAR-10 statistics.
+
+Shapes: ``N×in_channels×H×W`` images in [0, 1] (native 32×32) → ``N×num_classes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torchvision.models as tvm
+from torch import Tensor, nn
+
+from ..nn import AddInverse, LogitLayer
+from ._common import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    ConvFactory,
+    ImageNormalize,
+    bcos_conv_factory,
+    check_images,
+    cifar_v1_scale,
+    cifar_v1_temperature,
+    make_norm,
+    v1_logit_bias,
+    v2_logit_bias,
+)
+from .registry import register_model
+from .resnet import BasicBlock, BcosResNet
+
+__all__ = ["CifarBcosNet", "StandardCifarNet", "StandardCifarResNet", "CIFAR_BCOS_LAYERS"]
+
+#: (out_channels, stride) of the eight 3×3 convs of the paper's CIFAR-10 network.
+CIFAR_BCOS_LAYERS: tuple[tuple[int, int], ...] = (
+    (64, 1), (64, 1), (128, 2), (128, 1), (128, 1), (256, 2), (256, 1), (256, 1),
+)
+_MIN_SIZE = (8, 8)
+_INPUT = (32, 32)
+_CIFAR_CLASSES = 10
+
+
+def _cifar_stats(in_channels: int) -> tuple[Sequence[float] | None, Sequence[float] | None]:
+    if in_channels == 3:
+        return CIFAR10_MEAN, CIFAR10_STD
+    return None, None
+
+
+class CifarBcosNet(nn.Module):
+    """The paper's 9-layer CIFAR-10 B-cos network (optionally with v2 norms).
+
+    Modules: ``encoding`` (AddInverse), ``features`` (convs, each followed by a
+    norm when ``norm="bnu"``), ``classifier`` (1×1 B-cos conv), ``avgpool``,
+    ``logit_layer``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        *,
+        conv: ConvFactory,
+        norm: str | None = None,
+        temperature: float = 1.0,
+        logit_bias: float = 0.0,
+        layers: Sequence[tuple[int, int]] = CIFAR_BCOS_LAYERS,
+        name: str = "cifar_bcos",
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.min_size = _MIN_SIZE
+        self.model_name = name
+        self.num_classes = num_classes
+        self.encoding = AddInverse(in_channels)
+        mods: list[nn.Module] = []
+        c = 2 * in_channels
+        for out_c, stride in layers:
+            mods.append(conv(c, out_c, 3, stride, 1))
+            if norm is not None:
+                mods.append(make_norm(norm, out_c))
+            c = out_c
+        self.features = nn.Sequential(*mods)
+        self.classifier = conv(c, num_classes, 1)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.logit_layer = LogitLayer(temperature=temperature, bias=logit_bias)
+        self.last_feature_layer = "features"
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_images(x, in_channels=self.in_channels, min_size=self.min_size,  # type: ignore[arg-type]
+                     model=self.model_name)
+        x = self.features(self.encoding(x))
+        x = self.avgpool(self.classifier(x)).flatten(1)
+        return self.logit_layer(x)
+
+
+class StandardCifarNet(nn.Module):
+    """Conventional twin of :class:`CifarBcosNet`: conv–BN–ReLU ×8, 1×1 conv, pooling."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        layers: Sequence[tuple[int, int]] = CIFAR_BCOS_LAYERS,
+        name: str = "standard_cifar_bcos",
+    ) -> None:
+        super().__init__()
+        if mean is None and std is None:
+            mean, std = _cifar_stats(in_channels)
+        self.normalize = ImageNormalize(in_channels, _MIN_SIZE, mean, std, model=name)
+        self.in_channels = in_channels
+        mods: list[nn.Module] = []
+        c = in_channels
+        for out_c, stride in layers:
+            mods += [
+                nn.Conv2d(c, out_c, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(out_c),
+                nn.ReLU(inplace=True),
+            ]
+            c = out_c
+        self.features = nn.Sequential(*mods)
+        self.classifier = nn.Conv2d(c, num_classes, 1)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.last_feature_layer = "features"
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.features(self.normalize(x))
+        return self.avgpool(self.classifier(x)).flatten(1)
+
+
+class StandardCifarResNet(nn.Module):
+    """Conventional CIFAR ResNet (He et al. 2016, option-B shortcuts) built from
+    torchvision's ``BasicBlock``: 3×3 stem, stages of 16/32/64 channels, global
+    pooling, linear classifier."""
+
+    def __init__(
+        self,
+        layers: Sequence[int],
+        num_classes: int = 10,
+        in_channels: int = 3,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        name: str = "standard_cifar_resnet",
+    ) -> None:
+        super().__init__()
+        if mean is None and std is None:
+            mean, std = _cifar_stats(in_channels)
+        self.normalize = ImageNormalize(in_channels, _MIN_SIZE, mean, std, model=name)
+        self.in_channels = in_channels
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        inplanes = 16
+        stages = []
+        for i, n in enumerate(layers):
+            planes = 16 * 2**i
+            stride = 1 if i == 0 else 2
+            blocks = []
+            for j in range(n):
+                down = None
+                if j == 0 and (stride != 1 or inplanes != planes):
+                    down = nn.Sequential(
+                        nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+                    )
+                blocks.append(tvm.resnet.BasicBlock(inplanes, planes, stride if j == 0 else 1,
+                                                    down))
+                inplanes = planes
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(inplanes, num_classes)
+        self.last_feature_layer = "layer3"
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(self.bn1(self.conv1(self.normalize(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(self.avgpool(x).flatten(1))
+
+
+# ----------------------------------------------------------------------------- registry
+_COMMON = dict(
+    family="cifar", input_size=_INPUT, min_size=_MIN_SIZE, default_num_classes=_CIFAR_CLASSES
+)
+
+
+@register_model(kind="bcos", **_COMMON)
+def cifar_bcos(
+    num_classes: int = _CIFAR_CLASSES,
+    in_channels: int = 3,
+    b: float = 2.0,
+    max_out: int = 2,
+    gamma: float | None = None,
+    temperature: float | None = None,
+    logit_bias: float | None = None,
+    cos_eps: float = 0.0,
+) -> CifarBcosNet:
+    """The paper's 9-layer CIFAR-10 B-cos network (v1).
+
+    ``gamma`` defaults to ``10**(1.5·b − 1.75)``, ``temperature`` to the paper's
+    value for ``b``, ``logit_bias`` to ``log(0.1/0.9)`` (10 classes).
+    """
+    conv = bcos_conv_factory(
+        b=b, max_out=max_out, gamma=cifar_v1_scale(b) if gamma is None else gamma, cos_eps=cos_eps
+    )
+    return CifarBcosNet(
+        num_classes, in_channels, conv=conv, norm=None,
+        temperature=cifar_v1_temperature(b) if temperature is None else temperature,
+        logit_bias=v1_logit_bias(num_classes) if logit_bias is None else logit_bias,
+        name="cifar_bcos",
+    )
+
+
+@register_model(kind="bcos_v2", **_COMMON)
+def cifar_bcos_v2(
+    num_classes: int = _CIFAR_CLASSES,
+    in_channels: int = 3,
+    b: float = 2.0,
+    max_out: int = 1,
+    norm: str | None = "bnu",
+    temperature: float = 1.0,
+    logit_bias: float | None = None,
+) -> CifarBcosNet:
+    """The 9-layer CIFAR network, v2 style (uncentred BN, no scale, ``b = −log(C−1)``)."""
+    return CifarBcosNet(
+        num_classes, in_channels, conv=bcos_conv_factory(b=b, max_out=max_out), norm=norm,
+        temperature=temperature,
+        logit_bias=v2_logit_bias(num_classes) if logit_bias is None else logit_bias,
+        name="cifar_bcos_v2",
+    )
+
+
+@register_model(kind="standard", **_COMMON)
+def standard_cifar_bcos(
+    num_classes: int = _CIFAR_CLASSES,
+    in_channels: int = 3,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> StandardCifarNet:
+    """Conventional twin of ``cifar_bcos`` (conv–BN–ReLU, biases in the classifier)."""
+    return StandardCifarNet(num_classes, in_channels, mean, std, name="standard_cifar_bcos")
+
+
+_CIFAR_RESNETS = {20: 3, 56: 9}
+#: v1-style scale s of the CIFAR ResNets (not from the paper; see the module docstring).
+CIFAR_RESNET_V1_SCALE_S = 25.0
+
+
+def _register_cifar_resnet(depth: int) -> None:
+    layers = [_CIFAR_RESNETS[depth]] * 3
+
+    def v1(
+        num_classes: int = _CIFAR_CLASSES,
+        in_channels: int = 3,
+        b: float = 2.0,
+        max_out: int = 2,
+        scale_s: float | None = CIFAR_RESNET_V1_SCALE_S,
+        temperature: float = 1.0,
+        logit_bias: float | None = None,
+        cos_eps: float = 0.0,
+    ) -> BcosResNet:
+        conv = bcos_conv_factory(b=b, max_out=max_out, scale_s=scale_s, cos_eps=cos_eps)
+        return BcosResNet(
+            BasicBlock, layers, num_classes, in_channels, conv=conv, norm=None,
+            temperature=temperature,
+            logit_bias=v1_logit_bias(num_classes) if logit_bias is None else logit_bias,
+            inplanes=16, small_inputs=True, min_size=_MIN_SIZE, name=f"cifar_resnet{depth}",
+        )
+
+    def v2(
+        num_classes: int = _CIFAR_CLASSES,
+        in_channels: int = 3,
+        b: float = 2.0,
+        max_out: int = 1,
+        norm: str | None = "bnu",
+        temperature: float = 1.0,
+        logit_bias: float | None = None,
+    ) -> BcosResNet:
+        return BcosResNet(
+            BasicBlock, layers, num_classes, in_channels,
+            conv=bcos_conv_factory(b=b, max_out=max_out), norm=norm, temperature=temperature,
+            logit_bias=v2_logit_bias(num_classes) if logit_bias is None else logit_bias,
+            inplanes=16, small_inputs=True, min_size=_MIN_SIZE, name=f"cifar_resnet{depth}_v2",
+        )
+
+    def standard(
+        num_classes: int = _CIFAR_CLASSES,
+        in_channels: int = 3,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> StandardCifarResNet:
+        return StandardCifarResNet(layers, num_classes, in_channels, mean, std,
+                                   name=f"standard_cifar_resnet{depth}")
+
+    v1.__doc__ = f"B-cos CIFAR ResNet-{depth}, v1 style (MaxOut 2, s = 25, T = 1)."
+    v2.__doc__ = f"B-cos CIFAR ResNet-{depth}, v2 style (uncentred BN, B = 2)."
+    standard.__doc__ = f"Conventional CIFAR ResNet-{depth} taking images in [0, 1]."
+    register_model(f"cifar_resnet{depth}", kind="bcos", **_COMMON)(v1)
+    register_model(f"cifar_resnet{depth}_v2", kind="bcos_v2", **_COMMON)(v2)
+    register_model(f"standard_cifar_resnet{depth}", kind="standard", **_COMMON)(standard)
+
+
+for _depth in _CIFAR_RESNETS:
+    _register_cifar_resnet(_depth)
