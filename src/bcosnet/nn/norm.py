@@ -58,11 +58,12 @@ class BatchNormUncentered2d(ExplainableModule):
             )
         if self.training:
             stats_in = x.detach() if self.is_in_explanation_mode else x
-            var = stats_in.var(dim=(0, 2, 3), unbiased=False)
+            # One pass for both moments; the mean only feeds running_mean (kept for
+            # checkpoint compatibility with nn.BatchNorm2d).
+            var, mean = torch.var_mean(stats_in, dim=(0, 2, 3), unbiased=False)
             with torch.no_grad():
                 n = x.numel() / x.shape[1]
-                mean = x.mean(dim=(0, 2, 3))
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
                 unbiased = var.detach() * (n / max(n - 1, 1))
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
                 self.num_batches_tracked.add_(1)
@@ -71,9 +72,9 @@ class BatchNormUncentered2d(ExplainableModule):
         std = (var + self.eps).sqrt()
         if self.is_in_explanation_mode:
             std = std.detach()
-        y = x / std[None, :, None, None]
-        if self.weight is not None:
-            y = y * self.weight[None, :, None, None]
+        # weight/σ folded into one per-channel factor: a single pass over x.
+        factor = std.reciprocal() if self.weight is None else self.weight / std
+        y = x * factor[None, :, None, None]
         if self.bias is not None:
             y = y + self.bias[None, :, None, None]
         return y
