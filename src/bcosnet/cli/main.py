@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..pipeline import BCOS_METHODS, STANDARD_METHODS, MainConfig
+from ..pipeline import ALL_METHODS, BCOS_METHODS, STANDARD_METHODS, MainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid-n", type=int, default=2, help="grid cells per side (default: 2)")
     p.add_argument("--methods", default=None,
                    help=f"comma-separated methods (default: {','.join(BCOS_METHODS)}; "
-                        "'bcos' is used for the B-cos network only)")
+                        f"available: {','.join(ALL_METHODS)}; 'bcos' is used for the B-cos "
+                        "network only; 'all' for every method)")
     p.add_argument("--dataset", default="fashion-mnist",
                    help="fashion-mnist (default) or synthetic (a quick plumbing check)")
     p.add_argument("--seed", type=int, default=0)
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     methods_bcos, methods_std = BCOS_METHODS, STANDARD_METHODS
     if args.methods:
         chosen = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        if chosen == ("all",):
+            chosen = ALL_METHODS
         methods_bcos = chosen
         methods_std = tuple(m for m in chosen if m != "bcos")
     cfg = MainConfig(
