@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..explanations import find_input_encoding
+from ..explanations.core import find_input_encoding, frozen_params, preserved_buffers
 
 __all__ = [
     "AttributionMethod",
@@ -271,36 +271,6 @@ def count_passes(model: nn.Module) -> Iterator[PassCount]:
 
 
 # ----------------------------------------------------------------------------- model helpers
-
-
-@contextlib.contextmanager
-def frozen_params(model: nn.Module) -> Iterator[None]:
-    """Parameters need no gradients during an attribution (faster, and leaves
-    no ``.grad``); their ``requires_grad`` flags are restored afterwards."""
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    try:
-        for p in params:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, r in zip(params, flags):
-            p.requires_grad_(r)
-
-
-@contextlib.contextmanager
-def preserved_buffers(model: nn.Module) -> Iterator[None]:
-    """Restore buffers (BatchNorm running stats) that train-mode forwards change."""
-    if not any(m.training for m in model.modules()):
-        yield
-        return
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, v in saved:
-                b.copy_(v)
 
 
 def first_output(out: object) -> Tensor:

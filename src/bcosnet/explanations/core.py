@@ -17,7 +17,14 @@ from torch import Tensor, nn
 
 from ..nn.explanation_mode import explanation_mode
 
-__all__ = ["Explanation", "explain", "find_input_encoding", "Target"]
+__all__ = [
+    "Explanation",
+    "Target",
+    "explain",
+    "find_input_encoding",
+    "frozen_params",
+    "preserved_buffers",
+]
 
 Target = Union[int, Sequence[int], Tensor, str, tuple]  # noqa: UP007 (runtime alias, py3.10)
 
@@ -148,7 +155,7 @@ def _resolve_targets(target: Target, outputs: Tensor) -> Tensor:
 
 
 @contextlib.contextmanager
-def _preserved_buffers(model: nn.Module) -> Iterator[None]:
+def preserved_buffers(model: nn.Module) -> Iterator[None]:
     """Restore buffers (e.g. BatchNorm running stats) a train-mode forward would change."""
     if not any(m.training for m in model.modules()):
         yield
@@ -160,6 +167,21 @@ def _preserved_buffers(model: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for b, v in saved:
                 b.copy_(v)
+
+
+@contextlib.contextmanager
+def frozen_params(model: nn.Module) -> Iterator[None]:
+    """Parameters need no gradients while explaining (faster, and leaves no
+    ``.grad``); their ``requires_grad`` flags are restored afterwards."""
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, r in zip(params, flags):
+            p.requires_grad_(r)
 
 
 def _neuron_values(
@@ -246,12 +268,9 @@ def explain(
     if layer_module is not None:
         handles.append(layer_module.register_forward_hook(layer_hook))
 
-    params = [p for p in model.parameters()]
-    requires = [p.requires_grad for p in params]
     try:
-        for p in params:
-            p.requires_grad_(False)
-        with _preserved_buffers(model), explanation_mode(model), torch.enable_grad():
+        with frozen_params(model), preserved_buffers(model), explanation_mode(model), \
+                torch.enable_grad():
             if encoding is None:
                 x = images.detach().clone().requires_grad_(True)
                 out = model(x)
@@ -305,8 +324,6 @@ def explain(
     finally:
         for h in handles:
             h.remove()
-        for p, r in zip(params, requires):
-            p.requires_grad_(r)
 
     x = x.detach()
     contributions = (weights * x.unsqueeze(1)).sum(2)
