@@ -118,6 +118,8 @@ def test_lime_is_the_lime_package_positive_top5_mask(case):
         targets = [0, 1]
     lime = Lime(model, n_samples=200, **FINE)
     maps = lime.attribute(images, target=torch.tensor(targets))
+    weights = Lime(model, n_samples=200, num_features=None, **FINE).attribute(
+        images, target=torch.tensor(targets))
     assert maps.shape == (2, 1, 32, 32)
     for i, t in enumerate(targets):
         seg = lime.segments(images[i])
@@ -125,6 +127,9 @@ def test_lime_is_the_lime_package_positive_top5_mask(case):
         assert n_seg > 5
         expected, coef = _lime_package_mask(model, images[i], seg, t, 200, 0, score)
         torch.testing.assert_close(maps[i, 0], expected, rtol=0, atol=0)
+        # num_features=None: every segment's ridge coefficient, as lime's.
+        lime_w = torch.tensor([coef[s] for s in range(n_seg)], dtype=torch.float64)[seg]
+        torch.testing.assert_close(weights[i, 0], lime_w, rtol=1e-6, atol=1e-12)
         kept = {int(s) for s in seg[maps[i, 0] == 1].unique()}
         assert 1 <= len(kept) <= 5
         assert all(coef[s] > 0 for s in kept)
