@@ -328,7 +328,8 @@ def test_gradcam_matches_cam_formula():
     raw = GradCAM(model, layer="0", upsample=False).attribute(images, target=t)
     torch.testing.assert_close(raw, expected.detach())
     up = GradCAM(model, layer=feats).attribute(images, target=t)  # nearest: the paper
-    torch.testing.assert_close(up, expected.detach().repeat_interleave(4, 2).repeat_interleave(4, 3))
+    nearest = expected.detach().repeat_interleave(4, 2).repeat_interleave(4, 3)
+    torch.testing.assert_close(up, nearest)
     smooth = GradCAM(model, layer=feats, interpolation="bilinear").attribute(images, target=t)
     torch.testing.assert_close(
         smooth,

@@ -181,7 +181,8 @@ def test_multi_target_uses_one_forward_pass():
     model = _tiny_model(n_classes=6)
     calls = []
     model[1].register_forward_hook(lambda *a: calls.append(1))
-    bcosnet.explain(model, torch.rand(2, 3, 8, 8, dtype=torch.float64), target=[[0, 1, 2, 3, 4]] * 2)
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    bcosnet.explain(model, x, target=[[0, 1, 2, 3, 4]] * 2)
     # One forward for the explanation, one batch-1 forward for the constant term.
     assert len(calls) == 2
 

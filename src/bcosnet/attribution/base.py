@@ -142,15 +142,6 @@ def apply_output(logits: Tensor, output: str) -> Tensor:
     return logits
 
 
-# ----------------------------------------------------------------------------- targets
-
-
-def check_target_range(t: Tensor, k: int) -> None:
-    if t.numel() and (t.min() < 0 or t.max() >= k):
-        bad = t[(t < 0) | (t >= k)][0].item()
-        raise ValueError(f"target {bad} is out of range: the model has {k} outputs (0..{k - 1})")
-
-
 # ----------------------------------------------------------------------------- baselines
 
 

@@ -64,7 +64,9 @@ class _SpaceMixin:
     model: nn.Module
     input_space: str
 
-    def _space(self, images: Tensor) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    def _space(
+        self, images: Tensor
+    ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
         """(function of the differentiated input returning logits, map from a raw
         image to the differentiated input)."""
         if self.input_space == "encoded":
