@@ -331,6 +331,24 @@ def test_intgrad_completeness(kind):
         assert rel < 0.01, (n, rel)
 
 
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])
+def test_intgrad_equals_captum(method):
+    """Our IntGrad (all targets from the same path forwards) equals captum's
+    IntegratedGradients on the encoded input; the raw map is its chain-rule image."""
+    from captum.attr import IntegratedGradients as CaptumIG
+
+    model = bcos_net()
+    x = images(n=2)
+    t = torch.tensor([1, 3])
+    em = EncodedModel(model, 3)
+    enc, enc0 = AddInverse()(x), AddInverse()(torch.zeros_like(x))
+    ref = CaptumIG(em).attribute(enc, baselines=enc0, target=t, n_steps=7, method=method)
+    ours = attribution.get("intgrad", model, n_steps=7, method=method, input_space="encoded")
+    torch.testing.assert_close(ours.attribute(x, t), ref.detach())
+    raw = attribution.get("intgrad", model, n_steps=7, method=method).attribute(x, t)
+    torch.testing.assert_close(raw, (ref[:, :3] + ref[:, 3:]).detach())
+
+
 def test_intgrad_internal_batching_does_not_change_result():
     model = bcos_net()
     x = images(n=3)
