@@ -164,7 +164,7 @@ def _check_completeness(name: str) -> None:
     torch.manual_seed(0)
     model = bcosnet.create_model(name, num_classes=7).double().eval()
     x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
-    ex = bcosnet.explain(model, x, target=[0, 6])
+    ex = bcosnet.explain(model, x, target=[[0, 6]])
     with torch.no_grad():
         ref = model(x)
     assert torch.allclose(ex.logits, ref[:, [0, 6]], rtol=0, atol=1e-12)

@@ -75,7 +75,7 @@ def test_completeness_every_bcos_model(name: str) -> None:
     model.eval()  # e.g. Inception's auxiliary head is only used in training
     images = torch.rand(2, info.in_channels, h, w, generator=g, dtype=torch.float64)
 
-    ex = bcosnet.explain(model, images, target=[0, 3])
+    ex = bcosnet.explain(model, images, target=[[0, 3]] * 2)
     with torch.no_grad():
         logits = model(images)
     assert ex.logits.shape == (2, 2)

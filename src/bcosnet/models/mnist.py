@@ -77,6 +77,7 @@ class FMNISTBcosNet(nn.Module):
         self.classifier = conv(w3, num_classes, k=1, mo=1)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.logits = LogitLayer(temperature=10.0**log10_temperature, bias=logit_bias)
+        self.last_feature_layer = "features"  # Grad-CAM's layer (the feature extractor's output)
 
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, in_channels=self.in_channels, min_size=(4, 4), model="fmnist_bcos")
@@ -110,6 +111,7 @@ class FMNISTStandardNet(nn.Module):
         )
         self.classifier = nn.Conv2d(w3, num_classes, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
+        self.last_feature_layer = "features"  # Grad-CAM's layer (the feature extractor's output)
 
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, in_channels=self.in_channels, min_size=(4, 4),
