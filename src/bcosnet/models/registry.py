@@ -31,7 +31,10 @@ class ModelInfo:
         min_size: smallest (H, W) the model accepts.
         in_channels: raw image channels (3 RGB, 1 grey).
         num_classes: output count.
-        extra: anything else (e.g. options used).
+        extra: the options given to :func:`create_model` (beyond the defaults).
+        options: the builder's options and their defaults (the table of a
+            family's variants: ``b``, ``max_out``, ``scale``, ``temperature``,
+            ``logit_bias``, ``norm``, ...).
     """
 
     name: str
@@ -42,6 +45,7 @@ class ModelInfo:
     in_channels: int = 3
     num_classes: int = 1000
     extra: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_bcos(self) -> bool:
@@ -66,8 +70,14 @@ def register_model(
     min_size: tuple[int, int] | None = None,
     in_channels: int = 3,
     default_num_classes: int = 1000,
+    options: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a model builder under ``name`` (default: its ``__name__``)."""
+    """Decorator registering a model builder under ``name`` (default: its ``__name__``).
+
+    ``options``: the builder's options with their defaults (besides
+    ``num_classes`` and ``in_channels``); without it they are read off the
+    builder's signature.
+    """
     if kind not in ("bcos", "bcos_v2", "standard"):
         raise ValueError(f"kind must be 'bcos', 'bcos_v2' or 'standard', got {kind!r}")
 
@@ -83,6 +93,7 @@ def register_model(
             min_size=tuple(min_size or input_size),  # type: ignore[arg-type]
             in_channels=in_channels,
             num_classes=default_num_classes,
+            options=dict(options) if options is not None else _signature_options(fn),
         )
         _REGISTRY[key] = _Entry(fn, info)
         return fn
@@ -91,7 +102,6 @@ def register_model(
 
 
 def _lookup(name: str) -> _Entry:
-    _ensure_loaded()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -120,14 +130,18 @@ def create_model(name: str, num_classes: int | None = None, **overrides: Any) ->
         num_classes = entry.info.num_classes
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    sig = inspect.signature(entry.builder)
-    accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    unknown = [k for k in overrides if k not in sig.parameters]
-    if unknown and not accepts_kwargs:
-        valid = sorted(k for k in sig.parameters if k != "num_classes")
+    from ._common import translate_legacy_options
+
+    overrides = translate_legacy_options(overrides, name)
+    valid = {"in_channels", *entry.info.options}
+    unknown = [k for k in overrides if k not in valid]
+    if unknown:
+        close = {k: difflib.get_close_matches(k, sorted(valid), n=1) for k in unknown}
+        hints = "; ".join(f"{k!r} → did you mean {c[0]!r}?" for k, c in close.items() if c)
         raise ValueError(
-            f"model {name!r} does not take option(s) {', '.join(unknown)}; "
-            f"valid options: {', '.join(valid)}"
+            f"model {name!r} does not take option(s) {', '.join(map(repr, unknown))}"
+            + (f" ({hints})" if hints else "")
+            + f"; valid options: {', '.join(sorted(valid))}"
         )
     model = entry.builder(num_classes=num_classes, **overrides)
     in_ch = overrides.get("in_channels", entry.info.in_channels)
@@ -136,17 +150,19 @@ def create_model(name: str, num_classes: int | None = None, **overrides: Any) ->
     return model
 
 
+def _signature_options(fn: Callable[..., nn.Module]) -> dict[str, Any]:
+    return {
+        k: p.default for k, p in inspect.signature(fn).parameters.items()
+        if k not in ("num_classes", "in_channels")
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
 def list_models(pattern: str | None = None, *, kind: str | None = None) -> list[str]:
     """Sorted registered names, optionally filtered by a glob ``pattern`` and ``kind``."""
-    _ensure_loaded()
     names = sorted(_REGISTRY)
     if pattern is not None:
         names = [n for n in names if fnmatch.fnmatch(n, pattern)]
     if kind is not None:
         names = [n for n in names if _REGISTRY[n].info.kind == kind]
     return names
-
-
-def _ensure_loaded() -> None:
-    # Importing the package registers every family.
-    from .. import models  # noqa: F401

@@ -102,7 +102,7 @@ def _fmnist(standard: bool) -> TrainConfig:
 
 def _smoke() -> TrainConfig:
     return TrainConfig(
-        model=ModelConfig("fmnist_bcos", options={"width": 8, "log10_temperature": 2.0}),
+        model=ModelConfig("fmnist_bcos", options={"width": 8, "temperature": 100.0}),
         data=DataConfig(dataset="synthetic", synthetic_samples=128, synthetic_classes=4),
         optim=OptimConfig(name="adam", lr=3e-3, batch_size=32),
         schedule=ScheduleConfig(name="cosine", min_lr=1e-5),
