@@ -9,6 +9,7 @@ from . import bcos_v2, cifar, densenet, inception, mnist, resnet, vgg  # noqa: F
 from .base import BcosClassifier
 from .bcos_v2 import load_bcos_v2
 from .registry import ModelInfo, create_model, list_models, model_info, register_model
+from .weights import Weights, get_weights, list_weights, register_weights
 
 __all__ = [
     "BcosClassifier",
@@ -18,4 +19,8 @@ __all__ = [
     "load_bcos_v2",
     "model_info",
     "register_model",
+    "register_weights",
+    "Weights",
+    "get_weights",
+    "list_weights",
 ]

@@ -117,15 +117,41 @@ def model_info(name: str) -> ModelInfo:
     return _lookup(name).info
 
 
-def create_model(name: str, num_classes: int | None = None, **overrides: Any) -> nn.Module:
-    """Build a registered model.
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    *,
+    weights: Any = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build a registered model, optionally with weights.
 
     Args:
         name: a name from :func:`list_models`.
-        num_classes: output count (default: the builder's default).
-        **overrides: builder options (``in_channels``, ``max_out``, ``b``, ...).
+        num_classes: output count (default: the builder's default, or the
+            registered weights' class count).
+        weights: ``None`` (random initialisation), the name of a registered
+            weights entry (:func:`bcosnet.models.list_weights`) or ``"DEFAULT"``,
+            a :class:`~bcosnet.models.Weights`, a file path or URL (a bcosnet
+            checkpoint or ``.safetensors`` export, a ``torch.save``-d state dict —
+            ours or a ``bcos`` v2 one), or a state dict.  Loaded weights-only and
+            strictly; the model is returned in eval mode.
+        **overrides: builder options (``in_channels``, ``b``, ``max_out``,
+            ``scale``, ``temperature``, ``logit_bias``, ``norm``, ...).
     """
     entry = _lookup(name)
+    entry_weights = None
+    if weights is not None:
+        from .weights import Weights, get_weights, list_weights
+
+        if isinstance(weights, Weights):
+            entry_weights = weights
+        elif isinstance(weights, str) and (weights == "DEFAULT" or weights in list_weights(name)):
+            entry_weights = get_weights(name, weights)
+        if entry_weights is not None:
+            overrides = {**entry_weights.model_options, **overrides}
+            if num_classes is None:
+                num_classes = entry_weights.num_classes
     if num_classes is None:
         num_classes = entry.info.num_classes
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -147,6 +173,13 @@ def create_model(name: str, num_classes: int | None = None, **overrides: Any) ->
     in_ch = overrides.get("in_channels", entry.info.in_channels)
     info = replace(entry.info, num_classes=num_classes, in_channels=in_ch, extra=dict(overrides))
     model.model_info = info  # type: ignore[assignment]
+    if weights is not None:
+        from .weights import load_weights
+
+        meta = load_weights(model, entry_weights or weights, model_name=name)
+        if meta.get("classes"):
+            model.class_names = list(meta["classes"])  # type: ignore[assignment]
+        model.eval()
     return model
 
 

@@ -107,32 +107,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
 def check_compatible(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint"
                      ) -> None:
     """Raise ``ValueError`` listing missing/unexpected keys and shape mismatches."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k}: model {tuple(own[k].shape)} vs {what} {tuple(state[k].shape)}"
-        for k in own
-        if k in state and hasattr(state[k], "shape") and tuple(own[k].shape) != tuple(
-            state[k].shape)
-    ]
-    if missing or unexpected or shapes:
+    from ..models.weights import check_fits
 
-        def fmt(items: list[str]) -> str:
-            more = f" (+{len(items) - 10} more)" if len(items) > 10 else ""
-            return ", ".join(items[:10]) + more
-
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {fmt(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {fmt(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches: {fmt(shapes)}")
-        raise ValueError(
-            f"{what} does not fit the model ({type(model).__name__}): " + "; ".join(parts)
-            + ". Build the model with the name/options the checkpoint was trained with."
-        )
+    check_fits(model, state, what)
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint"
@@ -194,33 +171,19 @@ def load_checkpoint_model(
     ``use_ema``).  Returns the model in eval mode, with ``model.model_info`` and
     ``model.class_names`` set."""
     from ..models import create_model
+    from ..models.weights import read_state_dict
 
     p = Path(path)
-    if p.suffix == ".safetensors":
-        if not p.is_file():
-            raise FileNotFoundError(f"weights file {p} not found")
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(p), framework="pt") as f:
-            raw_meta = f.metadata() or {}
-        meta = {k: json.loads(v) for k, v in raw_meta.items()}
-        if "model_name" not in meta:
-            raise ValueError(
-                f"{p} has no 'model_name' metadata; it was not exported by bcosnet. Build the "
-                f"model yourself and load the tensors with safetensors.torch.load_file."
-            )
-        state = load_file(str(p), device=str(map_location))
-    else:
-        ckpt = load_checkpoint(p, map_location)
-        if "model_name" not in ckpt or "model" not in ckpt:
-            raise ValueError(
-                f"{p} is not a bcosnet training checkpoint (no 'model_name'/'model' entries)"
-            )
-        meta = {k: ckpt.get(k) for k in ("model_name", "model_options", "num_classes", "classes")}
-        state = ckpt["ema"] if (use_ema and ckpt.get("ema") is not None) else ckpt["model"]
-    model = create_model(meta["model_name"], meta.get("num_classes"),
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} not found")
+    state, meta = read_state_dict(p, use_ema=use_ema)
+    if not meta.get("model_name"):
+        raise ValueError(
+            f"{p} records no model name: it is not a bcosnet training checkpoint or export. "
+            f"Load it with bcosnet.create_model(NAME, weights={str(p)!r}) (plain and `bcos` "
+            f"v2 state dicts load that way)."
+        )
+    model = create_model(meta["model_name"], meta.get("num_classes"), weights=state,
                          **(meta.get("model_options") or {}))
-    load_model_state(model, state, what=str(p))
     model.class_names = list(meta.get("classes") or [])  # type: ignore[assignment]
-    return model.eval()
+    return model.to(map_location).eval()
