@@ -22,11 +22,10 @@ Shapes: input ``N×in_channels×H×W`` in [0, 1] → logits ``N×num_classes``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torchvision.models as tvm
 from torch import Tensor, nn
-
-from typing import Any
 
 from ._common import (
     ConvFactory,

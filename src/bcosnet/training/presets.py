@@ -23,11 +23,22 @@ fresh :class:`TrainConfig` that YAML files and CLI flags may override.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from .config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
+from .config import (
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+    _from_dict,
+    merge_config,
+)
 
-__all__ = ["PRESETS", "get_preset", "list_presets"]
+__all__ = ["PRESETS", "config_from_dict", "get_preset", "list_presets", "load_config"]
 
 _IMAGENET_ARCHS = {
     # preset arch name: (v1 model, v2 model or None, image size)
@@ -139,3 +150,31 @@ def get_preset(name: str) -> TrainConfig:
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown preset {name!r}.{hint} Available: {', '.join(list_presets())}")
     return PRESETS[name]().validate()
+
+
+# ----------------------------------------------------------------------------- config files
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a (nested) dict.  A ``preset`` key starts
+    from that named preset and applies the rest on top."""
+    data = dict(data)
+    preset = data.pop("preset", None)
+    if preset is not None:
+        return merge_config(get_preset(preset), data)
+    return _from_dict(TrainConfig, data).validate()
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a YAML config file (see the module docstring for the layout)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {p} not found")
+    with open(p) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{p} must contain a mapping of config keys, got {type(data).__name__}")
+    try:
+        return config_from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{p}: {e}") from e
