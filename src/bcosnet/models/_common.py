@@ -37,6 +37,7 @@ __all__ = [
     "ImageNormalize",
     "bcos_conv_factory",
     "bcos_policy",
+    "check_option_names",
     "check_images",
     "cifar_v1_scale",
     "cifar_v1_temperature",
@@ -199,23 +200,29 @@ def translate_legacy_options(options: dict[str, Any], model: str = "model") -> d
     return out
 
 
+def check_option_names(valid: Sequence[str], given: Sequence[str], model: str) -> None:
+    """Raise a ``ValueError`` for names in ``given`` not in ``valid``, with a
+    did-you-mean and the list of valid names."""
+    import difflib
+
+    unknown = [k for k in given if k not in valid]
+    if unknown:
+        close = {k: difflib.get_close_matches(k, sorted(valid), n=1) for k in unknown}
+        hints = "; ".join(f"{k!r} → did you mean {c[0]!r}?" for k, c in close.items() if c)
+        raise ValueError(
+            f"model {model!r} does not take option(s) {', '.join(map(repr, unknown))}"
+            + (f" ({hints})" if hints else "")
+            + f"; valid options: {', '.join(sorted(valid))}"
+        )
+
+
 def resolve_options(
     defaults: dict[str, Any], options: dict[str, Any], model: str = "model"
 ) -> dict[str, Any]:
     """``defaults`` updated by ``options`` after translating old names; unknown
     names raise a ``ValueError`` listing the valid ones (with a did-you-mean)."""
-    import difflib
-
     options = translate_legacy_options(options, model)
-    unknown = [k for k in options if k not in defaults]
-    if unknown:
-        close = {k: difflib.get_close_matches(k, list(defaults), n=1) for k in unknown}
-        hints = "; ".join(f"{k!r} → did you mean {c[0]!r}?" for k, c in close.items() if c)
-        raise ValueError(
-            f"model {model!r} does not take option(s) {', '.join(map(repr, unknown))}"
-            + (f" ({hints})" if hints else "")
-            + f"; valid options: num_classes, in_channels, {', '.join(sorted(defaults))}"
-        )
+    check_option_names(["num_classes", "in_channels", *defaults], list(options), model)
     return {**defaults, **options}
 
 
@@ -267,6 +274,27 @@ def bcos_policy(
         options=o, conv=conv, norm=norm, temperature=o["temperature"],
         logit_bias=bias if o["logit_bias"] is None else o["logit_bias"],
     )
+
+
+def make_conv_stack(
+    policy: BcosPolicy, in_channels: int, layers: Sequence[int | tuple[int, int] | str]
+) -> tuple[nn.Sequential, int]:
+    """A plain stack of 3×3 B-cos convs (padding 1), each followed by the policy's
+    norm (if any): ``layers`` items are ``C`` (stride 1), ``(C, stride)`` or ``"M"``
+    (2×2 average pooling, the B-cos stand-in for max-pooling).  Returns the stack
+    and its output channels."""
+    mods: list[nn.Module] = []
+    c = in_channels
+    for item in layers:
+        if item == "M":
+            mods.append(nn.AvgPool2d(kernel_size=2, stride=2))
+            continue
+        out_c, stride = item if isinstance(item, tuple) else (int(item), 1)
+        mods.append(policy.conv(c, out_c, 3, stride, 1))
+        if policy.norm is not None:
+            mods.append(make_norm(policy.norm, out_c))
+        c = out_c
+    return nn.Sequential(*mods), c
 
 
 def make_norm(norm: str | None, num_features: int) -> nn.Module:

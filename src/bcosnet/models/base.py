@@ -63,7 +63,7 @@ class BcosClassifier(nn.Module):
         self.num_classes = num_classes
         self.encoding = AddInverse(in_channels)
 
-    def _set_head(self, classifier: nn.Module, *, temperature: float, logit_bias: float) -> None:
+    def _set_head(self, classifier: nn.Module, temperature: float, logit_bias: float) -> None:
         """Register the classifier (under :attr:`classifier_name`), pooling and logit layer."""
         setattr(self, self.classifier_name, classifier)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))

@@ -39,12 +39,12 @@ from torch import Tensor, nn
 from ._common import (
     CIFAR10_MEAN,
     CIFAR10_STD,
-    ConvFactory,
+    BcosPolicy,
     ImageNormalize,
     bcos_policy,
     cifar_v1_scale,
     cifar_v1_temperature,
-    make_norm,
+    make_conv_stack,
     resolve_options,
 )
 from .base import BcosClassifier
@@ -62,10 +62,13 @@ _INPUT = (32, 32)
 _CIFAR_CLASSES = 10
 
 
-def _cifar_stats(in_channels: int) -> tuple[Sequence[float] | None, Sequence[float] | None]:
-    if in_channels == 3:
-        return CIFAR10_MEAN, CIFAR10_STD
-    return None, None
+def _cifar_normalize(
+    in_channels: int, mean: Sequence[float] | None, std: Sequence[float] | None, name: str
+) -> ImageNormalize:
+    """The twins' first step; CIFAR-10 statistics for RGB unless given."""
+    if mean is None and std is None and in_channels == 3:
+        mean, std = CIFAR10_MEAN, CIFAR10_STD
+    return ImageNormalize(in_channels, _MIN_SIZE, mean, std, model=name)
 
 
 class CifarBcosNet(BcosClassifier):
@@ -81,24 +84,14 @@ class CifarBcosNet(BcosClassifier):
         num_classes: int = 10,
         in_channels: int = 3,
         *,
-        conv: ConvFactory,
-        norm: str | None = None,
-        temperature: float = 1.0,
-        logit_bias: float = 0.0,
+        policy: BcosPolicy,
         layers: Sequence[tuple[int, int]] = CIFAR_BCOS_LAYERS,
         name: str = "cifar_bcos",
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, min_size=_MIN_SIZE,
                          name=name)
-        mods: list[nn.Module] = []
-        c = 2 * in_channels
-        for out_c, stride in layers:
-            mods.append(conv(c, out_c, 3, stride, 1))
-            if norm is not None:
-                mods.append(make_norm(norm, out_c))
-            c = out_c
-        self.features = nn.Sequential(*mods)
-        self._set_head(conv(c, num_classes, 1), temperature=temperature, logit_bias=logit_bias)
+        self.features, c = make_conv_stack(policy, 2 * in_channels, layers)
+        self._set_head(policy.conv(c, num_classes, 1), policy.temperature, policy.logit_bias)
 
 
 class StandardCifarNet(nn.Module):
@@ -114,9 +107,7 @@ class StandardCifarNet(nn.Module):
         name: str = "standard_cifar_bcos",
     ) -> None:
         super().__init__()
-        if mean is None and std is None:
-            mean, std = _cifar_stats(in_channels)
-        self.normalize = ImageNormalize(in_channels, _MIN_SIZE, mean, std, model=name)
+        self.normalize = _cifar_normalize(in_channels, mean, std, name)
         self.in_channels = in_channels
         mods: list[nn.Module] = []
         c = in_channels
@@ -152,9 +143,7 @@ class StandardCifarResNet(nn.Module):
         name: str = "standard_cifar_resnet",
     ) -> None:
         super().__init__()
-        if mean is None and std is None:
-            mean, std = _cifar_stats(in_channels)
-        self.normalize = ImageNormalize(in_channels, _MIN_SIZE, mean, std, model=name)
+        self.normalize = _cifar_normalize(in_channels, mean, std, name)
         self.in_channels = in_channels
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
@@ -228,8 +217,7 @@ def _create_cifar_bcos(
         p = bcos_policy("v1", o, {}, name=name, num_classes=num_classes, scale_mode="fixed")
     else:
         p = bcos_policy("v2", V2_OPTIONS, options, name=name, num_classes=num_classes)
-    return CifarBcosNet(num_classes, in_channels, conv=p.conv, norm=p.norm,
-                        temperature=p.temperature, logit_bias=p.logit_bias, name=name)
+    return CifarBcosNet(num_classes, in_channels, policy=p, name=name)
 
 
 def _create_cifar_resnet(
@@ -247,8 +235,7 @@ def _create_cifar_resnet(
     p = bcos_policy(variant, CIFAR_RESNET_V1_OPTIONS if variant == "v1" else V2_OPTIONS,
                     options, name=name, num_classes=num_classes)
     return BcosResNet(
-        BasicBlock, layers, num_classes, in_channels, conv=p.conv, norm=p.norm,
-        temperature=p.temperature, logit_bias=p.logit_bias, inplanes=16, small_inputs=True,
+        BasicBlock, layers, num_classes, in_channels, policy=p, inplanes=16, small_inputs=True,
         min_size=_MIN_SIZE, name=name,
     )
 

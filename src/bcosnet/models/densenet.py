@@ -39,7 +39,14 @@ import torch
 import torchvision.models as tvm
 from torch import Tensor, nn
 
-from ._common import ConvFactory, ImageNormalize, bcos_policy, make_norm, resolve_options
+from ._common import (
+    BcosPolicy,
+    ConvFactory,
+    ImageNormalize,
+    bcos_policy,
+    make_norm,
+    resolve_options,
+)
 from .base import BcosClassifier
 from .registry import register_model
 
@@ -128,10 +135,8 @@ class BcosDenseNet(BcosClassifier):
         bn_size: bottleneck width factor (the 1×1 conv outputs ``bn_size·g``).
         num_classes: K.
         in_channels: raw image channels (the encoding doubles them).
-        conv: B-cos conv factory (:func:`~bcosnet.models._common.bcos_conv_factory`);
-            it sets B, MaxOut and the v1 scale of every conv (classifier included).
-        norm: ``None`` (v1) or ``"bnu"`` (v2 bias-free uncentred batch norm).
-        temperature, logit_bias: the logit layer ``out / T + b``.
+        policy: the layers' policy (:func:`~bcosnet.models._common.bcos_policy`): conv factory
+            (B, MaxOut, scale), norm (``None`` v1, ``"bnu"`` v2), temperature and logit bias.
         min_size: smallest accepted (H, W).
         name: model name used in error messages.
 
@@ -151,10 +156,7 @@ class BcosDenseNet(BcosClassifier):
         num_classes: int = 1000,
         in_channels: int = 3,
         *,
-        conv: ConvFactory,
-        norm: str | None = None,
-        temperature: float = 1.0,
-        logit_bias: float = 0.0,
+        policy: BcosPolicy,
         min_size: tuple[int, int] = DENSENET_MIN_SIZE,
         name: str = "densenet",
     ) -> None:
@@ -172,6 +174,7 @@ class BcosDenseNet(BcosClassifier):
             )
         super().__init__(num_classes=num_classes, in_channels=in_channels, min_size=min_size,
                          name=name)
+        conv, norm = policy.conv, policy.norm
         self.features = nn.Sequential(OrderedDict([
             ("conv0", conv(2 * in_channels, num_init_features, 7, 2, 3)),
             ("norm0", make_norm(norm, num_init_features)),
@@ -194,7 +197,7 @@ class BcosDenseNet(BcosClassifier):
         self.features.add_module("norm5", make_norm(norm, c))
         self.num_features = c
         # The classifier is a 1×1 B-cos conv applied at every location, pooled afterwards.
-        self._set_head(conv(c, num_classes, 1), temperature=temperature, logit_bias=logit_bias)
+        self._set_head(conv(c, num_classes, 1), policy.temperature, policy.logit_bias)
 
 
 class StandardDenseNet(tvm.DenseNet):
@@ -237,105 +240,108 @@ class StandardDenseNet(tvm.DenseNet):
 _COMMON = dict(family="densenet", input_size=(224, 224), min_size=DENSENET_MIN_SIZE)
 
 
+def _v1(arch: str) -> dict[str, Any]:
+    return {**_arch_options(arch), **V1_OPTIONS}
+
+
+def _v2(arch: str) -> dict[str, Any]:
+    return {**_arch_options(arch), **V2_OPTIONS}
+
+
+def _standard(arch: str) -> dict[str, Any]:
+    return {**_arch_options(arch), **STANDARD_OPTIONS}
+
+
 def _create(
     arch: str, variant: str, num_classes: int = 1000, in_channels: int = 3, **options: Any
 ) -> nn.Module:
     """Build ``arch`` (a DENSENET_CONFIGS key) of ``variant`` ("v1", "v2", "standard")."""
     name = {"v1": arch, "v2": f"{arch}_v2", "standard": f"standard_{arch}"}[variant]
     if variant == "standard":
-        o = resolve_options({**_arch_options(arch), **STANDARD_OPTIONS}, options, name)
+        o = resolve_options(_standard(arch), options, name)
         return StandardDenseNet(
             o["growth_rate"], o["block_config"], o["num_init_features"], num_classes,
             in_channels, o["mean"], o["std"], drop_rate=o["drop_rate"], name=name,
         )
-    defaults = {**_arch_options(arch), **(V1_OPTIONS if variant == "v1" else V2_OPTIONS)}
+    defaults = _v1(arch) if variant == "v1" else _v2(arch)
     p = bcos_policy(variant, defaults, options, name=name, num_classes=num_classes)
     o = p.options
     return BcosDenseNet(
         o["growth_rate"], o["block_config"], o["num_init_features"], o["bn_size"], num_classes,
-        in_channels, conv=p.conv, norm=p.norm, temperature=p.temperature,
-        logit_bias=p.logit_bias, name=name,
+        in_channels, policy=p, name=name,
     )
 
 
 # The paper's (v1) B-cos DenseNets: no norms, MaxOut 2, s = 100, log10 T = −3.
-@register_model(kind="bcos", options={**_arch_options("densenet121"), **V1_OPTIONS}, **_COMMON)
+@register_model(kind="bcos", options=_v1("densenet121"), **_COMMON)
 def densenet121(**kw: Any) -> BcosDenseNet:
     """B-cos DenseNet-121, v1 (paper) style; see the module docstring."""
     return _create("densenet121", "v1", **kw)
 
 
-@register_model(kind="bcos", options={**_arch_options("densenet161"), **V1_OPTIONS}, **_COMMON)
+@register_model(kind="bcos", options=_v1("densenet161"), **_COMMON)
 def densenet161(**kw: Any) -> BcosDenseNet:
     """B-cos DenseNet-161, v1 (paper) style."""
     return _create("densenet161", "v1", **kw)
 
 
-@register_model(kind="bcos", options={**_arch_options("densenet169"), **V1_OPTIONS}, **_COMMON)
+@register_model(kind="bcos", options=_v1("densenet169"), **_COMMON)
 def densenet169(**kw: Any) -> BcosDenseNet:
     """B-cos DenseNet-169, v1 (paper) style."""
     return _create("densenet169", "v1", **kw)
 
 
-@register_model(kind="bcos", options={**_arch_options("densenet201"), **V1_OPTIONS}, **_COMMON)
+@register_model(kind="bcos", options=_v1("densenet201"), **_COMMON)
 def densenet201(**kw: Any) -> BcosDenseNet:
     """B-cos DenseNet-201, v1 (paper) style."""
     return _create("densenet201", "v1", **kw)
 
 
 # B-cos v2 DenseNets (uncentred BN, B = 2, no MaxOut).
-@register_model(kind="bcos_v2", options={**_arch_options("densenet121"), **V2_OPTIONS},
-                **_COMMON)
+@register_model(kind="bcos_v2", options=_v2("densenet121"), **_COMMON)
 def densenet121_v2(**kw: Any) -> BcosDenseNet:
     """B-cos DenseNet-121, v2 style."""
     return _create("densenet121", "v2", **kw)
 
 
-@register_model(kind="bcos_v2", options={**_arch_options("densenet161"), **V2_OPTIONS},
-                **_COMMON)
+@register_model(kind="bcos_v2", options=_v2("densenet161"), **_COMMON)
 def densenet161_v2(**kw: Any) -> BcosDenseNet:
     """B-cos DenseNet-161, v2 style."""
     return _create("densenet161", "v2", **kw)
 
 
-@register_model(kind="bcos_v2", options={**_arch_options("densenet169"), **V2_OPTIONS},
-                **_COMMON)
+@register_model(kind="bcos_v2", options=_v2("densenet169"), **_COMMON)
 def densenet169_v2(**kw: Any) -> BcosDenseNet:
     """B-cos DenseNet-169, v2 style."""
     return _create("densenet169", "v2", **kw)
 
 
-@register_model(kind="bcos_v2", options={**_arch_options("densenet201"), **V2_OPTIONS},
-                **_COMMON)
+@register_model(kind="bcos_v2", options=_v2("densenet201"), **_COMMON)
 def densenet201_v2(**kw: Any) -> BcosDenseNet:
     """B-cos DenseNet-201, v2 style."""
     return _create("densenet201", "v2", **kw)
 
 
 # Conventional twins: torchvision's DenseNets taking images in [0, 1].
-@register_model(kind="standard", options={**_arch_options("densenet121"), **STANDARD_OPTIONS},
-                **_COMMON)
+@register_model(kind="standard", options=_standard("densenet121"), **_COMMON)
 def standard_densenet121(**kw: Any) -> StandardDenseNet:
     """torchvision's DenseNet-121 taking images in [0, 1]."""
     return _create("densenet121", "standard", **kw)
 
 
-@register_model(kind="standard", options={**_arch_options("densenet161"), **STANDARD_OPTIONS},
-                **_COMMON)
+@register_model(kind="standard", options=_standard("densenet161"), **_COMMON)
 def standard_densenet161(**kw: Any) -> StandardDenseNet:
     """torchvision's DenseNet-161 taking images in [0, 1]."""
     return _create("densenet161", "standard", **kw)
 
 
-@register_model(kind="standard", options={**_arch_options("densenet169"), **STANDARD_OPTIONS},
-                **_COMMON)
+@register_model(kind="standard", options=_standard("densenet169"), **_COMMON)
 def standard_densenet169(**kw: Any) -> StandardDenseNet:
     """torchvision's DenseNet-169 taking images in [0, 1]."""
     return _create("densenet169", "standard", **kw)
 
 
-@register_model(kind="standard", options={**_arch_options("densenet201"), **STANDARD_OPTIONS},
-                **_COMMON)
+@register_model(kind="standard", options=_standard("densenet201"), **_COMMON)
 def standard_densenet201(**kw: Any) -> StandardDenseNet:
     """torchvision's DenseNet-201 taking images in [0, 1]."""
     return _create("densenet201", "standard", **kw)

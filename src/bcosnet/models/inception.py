@@ -30,7 +30,7 @@ import torch
 import torchvision.models as tvm
 from torch import Tensor, nn
 
-from ._common import ConvFactory, ImageNormalize, bcos_policy, resolve_options
+from ._common import BcosPolicy, ConvFactory, ImageNormalize, bcos_policy, resolve_options
 from .base import BcosClassifier
 from .registry import register_model
 
@@ -190,10 +190,9 @@ class BcosInception3(BcosClassifier):
     Args:
         num_classes: K.
         in_channels: raw image channels (the encoding doubles them).
-        conv: B-cos conv factory (:func:`~bcosnet.models._common.bcos_conv_factory`);
-            it sets B, MaxOut and the v1 scale of every conv (classifiers included).
+        policy: the layers' policy (:func:`~bcosnet.models._common.bcos_policy`): conv factory
+            (B, MaxOut, scale), norm (``None`` v1, ``"bnu"`` v2), temperature and logit bias.
         aux_logits: build the auxiliary head (used in training mode only).
-        temperature, logit_bias: the logit layer ``out / T + b``.
         name: model name used in error messages.
 
     Output: N×K logits in eval mode (or without the auxiliary head), else
@@ -209,10 +208,8 @@ class BcosInception3(BcosClassifier):
         num_classes: int = 1000,
         in_channels: int = 3,
         *,
-        conv: ConvFactory,
+        policy: BcosPolicy,
         aux_logits: bool = True,
-        temperature: float = 1.0,
-        logit_bias: float = 0.0,
         name: str = "inception_v3",
     ) -> None:
         for nm, v in (("num_classes", num_classes), ("in_channels", in_channels)):
@@ -221,6 +218,7 @@ class BcosInception3(BcosClassifier):
         super().__init__(num_classes=num_classes, in_channels=in_channels,
                          min_size=INCEPTION_MIN_SIZE, name=name)
         self.aux_logits = bool(aux_logits)
+        conv = policy.conv
         self.Conv2d_1a_3x3 = conv(2 * in_channels, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = conv(32, 32, 3)
         self.Conv2d_2b_3x3 = conv(32, 64, 3, padding=1)
@@ -241,8 +239,7 @@ class BcosInception3(BcosClassifier):
         self.Mixed_7b = InceptionE(1280, conv)
         self.Mixed_7c = InceptionE(2048, conv)
         # The classifier is a 1×1 B-cos conv applied at every location, pooled afterwards.
-        self._set_head(conv(2048, num_classes, 1), temperature=temperature,
-                       logit_bias=logit_bias)
+        self._set_head(conv(2048, num_classes, 1), policy.temperature, policy.logit_bias)
 
     def _uses_aux(self) -> bool:
         return self.training and self.AuxLogits is not None
@@ -327,8 +324,7 @@ def inception_v3(num_classes: int = 1000, in_channels: int = 3, **kw: Any) -> Bc
     """B-cos Inception-v3 (v1): MaxOut 2, s = 200, log10 T = 0, auxiliary head."""
     p = bcos_policy("v1", V1_OPTIONS, kw, name="inception_v3", num_classes=num_classes)
     return BcosInception3(
-        num_classes, in_channels, conv=p.conv, aux_logits=p.options["aux_logits"],
-        temperature=p.temperature, logit_bias=p.logit_bias,
+        num_classes, in_channels, policy=p, aux_logits=p.options["aux_logits"],
     )
 
 

@@ -73,8 +73,7 @@ class FMNISTBcosNet(BcosClassifier):
             nn.AvgPool2d(2),
             conv(w2, w3),
         )
-        self._set_head(conv(w3, num_classes, k=1, max_out=1), temperature=temperature,
-                       logit_bias=logit_bias)
+        self._set_head(conv(w3, num_classes, k=1, max_out=1), temperature, logit_bias)
 
 
 class FMNISTStandardNet(nn.Module):

@@ -156,19 +156,10 @@ def create_model(
         num_classes = entry.info.num_classes
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    from ._common import translate_legacy_options
+    from ._common import check_option_names, translate_legacy_options
 
     overrides = translate_legacy_options(overrides, name)
-    valid = {"in_channels", *entry.info.options}
-    unknown = [k for k in overrides if k not in valid]
-    if unknown:
-        close = {k: difflib.get_close_matches(k, sorted(valid), n=1) for k in unknown}
-        hints = "; ".join(f"{k!r} → did you mean {c[0]!r}?" for k, c in close.items() if c)
-        raise ValueError(
-            f"model {name!r} does not take option(s) {', '.join(map(repr, unknown))}"
-            + (f" ({hints})" if hints else "")
-            + f"; valid options: {', '.join(sorted(valid))}"
-        )
+    check_option_names(["in_channels", *entry.info.options], list(overrides), name)
     model = entry.builder(num_classes=num_classes, **overrides)
     in_ch = overrides.get("in_channels", entry.info.in_channels)
     info = replace(entry.info, num_classes=num_classes, in_channels=in_ch, extra=dict(overrides))

@@ -28,7 +28,7 @@ import torchvision.models as tvm
 from torch import Tensor, nn
 
 from ._common import (
-    ConvFactory,
+    BcosPolicy,
     ImageNormalize,
     bcos_policy,
     make_norm,
@@ -45,17 +45,10 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        *,
-        conv: ConvFactory,
-        norm: str | None = None,
-    ) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None, *, policy: BcosPolicy) -> None:
         super().__init__()
+        conv, norm = policy.conv, policy.norm
         self.conv1 = conv(inplanes, planes, 3, stride, 1)
         self.bn1 = make_norm(norm, planes)
         self.conv2 = conv(planes, planes, 3, 1, 1)
@@ -74,17 +67,10 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        *,
-        conv: ConvFactory,
-        norm: str | None = None,
-    ) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None, *, policy: BcosPolicy) -> None:
         super().__init__()
+        conv, norm = policy.conv, policy.norm
         width = planes
         self.conv1 = conv(inplanes, width, 1)
         self.bn1 = make_norm(norm, width)
@@ -110,9 +96,8 @@ class BcosResNet(BcosClassifier):
         layers: blocks per stage (3 or 4 stages).
         num_classes: output count.
         in_channels: raw image channels (encoded to ``2·in_channels`` by ``AddInverse``).
-        conv: B-cos conv factory (:func:`~bcosnet.models._common.bcos_conv_factory`).
-        norm: ``None`` (v1) or ``"bnu"`` (v2 uncentred batch norm).
-        temperature, logit_bias: the logit layer ``out / T + b``.
+        policy: the layers' policy (:func:`~bcosnet.models._common.bcos_policy`): conv factory
+            (B, MaxOut, scale), norm (``None`` v1, ``"bnu"`` v2), temperature and logit bias.
         inplanes: width of the first stage (64 ImageNet, 16 CIFAR).
         small_inputs: CIFAR stem (3×3 conv, stride 1, no pooling) instead of
             the 7×7/2 conv + 3×3/2 average pool.
@@ -132,10 +117,7 @@ class BcosResNet(BcosClassifier):
         num_classes: int = 1000,
         in_channels: int = 3,
         *,
-        conv: ConvFactory,
-        norm: str | None = None,
-        temperature: float = 1.0,
-        logit_bias: float = 0.0,
+        policy: BcosPolicy,
         inplanes: int = 64,
         small_inputs: bool = False,
         min_size: tuple[int, int] = (32, 32),
@@ -145,6 +127,7 @@ class BcosResNet(BcosClassifier):
             raise ValueError(f"layers must list 3 or 4 stages, got {list(layers)}")
         super().__init__(num_classes=num_classes, in_channels=in_channels, min_size=min_size,
                          name=name)
+        conv, norm = policy.conv, policy.norm
         enc = 2 * in_channels
         if small_inputs:
             self.conv1 = conv(enc, inplanes, 3, 1, 1)
@@ -159,13 +142,13 @@ class BcosResNet(BcosClassifier):
         stages = []
         for i, n_blocks in enumerate(layers):
             stages.append(
-                self._make_layer(block, inplanes * 2**i, n_blocks, 1 if i == 0 else 2, conv, norm)
+                self._make_layer(block, inplanes * 2**i, n_blocks, 1 if i == 0 else 2, policy)
             )
         self.layer1, self.layer2, self.layer3 = stages[:3]
         self.layer4 = stages[3] if len(stages) == 4 else None
         self.num_features = inplanes * 2 ** (len(layers) - 1) * block.expansion
-        self._set_head(conv(self.num_features, num_classes, 1), temperature=temperature,
-                       logit_bias=logit_bias)
+        self._set_head(conv(self.num_features, num_classes, 1), policy.temperature,
+                       policy.logit_bias)
         self.last_feature_layer = "layer4" if self.layer4 is not None else "layer3"
 
     def _make_layer(
@@ -174,19 +157,19 @@ class BcosResNet(BcosClassifier):
         planes: int,
         blocks: int,
         stride: int,
-        conv: ConvFactory,
-        norm: str | None,
+        policy: BcosPolicy,
     ) -> nn.Sequential:
+        conv, norm = policy.conv, policy.norm
         downsample = None
         if stride != 1 or self._inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 conv(self._inplanes, planes * block.expansion, 1, stride),
                 make_norm(norm, planes * block.expansion),
             )
-        mods = [block(self._inplanes, planes, stride, downsample, conv=conv, norm=norm)]
+        mods = [block(self._inplanes, planes, stride, downsample, policy=policy)]
         self._inplanes = planes * block.expansion
         for _ in range(1, blocks):
-            mods.append(block(self._inplanes, planes, conv=conv, norm=norm))
+            mods.append(block(self._inplanes, planes, policy=policy))
         return nn.Sequential(*mods)
 
     def forward_body(self, x: Tensor) -> Tensor:
@@ -265,8 +248,7 @@ def _create(
     p = bcos_policy(variant, V1_OPTIONS if variant == "v1" else V2_OPTIONS, options,
                     name=name, num_classes=num_classes)
     return BcosResNet(
-        block, layers, num_classes, in_channels, conv=p.conv, norm=p.norm,
-        temperature=p.temperature, logit_bias=p.logit_bias, min_size=_MIN_SIZE, name=name,
+        block, layers, num_classes, in_channels, policy=p, min_size=_MIN_SIZE, name=name,
     )
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import torchvision.models as tvm
 from torch import Tensor, nn
 
-from ._common import ConvFactory, ImageNormalize, bcos_policy, make_norm, resolve_options
+from ._common import BcosPolicy, ImageNormalize, bcos_policy, make_conv_stack, resolve_options
 from .base import BcosClassifier
 from .registry import register_model
 
@@ -67,10 +67,9 @@ class BcosVGG(BcosClassifier):
     Args:
         cfg: a :data:`VGG_CFGS` entry.
         num_classes, in_channels: outputs and raw image channels.
-        conv: B-cos conv factory.
-        norm: ``None`` (v1) or ``"bnu"`` (v2, after every feature conv).
+        policy: the layers' policy (:func:`~bcosnet.models._common.bcos_policy`): conv factory
+            (B, MaxOut, scale), norm (``None`` v1, ``"bnu"`` v2), temperature and logit bias.
         hidden_features: width of the two hidden head convs (4096 as in VGG).
-        temperature, logit_bias: the logit layer.
         name: for error messages.
     """
 
@@ -80,34 +79,22 @@ class BcosVGG(BcosClassifier):
         num_classes: int = 1000,
         in_channels: int = 3,
         *,
-        conv: ConvFactory,
-        norm: str | None = None,
+        policy: BcosPolicy,
         hidden_features: int = 4096,
-        temperature: float = 1.0,
-        logit_bias: float = 0.0,
         name: str = "vgg",
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, min_size=_MIN_SIZE,
                          name=name)
-        mods: list[nn.Module] = []
-        c = 2 * in_channels
-        for v in cfg:
-            if v == "M":
-                # The original's max-pool: average pooling keeps the network dynamic linear.
-                mods.append(nn.AvgPool2d(kernel_size=2, stride=2))
-            else:
-                mods.append(conv(c, int(v), 3, 1, 1))
-                if norm is not None:
-                    mods.append(make_norm(norm, int(v)))
-                c = int(v)
-        self.features = nn.Sequential(*mods)
+        conv = policy.conv
+        # "M": the original's max-pool becomes average pooling (dynamic linear).
+        self.features, c = make_conv_stack(policy, 2 * in_channels, cfg)
         # VGG's fully connected head as convolutions applied per location.
         head = nn.Sequential(
             conv(c, hidden_features, 7, 1, 3),
             conv(hidden_features, hidden_features, 1),
             conv(hidden_features, num_classes, 1),
         )
-        self._set_head(head, temperature=temperature, logit_bias=logit_bias)
+        self._set_head(head, policy.temperature, policy.logit_bias)
 
 
 class StandardVGG(tvm.VGG):
@@ -149,9 +136,8 @@ def _create(
     p = bcos_policy(variant, V1_OPTIONS if variant == "v1" else V2_OPTIONS, options,
                     name=name, num_classes=num_classes)
     return BcosVGG(
-        cfg, num_classes, in_channels, conv=p.conv, norm=p.norm,
-        hidden_features=p.options["hidden_features"], temperature=p.temperature,
-        logit_bias=p.logit_bias, name=name,
+        cfg, num_classes, in_channels, policy=p, hidden_features=p.options["hidden_features"],
+        name=name,
     )
 
 

@@ -29,8 +29,8 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Weights", "WeightsSource", "get_weights", "list_weights", "load_weights",
-           "read_state_dict", "register_weights"]
+__all__ = ["Weights", "WeightsSource", "check_fits", "get_weights", "list_weights",
+           "load_weights", "read_checkpoint_file", "read_state_dict", "register_weights"]
 
 
 @dataclass(frozen=True)
@@ -107,23 +107,26 @@ def get_weights(model: str, name: str) -> Weights:
 
 
 # ----------------------------------------------------------------------------- reading
-def _read_file(path: Path) -> Mapping[str, Any]:
+def read_checkpoint_file(path: Path, map_location: Any = "cpu") -> Mapping[str, Any]:
+    """A ``.pt``/``.pth`` (``torch.load(weights_only=True)``) or ``.safetensors`` file
+    as a mapping; a clear ``ValueError`` for a missing, corrupt or unsafe file."""
     if not path.is_file():
         raise ValueError(f"weights file {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path), device="cpu")
+            return load_file(str(path), device=str(map_location))
         except Exception as e:
             raise ValueError(f"could not read {str(path)!r} as safetensors: {e}") from e
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt file, pickle with code objects, ...
         first = str(e).splitlines()[0] if str(e) else ""
         raise ValueError(
             f"could not read checkpoint {str(path)!r} as tensors only ({type(e).__name__}: "
-            f"{first}); the file is corrupt, truncated, or holds code (only weights load)"
+            f"{first}); the file is corrupt, truncated, not a weights-only torch checkpoint, "
+            f"or holds code (only weights load)"
         ) from e
     if not isinstance(obj, Mapping):
         raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict")
@@ -172,7 +175,7 @@ def read_state_dict(
         obj = _download(source, check_hash=check_hash, model_dir=model_dir, progress=progress)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        obj = _read_file(path)
+        obj = read_checkpoint_file(path)
         if path.suffix == ".safetensors":
             import json
 

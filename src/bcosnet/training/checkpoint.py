@@ -89,19 +89,12 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)`` (data only, no code)."""
+    from ..models.weights import read_checkpoint_file
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {p} not found")
-    try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"cannot load checkpoint {p}: {e}. The file is corrupt, truncated or not a "
-            f"weights-only torch checkpoint."
-        ) from e
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"checkpoint {p} holds a {type(ckpt).__name__}, expected a dict")
-    return ckpt
+    return dict(read_checkpoint_file(p, map_location))
 
 
 def check_compatible(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint"
