@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .._utils.modules import eval_mode, first_output
+
 __all__ = ["DeletionInsertion", "auto_output", "deletion_insertion", "faithfulness_table",
            "pixel_order"]
 
@@ -94,7 +96,7 @@ def pixel_order(maps: Tensor, *, seed: int = 0) -> Tensor:
 
 
 def _scores(model: nn.Module, x: Tensor, targets: Tensor, output: str) -> Tensor:
-    out = model(x)
+    out = first_output(model(x))
     if output == "sigmoid":
         out = out.sigmoid()
     elif output == "softmax":
@@ -170,9 +172,7 @@ def deletion_insertion(
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(hw, device=order.device).expand(n, -1))
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         curves: dict[str, Tensor] = {}
         for mode in modes:
             out = torch.empty(n, steps + 1, dtype=torch.float64)
@@ -192,8 +192,6 @@ def deletion_insertion(
                 for (i, k), v in zip(chunk, s.tolist()):
                     out[i, k] = v
             curves[mode] = out
-    finally:
-        model.train(was_training)
     return DeletionInsertion(
         fractions=torch.tensor(counts, dtype=torch.float64) / hw,
         deletion=curves.get("deletion"), insertion=curves.get("insertion"), output=output,

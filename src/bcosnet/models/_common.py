@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._utils.validate import check_image_batch, did_you_mean
 from ..nn import BatchNormUncentered2d, BcosConv2d, v1_scale
 
 __all__ = [
@@ -203,16 +204,12 @@ def translate_legacy_options(options: dict[str, Any], model: str = "model") -> d
 def check_option_names(valid: Sequence[str], given: Sequence[str], model: str) -> None:
     """Raise a ``ValueError`` for names in ``given`` not in ``valid``, with a
     did-you-mean and the list of valid names."""
-    import difflib
-
     unknown = [k for k in given if k not in valid]
     if unknown:
-        close = {k: difflib.get_close_matches(k, sorted(valid), n=1) for k in unknown}
-        hints = "; ".join(f"{k!r} → did you mean {c[0]!r}?" for k, c in close.items() if c)
+        hints = "".join(did_you_mean(k, sorted(valid), n=1) for k in unknown)
         raise ValueError(
-            f"model {model!r} does not take option(s) {', '.join(map(repr, unknown))}"
-            + (f" ({hints})" if hints else "")
-            + f"; valid options: {', '.join(sorted(valid))}"
+            f"model {model!r} does not take option(s) {', '.join(map(repr, unknown))}{hints}"
+            f"; valid options: {', '.join(sorted(valid))}"
         )
 
 
@@ -315,36 +312,10 @@ def make_norm(norm: str | None, num_features: int) -> nn.Module:
 def check_images(
     x: Tensor, *, in_channels: int, min_size: tuple[int, int], model: str = "model"
 ) -> None:
-    """Raise a clear error unless ``x`` is an ``N×in_channels×H×W`` batch with
-    ``H, W >= min_size``.  Called first in every zoo model's ``forward``."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{model} expects a torch.Tensor of images, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(
-            f"{model} expects a 4-D batch N×{in_channels}×H×W of images in [0, 1], got shape "
-            f"{tuple(x.shape)}" + (" — add a batch dimension with x.unsqueeze(0)"
-                                   if x.dim() == 3 else "")
-        )
-    c = x.shape[1]
-    if c != in_channels:
-        hint = ""
-        if c == 2 * in_channels:
-            hint = " — pass raw images in [0, 1]; the model encodes them itself"
-        elif in_channels == 1 and c == 3:
-            hint = " — convert to grey, or build the model with in_channels=3"
-        elif in_channels == 3 and c == 1:
-            hint = " — repeat the grey channel (x.expand(-1, 3, -1, -1)) or build the model " \
-                   "with in_channels=1"
-        raise ValueError(
-            f"{model} expects {in_channels}-channel images in [0, 1], got {c} channels "
-            f"(shape {tuple(x.shape)}){hint}"
-        )
-    h, w = x.shape[-2:]
-    if h < min_size[0] or w < min_size[1]:
-        raise ValueError(
-            f"{model} needs images of at least {min_size[0]}×{min_size[1]} pixels, got {h}×{w} — "
-            f"resize the images (e.g. torchvision.transforms.Resize)"
-        )
+    """Raise a clear error unless ``x`` is a floating-point ``N×in_channels×H×W``
+    batch with ``H, W >= min_size``.  Called first in every zoo model's ``forward``."""
+    check_image_batch(x, in_channels=in_channels, min_size=min_size, model=model,
+                      allow_empty=True)
 
 
 class ImageNormalize(nn.Module):

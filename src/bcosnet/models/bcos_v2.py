@@ -11,7 +11,6 @@ identical.  Checkpoints are data: they are read with ``weights_only=True``.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from .._utils.validate import did_you_mean
 from .registry import create_model
 from .weights import Weights, get_weights, load_weights, register_weights
 
@@ -72,10 +72,9 @@ def _resolve_arch(arch: str) -> str:
         bcos_exp_name = k.replace("resnet", "resnet_").replace("densenet", "densenet_")
         if arch in (v, bcos_exp_name.replace("vgg", "vgg_")):
             return k
-    close = difflib.get_close_matches(arch, list(V2_ARCHS) + list(V2_ARCHS.values()), n=3)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    hint = did_you_mean(arch, list(V2_ARCHS) + list(V2_ARCHS.values()))
     raise ValueError(
-        f"unknown B-cos v2 architecture {arch!r}.{hint} Supported: {', '.join(V2_ARCHS)}"
+        f"unknown B-cos v2 architecture {arch!r}{hint}; supported: {', '.join(V2_ARCHS)}"
     )
 
 

@@ -7,7 +7,6 @@ options) and returns an ``nn.Module`` that takes images in [0, 1].
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable
@@ -103,11 +102,11 @@ def register_model(
 
 def _lookup(name: str) -> _Entry:
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        from .._utils.validate import did_you_mean
+
         raise ValueError(
-            f"unknown model {name!r}.{hint} See bcosnet.list_models() for all "
-            f"{len(_REGISTRY)} names."
+            f"unknown model {name!r}{did_you_mean(name, list(_REGISTRY), n=5, cutoff=0.5)}; "
+            f"see bcosnet.list_models() for all {len(_REGISTRY)} names"
         )
     return _REGISTRY[name]
 

@@ -15,13 +15,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from .._utils.io import atomic_write
+from .._utils.io import atomic_write_text as _atomic_write_text
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -39,52 +41,14 @@ __all__ = [
 CHECKPOINT_FORMAT = "bcosnet-checkpoint-1"
 
 
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Any) -> Path:
-    """Write through ``write(tmp_path)`` to a temp file in the same folder, fsync,
-    then ``os.replace`` — a crash leaves either the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
 def atomic_save(obj: dict[str, Any], path: str | os.PathLike) -> Path:
-    """``torch.save`` ``obj`` to ``path`` atomically."""
-    return _atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` ``obj`` to ``path`` atomically (see :mod:`bcosnet._utils.io`)."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     """Write ``text`` to ``path`` atomically."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    return _atomic_write(Path(path), write)
+    return _atomic_write_text(path, text)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -150,7 +114,7 @@ def export_safetensors(
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     meta = {k: json.dumps(v) for k, v in metadata.items()}
-    return _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def load_checkpoint_model(

@@ -144,11 +144,10 @@ def list_presets() -> list[str]:
 def get_preset(name: str) -> TrainConfig:
     """A fresh :class:`TrainConfig` for the preset ``name``."""
     if name not in PRESETS:
-        import difflib
+        from .._utils.validate import did_you_mean
 
-        close = difflib.get_close_matches(name, list(PRESETS), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown preset {name!r}.{hint} Available: {', '.join(list_presets())}")
+        raise ValueError(f"unknown preset {name!r}{did_you_mean(name, list(PRESETS))}; "
+                         f"available: {', '.join(list_presets())}")
     return PRESETS[name]().validate()
 
 
