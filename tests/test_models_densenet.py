@@ -137,7 +137,7 @@ def test_v1_logit_bias_depends_on_classes_and_options_override():
     m10 = _meta_model("densenet121", num_classes=10)
     assert m10.logit_layer.bias == pytest.approx(math.log(0.1 / 0.9))
     m = _meta_model("densenet121", num_classes=10, temperature=0.5, logit_bias=-2.0, b=1.5,
-                    scale_s=None, max_out=1)
+                    scale=None, max_out=1)
     assert m.logit_layer.temperature == 0.5 and m.logit_layer.bias == -2.0
     assert all(c.b == 1.5 and c.scale is None and c.max_out == 1
                for c in m.modules() if isinstance(c, BcosConv2d))

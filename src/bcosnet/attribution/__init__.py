@@ -101,10 +101,9 @@ def get(name: str, model: nn.Module, **settings: object) -> AttributionMethod:
         raise TypeError(f"method name must be a string, got {type(name).__name__}")
     key = name.lower()
     if key not in METHODS:
-        import difflib
+        from .._utils.validate import did_you_mean
 
-        close = difflib.get_close_matches(key, METHODS, n=1)
-        hint = f" — did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(key, METHODS, n=1)
         raise ValueError(
             f"unknown attribution method {name!r}{hint}; available: {', '.join(METHODS)}"
         )

@@ -40,13 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..explanations.core import (
-    find_input_encoding,
-    frozen_params,
-    preserved_buffers,
-    resolve_targets,
-    target_is_per_image,
-)
+from .._utils.modules import find_input_encoding, frozen_params, preserved_buffers
+from .._utils.validate import check_image_batch, check_int
+from ..explanations.core import resolve_targets, target_is_per_image
 from ..nn.explanation_mode import explanation_modules
 
 __all__ = [
@@ -75,29 +71,12 @@ _SPACES = ("raw", "encoded")
 
 
 def check_images(images: Tensor) -> None:
-    """Raise a clear error unless ``images`` is a finite float N×C×H×W batch."""
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(
-            f"images must be a 4-D batch N×C×H×W, got shape {tuple(images.shape)}"
-            + (" — add a batch dimension with images.unsqueeze(0)" if images.dim() == 3 else "")
-        )
-    if images.shape[0] == 0:
-        raise ValueError("images is an empty batch (N = 0)")
-    if not images.is_floating_point():
-        raise TypeError(
-            f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype} — "
-            "convert with images.float() / 255"
-        )
-    if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or Inf values; attributions need finite inputs")
+    """Raise a clear error unless ``images`` is a finite, non-empty float N×C×H×W batch."""
+    check_image_batch(images, finite=True)
 
 
 def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    return check_int(name, value, minimum)
 
 
 def check_output(output: str) -> str:

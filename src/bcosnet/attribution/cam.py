@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..explanations import find_input_encoding
+from .._utils.modules import find_input_encoding
+from .._utils.validate import did_you_mean
 from .base import AttributionMethod, Target, first_output, resolve_targets
 from .gradient import _grads_per_target
 
@@ -115,8 +114,7 @@ class GradCAM(AttributionMethod):
         if not isinstance(layer, str):
             raise TypeError(f"layer must be a module name or a module, got {type(layer).__name__}")
         if layer not in modules or layer == "":
-            close = difflib.get_close_matches(layer, [n for n in modules if n], n=5)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            hint = did_you_mean(layer, [n for n in modules if n], n=5)
             raise ValueError(
                 f"Grad-CAM layer {layer!r} does not exist in the model{hint} "
                 "(names as in model.named_modules())"

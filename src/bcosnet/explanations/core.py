@@ -7,14 +7,15 @@ encoded input ``x`` is the row ``W_c(x)`` exactly.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
 import torch
 from torch import Tensor, nn
 
+from .._utils.modules import find_input_encoding, frozen_params, preserved_buffers, resolve_layer
+from .._utils.validate import check_image_batch
 from ..nn.explanation_mode import explanation_mode
 
 __all__ = [
@@ -22,8 +23,6 @@ __all__ = [
     "Target",
     "explain",
     "find_input_encoding",
-    "frozen_params",
-    "preserved_buffers",
     "resolve_targets",
     "target_is_per_image",
 ]
@@ -67,44 +66,8 @@ class Explanation:
         return self.weights.shape[0]
 
 
-def find_input_encoding(model: nn.Module) -> nn.Module | None:
-    """The first submodule marked ``is_input_encoding`` (e.g. :class:`AddInverse`), or None."""
-    for m in model.modules():
-        if getattr(m, "is_input_encoding", False):
-            return m
-    return None
-
-
-def _resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
-    if isinstance(layer, nn.Module):
-        if not any(m is layer for m in model.modules()):
-            raise ValueError("layer module is not part of the model")
-        return layer
-    modules = dict(model.named_modules())
-    if layer not in modules:
-        import difflib
-
-        close = difflib.get_close_matches(layer, [n for n in modules if n], n=5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"model has no layer named {layer!r}{hint}")
-    return modules[layer]
-
-
 def _check_images(images: Tensor) -> None:
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(
-            f"images must be a 4-D batch N×C×H×W, got shape {tuple(images.shape)}"
-            + (" — add a batch dimension with images.unsqueeze(0)" if images.dim() == 3 else "")
-        )
-    if not images.is_floating_point():
-        raise TypeError(
-            f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype} — "
-            "convert with images.float() / 255"
-        )
-    if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or Inf values; explanations need finite inputs")
+    check_image_batch(images, finite=True)
 
 
 _TARGET_FORMS = (
@@ -220,36 +183,6 @@ def resolve_targets(
     return t.contiguous()
 
 
-@contextlib.contextmanager
-def preserved_buffers(model: nn.Module) -> Iterator[None]:
-    """Restore buffers (e.g. BatchNorm running stats) a train-mode forward would change."""
-    if not any(m.training for m in model.modules()):
-        yield
-        return
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, v in saved:
-                b.copy_(v)
-
-
-@contextlib.contextmanager
-def frozen_params(model: nn.Module) -> Iterator[None]:
-    """Parameters need no gradients while explaining (faster, and leaves no
-    ``.grad``); their ``requires_grad`` flags are restored afterwards."""
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    try:
-        for p in params:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, r in zip(params, flags):
-            p.requires_grad_(r)
-
-
 def _neuron_values(
     act: Tensor, channel: int | Sequence[int], location: tuple[int, int] | None
 ) -> Tensor:
@@ -313,7 +246,7 @@ def explain(
         raise ValueError("explaining a layer needs channel= (an int or a list of ints)")
 
     encoding = find_input_encoding(model)
-    layer_module = _resolve_layer(model, layer) if layer is not None else None
+    layer_module = resolve_layer(model, layer) if layer is not None else None
     captured: dict[str, Tensor] = {}
     zero_input = False
 
