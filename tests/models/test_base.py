@@ -15,7 +15,7 @@ from bcosnet.models import BcosClassifier
 from bcosnet.models._common import LEGACY_OPTIONS, translate_legacy_options
 from bcosnet.training import load_checkpoint_model
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "assets"
 
 # Small members of every B-cos family (fast to build and run).
 SMALL = {

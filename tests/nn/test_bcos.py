@@ -12,10 +12,16 @@ from hypothesis import strategies as st
 
 from bcosnet.nn import BcosConv2d, BcosLinear, explanation_mode, v1_scale
 
-bcos_modules = pytest.importorskip("bcos.modules")  # test-only reference
 
 
-def _reference_conv(ours: BcosConv2d, case):
+@pytest.fixture(scope="module")
+def bcos_modules():
+    """The `bcos` package's layers: a test-only reference (skips only the tests
+    that compare against it when it is not installed)."""
+    return pytest.importorskip("bcos.modules")
+
+
+def _reference_conv(bcos_modules, ours: BcosConv2d, case):
     cin, cout, k, s, p, d, g, b, m = case
     ref = bcos_modules.BcosConv2d(cin, cout, k, s, p, d, g, b=b, max_out=m).double()
     with torch.no_grad():
@@ -50,7 +56,7 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("explain_mode", [False, True])
-def test_conv_matches_bcos_reference(case, explain_mode):
+def test_conv_matches_bcos_reference(bcos_modules, case, explain_mode):
     cin, cout, k, s, p, d, g, b, m = case
     torch.manual_seed(0)
     # The reference adds ε to |cos| for general B (v1/v2 quirk): enable it here.
@@ -58,7 +64,7 @@ def test_conv_matches_bcos_reference(case, explain_mode):
     ours = BcosConv2d(cin, cout, k, s, p, d, g, b=b, max_out=m, cos_eps=cos_eps).double()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = _reference_conv(ours, case)
+        ref = _reference_conv(bcos_modules, ours, case)
     x = torch.randn(2, cin, 11, 13, dtype=torch.float64)
     out_o, grad_o = _run(ours, x, explain_mode)
     out_r, grad_r = _run(ref, x, explain_mode)
@@ -69,7 +75,7 @@ def test_conv_matches_bcos_reference(case, explain_mode):
 
 @pytest.mark.parametrize("b,m", [(1.0, 1), (2.0, 1), (2.0, 3), (1.5, 2), (2.5, 1)])
 @pytest.mark.parametrize("explain_mode", [False, True])
-def test_linear_matches_bcos_reference(b, m, explain_mode):
+def test_linear_matches_bcos_reference(bcos_modules, b, m, explain_mode):
     torch.manual_seed(0)
     cos_eps = 1e-6 if b not in (1.0, 2.0) else 0.0
     ours = BcosLinear(10, 7, b=b, max_out=m, cos_eps=cos_eps).double()
@@ -83,7 +89,7 @@ def test_linear_matches_bcos_reference(b, m, explain_mode):
     torch.testing.assert_close(grad_o, grad_r, rtol=1e-5, atol=1e-7)
 
 
-def test_scale_matches_bcos_v1_scaled_layer():
+def test_scale_matches_bcos_v1_scaled_layer(bcos_modules):
     torch.manual_seed(0)
     gamma = v1_scale(100.0, 6, 3)
     ours = BcosConv2d(6, 8, 3, padding=1, scale=gamma).double()

@@ -19,9 +19,7 @@ import yaml
 
 from bcosnet.data import DataSplits, SyntheticDataset
 from bcosnet.training import config_to_dict, load_checkpoint, train
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_training import tiny_config  # noqa: E402
+from tests.training.helpers import tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +33,7 @@ def _free_port() -> int:
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONPATH"] = str(Path(__file__).parents[1] / "src") + os.pathsep + env.get(
+    env["PYTHONPATH"] = str(Path(__file__).parents[2] / "src") + os.pathsep + env.get(
         "PYTHONPATH", "")
     return env
 

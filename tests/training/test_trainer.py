@@ -15,13 +15,10 @@ from hypothesis import strategies as st
 import bcosnet
 from bcosnet.data import DataSplits, SyntheticDataset, TensorImageDataset
 from bcosnet.training import (
-    DataConfig,
     ModelConfig,
     NonFiniteLossError,
-    OptimConfig,
     ScheduleConfig,
     ShardedSampler,
-    TrainConfig,
     atomic_save,
     check_compatible,
     classification_loss,
@@ -36,26 +33,7 @@ from bcosnet.training import (
     lr_factor,
     train,
 )
-
-
-def tiny_config(out_dir: Path, **kw) -> TrainConfig:
-    """fmnist_bcos (width 8, T = 10) on 64 synthetic 12×12 images, float64, 1 thread."""
-    cfg = TrainConfig(
-        model=ModelConfig("fmnist_bcos", options={"width": 8, "temperature": 10.0}),
-        data=DataConfig(dataset="synthetic", image_size=12, synthetic_samples=64,
-                        synthetic_classes=4, eval_batch_size=64),
-        optim=OptimConfig(name="adam", lr=1e-2, batch_size=16),
-        schedule=ScheduleConfig(name="cosine", min_lr=1e-4),
-        epochs=2,
-        precision="fp64",
-        out_dir=str(out_dir),
-        progress=False,
-        threads=1,
-        log_every_steps=1,
-    )
-    for k, v in kw.items():
-        setattr(cfg, k, v)
-    return cfg.validate()
+from tests.training.helpers import tiny_config
 
 
 def params(path: Path) -> dict[str, torch.Tensor]:
@@ -304,7 +282,7 @@ def test_corrupt_checkpoint_file_is_reported(tmp_path: Path) -> None:
 
 
 def test_example_configs_load() -> None:
-    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
     assert configs, "no example configs found"
     registered = set(bcosnet.list_models())
     for p in configs:

@@ -69,7 +69,7 @@ def test_wrong_architecture_is_named(tmp_path: Path) -> None:
 
 
 def test_training_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
-    data = Path(__file__).parent / "data" / "v0.1.0_fmnist_bcos_checkpoint.pt"
+    data = Path(__file__).parents[1] / "assets" / "v0.1.0_fmnist_bcos_checkpoint.pt"
     with pytest.raises(ValueError, match="trained as 'fmnist_bcos', not 'cifar_bcos'"):
         bcosnet.create_model("cifar_bcos", weights=data)
 
