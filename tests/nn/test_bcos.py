@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from bcosnet.nn import BcosConv2d, BcosLinear, explanation_mode, v1_scale
 
 
-
 @pytest.fixture(scope="module")
 def bcos_modules():
     """The `bcos` package's layers: a test-only reference (skips only the tests
