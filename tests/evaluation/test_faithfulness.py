@@ -72,10 +72,9 @@ def test_pixel_order_breaks_ties_by_seed() -> None:
     assert torch.equal(ranked[0], torch.arange(15, -1, -1))
 
 
-def test_bcos_net_scores_sigmoid_and_the_table() -> None:
-    torch.manual_seed(0)
-    model = bcosnet.create_model("fmnist_bcos", width=4).eval()
-    x = torch.rand(2, 1, 12, 12)
+def test_bcos_net_scores_sigmoid_and_the_table(tiny_bcos, tiny_twin, structured_images) -> None:
+    model = tiny_bcos
+    x = structured_images[:2, :, :12, :12]
     t = torch.tensor([1, 2])
     ex = bcosnet.explain(model, x, target=t[:, None])
     table = faithfulness_table(
@@ -87,8 +86,7 @@ def test_bcos_net_scores_sigmoid_and_the_table() -> None:
     assert table["bcos"].output == "sigmoid"
     torch.testing.assert_close(table["bcos"].deletion[:, 0], p, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(table["random"].insertion[:, -1], p, rtol=1e-5, atol=1e-6)
-    std = bcosnet.create_model("standard_fmnist_bcos", width=4).eval()
-    assert deletion_insertion(std, x, torch.rand(2, 12, 12), t, steps=2).output == "softmax"
+    assert deletion_insertion(tiny_twin, x, torch.rand(2, 12, 12), t, steps=2).output == "softmax"
 
 
 def test_bad_input_says_what_to_change() -> None:

@@ -56,10 +56,9 @@ def test_forward_is_features_then_head(name: str) -> None:
     torch.testing.assert_close(per_loc.mean((2, 3)), pooled)
 
 
-def test_forward_features_checks_the_input() -> None:
-    m = bcosnet.create_model("fmnist_bcos", width=4)
+def test_forward_features_checks_the_input(tiny_bcos) -> None:
     with pytest.raises(ValueError, match="pass raw images"):
-        m.forward_features(torch.rand(1, 2, 28, 28))
+        tiny_bcos.forward_features(torch.rand(1, 2, 28, 28))
 
 
 def test_one_option_vocabulary() -> None:
