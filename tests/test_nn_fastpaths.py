@@ -70,3 +70,24 @@ def test_uncentred_batchnorm_fused_backward_matches_autograd():
     ref_bn(x.detach())
     torch.testing.assert_close(bn.running_var, ref_bn.running_var)
     torch.testing.assert_close(bn.running_mean, ref_bn.running_mean)
+
+
+def test_several_targets_in_one_batched_backward_equal_single_target_explanations():
+    import bcosnet
+
+    torch.manual_seed(3)
+    model = bcosnet.create_model("fmnist_bcos").double().eval()
+    x = torch.rand(3, 1, 12, 12, dtype=torch.float64)
+    many = bcosnet.explain(model, x, [7, 2, 5])
+    for j, t in enumerate([7, 2, 5]):
+        one = bcosnet.explain(model, x, t)
+        torch.testing.assert_close(many.weights[:, j], one.weights[:, 0], rtol=1e-10, atol=0)
+    # and each is the gradient of that logit in explanation mode (autograd, per image)
+    from bcosnet.nn.explanation_mode import explanation_mode
+
+    enc = torch.cat([x, 1 - x], 1).requires_grad_(True)
+    with explanation_mode(model):
+        out = model.features(enc)
+        logits = model.logits(model.pool(model.classifier(out)).flatten(1))
+    (g,) = torch.autograd.grad(logits[:, 2].sum(), enc)
+    torch.testing.assert_close(many.weights[:, 1], g, rtol=1e-10, atol=1e-14)

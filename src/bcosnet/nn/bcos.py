@@ -120,18 +120,24 @@ def _channel_sq_sum(x: Tensor) -> Tensor:
 class _MaxOut2(torch.autograd.Function):
     """MaxOut over the two halves of dim 1, ``max(z[:, :C], z[:, C:])``; the
     backward routes the gradient with a saved boolean mask (a quarter of the
-    memory of the input, no scatter)."""
+    memory of the input, no scatter).  vmap-able (batched explanation targets)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, z: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(z: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         c = z.shape[1] // 2
         first, second = z[:, :c], z[:, c:]
         mask = first >= second
-        ctx.save_for_backward(mask)
-        return torch.where(mask, first, second)
+        return torch.where(mask, first, second), mask
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        ctx.save_for_backward(output[1])
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, _gmask: Tensor | None = None) -> Tensor:  # type: ignore[override]
         (mask,) = ctx.saved_tensors
         zero = grad.new_zeros(())
         return torch.cat([torch.where(mask, grad, zero), torch.where(mask, zero, grad)], 1)
@@ -144,7 +150,7 @@ def _maxout_pieces(z: Tensor, max_out: int) -> Tensor:
     c = z.shape[1] // max_out
     if max_out == 2:
         if torch.is_grad_enabled() and z.requires_grad:
-            return _MaxOut2.apply(z)
+            return _MaxOut2.apply(z)[0]
         return torch.maximum(z[:, :c], z[:, c:])
     return z.unflatten(1, (max_out, c)).max(dim=1).values
 
