@@ -1,0 +1,1 @@
+"""Internal helpers shared by bcosnet's modules (not a public API)."""
