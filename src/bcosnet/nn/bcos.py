@@ -346,6 +346,8 @@ class BcosConv2d(ExplainableModule):
         padded (if needed) input."""
         n, c, h, w = x.shape
         g = self.groups
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()  # reduced precision (autocast): the norm in float32
         if g == 1:
             sq = _channel_sq_sum(x)
         else:
