@@ -23,7 +23,9 @@ fi
 OUT="${OUT:-./gpu_check_out}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+# .gpu_pylib/ (git-ignored; optional): extra pure-Python packages for a machine without
+# them, e.g. the `bcos` reference: cp -r "$(python -c 'import bcos,os;print(os.path.dirname(bcos.__file__))')" .gpu_pylib/
+export PYTHONPATH="$PWD/src${PWD:+:$PWD/.gpu_pylib}${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 MD="$OUT/gpu_check.md"
 fail=0
@@ -32,7 +34,9 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   echo "gpu_check: '$PY' has no CUDA-enabled torch (python -c 'import torch' failed or no GPU)" >&2
   exit 2
 fi
-if "$PY" -c "import bcos" 2>/dev/null; then HAVE_BCOS=1; else HAVE_BCOS=0; fi
+if "$PY" -c "import bcos.models.pretrained" 2>/dev/null; then HAVE_BCOS=1; else HAVE_BCOS=0; fi
+COMPILE=""
+[ "${GPU_CHECK_COMPILE:-0}" = 1 ] && COMPILE="--compile"
 
 {
   echo "# GPU check ($(date -u '+%Y-%m-%d %H:%M UTC'))"
@@ -67,14 +71,14 @@ GPU_CHECK_RUN_DIR="$OUT/smoke_run" part ddp_nccl 90 \
   "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 benchmarks/gpu_check.py ddp || fail=1
 
 if [ "$HAVE_BCOS" = 1 ]; then
-  part bench_layers 40 "$PY" benchmarks/bench_layers.py --device cuda --repeats 30 --batch 64
+  # shellcheck disable=SC2086
+  part bench_layers 150 "$PY" benchmarks/bench_layers.py --device cuda --repeats 30 --batch 64 \
+    $COMPILE
   PAIRS="--pair resnet18_v2 --pair densenet121_v2"
 else
   echo "bcos not importable: bench_layers and the ResNet/DenseNet training pairs skipped" | tee -a "$MD"
   PAIRS=""
 fi
-COMPILE=""
-[ "${GPU_CHECK_COMPILE:-0}" = 1 ] && COMPILE="--compile"
 # shellcheck disable=SC2086
 [ "$HAVE_BCOS" = 1 ] && part bench_training_224 100 "$PY" benchmarks/bench_training.py \
   --device cuda --steps 15 --warmup 3 --batch 64 --size 224 $PAIRS $COMPILE
