@@ -140,6 +140,15 @@ class _MaxOut2(torch.autograd.Function):
     def backward(ctx, grad: Tensor, _gmask: Tensor | None = None) -> Tensor:  # type: ignore[override]
         (mask,) = ctx.saved_tensors
         zero = grad.new_zeros(())
+        c = grad.shape[1]
+        if not torch.is_grad_enabled():
+            gz = grad.new_empty(grad.shape[0], 2 * c, *grad.shape[2:])
+            try:
+                torch.where(mask, grad, zero, out=gz[:, :c])  # one write per element, no cat
+                torch.where(mask, zero, grad, out=gz[:, c:])
+                return gz
+            except RuntimeError:  # under vmap (batched targets): out= has no batching rule
+                pass
         return torch.cat([torch.where(mask, grad, zero), torch.where(mask, zero, grad)], 1)
 
 
