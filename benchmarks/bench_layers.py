@@ -5,7 +5,10 @@ All three layers are timed in the same run, interleaved, and the median of
 repeated measurements is reported.  Targets (max_out=1, geometric mean over the
 shapes): ≤ 1.0× the `bcos` layer and ≤ 1.1× a plain nn.Conv2d.
 
-    python benchmarks/bench_layers.py [--repeats 15] [--batch 16] [--device cpu]
+``--compile`` adds a column for ``torch.compile(BcosConv2d)`` (inductor; compile
+time excluded — on a small CPU it takes minutes, use it on a GPU).
+
+    python benchmarks/bench_layers.py [--repeats 15] [--batch 16] [--device cpu] [--compile]
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="add a torch.compile column")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -59,8 +63,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"batch {args.batch}, median of {args.repeats}")
     header = "| C | px | max_out | nn.Conv2d ms | bcos ms | bcosnet ms | ÷Conv2d | ÷bcos |"
+    if args.compile:
+        header += " compiled ms | compiled ÷Conv2d |"
     print(header)
-    print("|" + "---|" * 8)
+    print("|" + "---|" * (10 if args.compile else 8))
     ratios: dict[int, dict[str, list[float]]] = {1: {"conv": [], "ref": []},
                                                  2: {"conv": [], "ref": []}}
     for channels, size in SHAPES:
@@ -69,6 +75,8 @@ def main() -> None:
             ours = BcosConv2d(channels, channels, 3, padding=1, b=2, max_out=max_out).to(device)
             conv = nn.Conv2d(channels, channels * max_out, 3, padding=1, bias=False).to(device)
             layers = {"conv": conv, "ours": ours}
+            if args.compile:
+                layers["compiled"] = torch.compile(ours)
             if RefConv is not None:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -87,9 +95,14 @@ def main() -> None:
             r_ref = med["ours"] / med["ref"] if "ref" in med else float("nan")
             ratios[max_out]["conv"].append(r_conv)
             ratios[max_out]["ref"].append(r_ref)
-            print(f"| {channels} | {size} | {max_out} | {med['conv']:.2f} | "
-                  f"{med.get('ref', float('nan')):.2f} | {med['ours']:.2f} | {r_conv:.3f} | "
-                  f"{r_ref:.3f} |")
+            row = (f"| {channels} | {size} | {max_out} | {med['conv']:.2f} | "
+                   f"{med.get('ref', float('nan')):.2f} | {med['ours']:.2f} | {r_conv:.3f} | "
+                   f"{r_ref:.3f} |")
+            if args.compile:
+                r_c = med["compiled"] / med["conv"]
+                ratios[max_out].setdefault("compiled", []).append(r_c)
+                row += f" {med['compiled']:.2f} | {r_c:.3f} |"
+            print(row, flush=True)
 
     def gmean(v: list[float]) -> float:
         return math.exp(sum(math.log(r) for r in v) / len(v))
@@ -97,7 +110,9 @@ def main() -> None:
     for max_out in (1, 2):
         print(f"geometric mean, max_out={max_out}: bcosnet/nn.Conv2d = "
               f"{gmean(ratios[max_out]['conv']):.3f}, bcosnet/bcos = "
-              f"{gmean(ratios[max_out]['ref']):.3f}")
+              f"{gmean(ratios[max_out]['ref']):.3f}"
+              + (f", compiled/nn.Conv2d = {gmean(ratios[max_out]['compiled']):.3f}"
+                 if args.compile else ""))
     print("targets (max_out=1): ÷bcos ≤ 1.0, ÷Conv2d ≤ 1.1")
 
 

@@ -3,5 +3,6 @@
 - ``io``: atomic file writes (bytes, text, JSON, figures);
 - ``modules``: eval-mode context, first output, input-encoding and layer lookup,
   frozen parameters, preserved buffers;
-- ``validate``: int checks, did-you-mean hints, image-batch checks.
+- ``validate``: int checks, did-you-mean hints, image-batch checks;
+- ``progress``: progress bars that behave off a terminal.
 """

@@ -7,6 +7,7 @@ encoded input ``x`` is the row ``W_c(x)`` exactly.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -205,6 +206,37 @@ def _neuron_values(
     return sel.flatten(2).sum(2) if sel.dim() > 2 else sel
 
 
+def _target_gradients(values: Tensor, x: Tensor) -> Tensor:
+    """N×T×(x's shape) gradients of each column of the N×T ``values`` w.r.t. ``x``.
+
+    Several targets go through one batched backward pass (``is_grads_batched``,
+    vmap over the output gradients) instead of T passes; when an op of the model
+    has no batching rule, the per-target loop (``retain_graph``) is the fallback.
+    """
+    t_count = values.shape[1]
+    if t_count > 1:
+        eye = torch.eye(t_count, dtype=values.dtype, device=values.device)
+        grad_outputs = eye[:, None, :].expand(t_count, *values.shape)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)  # vmap's slow fallback: use the loop
+                (g,) = torch.autograd.grad(values, x, grad_outputs=grad_outputs,
+                                           retain_graph=True, allow_unused=True,
+                                           is_grads_batched=True)
+        except (RuntimeError, NotImplementedError, UserWarning):
+            pass
+        else:
+            return torch.zeros((values.shape[0], t_count, *x.shape[1:]), dtype=x.dtype,
+                               device=x.device) if g is None else g.transpose(0, 1)
+    grads = []
+    for t in range(t_count):
+        (g,) = torch.autograd.grad(
+            values[:, t].sum(), x, retain_graph=t < t_count - 1, allow_unused=True
+        )
+        grads.append(torch.zeros_like(x) if g is None else g)
+    return torch.stack(grads, 1)
+
+
 def explain(
     model: nn.Module,
     images: Tensor,
@@ -298,14 +330,7 @@ def explain(
                 targets = torch.tensor(chans, device=values.device).expand(n, -1).contiguous()
                 all_logits = None
 
-            t_count = values.shape[1]
-            grads = []
-            for t in range(t_count):
-                (g,) = torch.autograd.grad(
-                    values[:, t].sum(), x, retain_graph=t < t_count - 1, allow_unused=True
-                )
-                grads.append(torch.zeros_like(x) if g is None else g)
-            weights = torch.stack(grads, 1)
+            weights = _target_gradients(values, x)
 
             # The constant term: f(0) in explanation mode, f being dynamic linear.
             captured.clear()

@@ -64,32 +64,104 @@ def _check_scale(scale: float | None) -> float | None:
 
 
 class _BcosB2(torch.autograd.Function):
-    """``out = lin · |lin| / sqrt(sq)`` (B = 2) with a hand-written backward.
+    """``out = γ · lin · |lin| / sqrt(sq)`` (B = 2) with a hand-written backward.
 
     Fewer passes over the (large) activation tensors than autograd's chain of
     abs/mul/div: this layer's extra cost over a plain convolution is memory
-    traffic, not arithmetic.
+    traffic, not arithmetic.  The output scale γ is folded into the per-location
+    factor (no separate pass for it).
     """
 
     @staticmethod
-    def forward(ctx, lin: Tensor, sq: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, lin: Tensor, sq: Tensor, scale: float) -> Tensor:  # type: ignore[override]
         inv = sq.rsqrt()
-        a = lin.abs().mul_(inv)  # |cos|
-        out = a * lin
-        ctx.save_for_backward(lin, a, inv)
+        inv_s = inv * (2.0 * scale)
+        a2 = lin.abs().mul_(inv_s)  # 2γ|cos|: d out / d lin
+        out = a2 * lin
+        out.mul_(0.5)
+        ctx.save_for_backward(lin, a2, inv)
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        lin, a, inv = ctx.saved_tensors
-        t = grad * a
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None, None]:  # type: ignore[override]
+        lin, a2, inv = ctx.saved_tensors
+        t = grad * a2
         grad_sq = None
         if ctx.needs_input_grad[1]:
-            # d out / d sq = −½ · lin·|lin| · sq^(−3/2) = −½ · out · inv²
+            # d out / d sq = −½ · out · inv², and t·lin = 2 · grad · out
             reduce_dims = [i for i, (s_out, s_sq) in enumerate(zip(lin.shape, inv.shape))
                            if s_sq == 1 and s_out != 1]
-            grad_sq = (t * lin).sum(reduce_dims, keepdim=True).mul_(inv.square()).mul_(-0.5)
-        return t.mul_(2.0), grad_sq
+            grad_sq = (t * lin).sum(reduce_dims, keepdim=True).mul_(inv.square()).mul_(-0.25)
+        return t, grad_sq, None
+
+
+class _ChannelSqSum(torch.autograd.Function):
+    """``Σ_c x²`` over dim 1 (keepdim) with a one-pass backward ``2·x·g``
+    (``linalg.vector_norm(...).square()`` costs a slower reduction and, in
+    backward, a division, a mask and an extra pass)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x.square().sum(1, keepdim=True)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return x * (2.0 * grad)
+
+
+def _channel_sq_sum(x: Tensor) -> Tensor:
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _ChannelSqSum.apply(x)
+    return x.square().sum(1, keepdim=True)
+
+
+class _MaxOut2(torch.autograd.Function):
+    """MaxOut over the two halves of dim 1, ``max(z[:, :C], z[:, C:])``; the
+    backward routes the gradient with a saved boolean mask (a quarter of the
+    memory of the input, no scatter).  vmap-able (batched explanation targets)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        c = z.shape[1] // 2
+        first, second = z[:, :c], z[:, c:]
+        mask = first >= second
+        return torch.where(mask, first, second), mask
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        ctx.save_for_backward(output[1])
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, _gmask: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        (mask,) = ctx.saved_tensors
+        zero = grad.new_zeros(())
+        c = grad.shape[1]
+        if not torch.is_grad_enabled():
+            gz = grad.new_empty(grad.shape[0], 2 * c, *grad.shape[2:])
+            try:
+                torch.where(mask, grad, zero, out=gz[:, :c])  # one write per element, no cat
+                torch.where(mask, zero, grad, out=gz[:, c:])
+                return gz
+            except RuntimeError:  # under vmap (batched targets): out= has no batching rule
+                pass
+        return torch.cat([torch.where(mask, grad, zero), torch.where(mask, zero, grad)], 1)
+
+
+def _maxout_pieces(z: Tensor, max_out: int) -> Tensor:
+    """MaxOut for the *piece-major* channel layout ``[piece 0 of every unit, piece 1 ...]``."""
+    if max_out == 1:
+        return z
+    c = z.shape[1] // max_out
+    if max_out == 2:
+        if torch.is_grad_enabled() and z.requires_grad:
+            return _MaxOut2.apply(z)[0]
+        return torch.maximum(z[:, :c], z[:, c:])
+    return z.unflatten(1, (max_out, c)).max(dim=1).values
 
 
 def bcos_scaling(
@@ -99,33 +171,47 @@ def bcos_scaling(
     *,
     detach: bool,
     cos_eps: float = 0.0,
+    scale: float = 1.0,
 ) -> Tensor:
     """Apply the B-cos non-linearity ``|cos|^(B-1) · linear_out`` with
     ``cos = linear_out / sqrt(sq_norm)``; ``sq_norm`` is the squared input norm
     (ε included), broadcastable to ``linear_out``.
 
     ``detach=True`` treats the factor ``|cos|^(B-1)`` as a constant (explanation mode).
+    ``scale`` multiplies the result (the fixed output scale γ, folded in).
     The formulas are arranged so that the output and its gradient stay finite at
     ``linear_out = 0`` for every ``B >= 1``.
     """
     if b == 1.0:
-        return linear_out
+        return linear_out * scale if scale != 1.0 else linear_out
+    if not torch.is_grad_enabled() or not (linear_out.requires_grad or sq_norm.requires_grad):
+        # No autograd graph: in-place arithmetic, two temporaries less.
+        with torch.no_grad():
+            if b == 2.0 and not cos_eps:
+                f = sq_norm.rsqrt()
+                if scale != 1.0:
+                    f.mul_(scale)
+                return linear_out.abs().mul_(f).mul_(linear_out)
+            detach = True  # same values as the detached formula below
     if detach:
         cos = linear_out.detach().abs() * sq_norm.detach().rsqrt()
-        if b == 2.0:
-            return linear_out * cos
+        if b == 2.0 and not cos_eps:
+            return linear_out * (cos.mul_(scale) if scale != 1.0 else cos)
         if cos_eps:
             cos = cos + cos_eps
-        return linear_out * cos.pow(b - 1.0)
-    if b == 2.0:
-        return _BcosB2.apply(linear_out, sq_norm)
+        f = cos.pow_(b - 1.0)
+        return linear_out * (f.mul_(scale) if scale != 1.0 else f)
+    if b == 2.0 and not cos_eps:
+        return _BcosB2.apply(linear_out, sq_norm, float(scale))
     norm = sq_norm.sqrt()
     if cos_eps:
         # v1 quirk: |cos| + ε inside the power.
-        return linear_out * (linear_out.abs() / norm + cos_eps).pow(b - 1.0)
-    # sgn(l)·|l|^B / n^(B-1): same value as |l/n|^(B-1)·l, but the gradient at
-    # l = 0 is 0 instead of 0·∞ for 1 < B < 2.
-    return torch.sign(linear_out) * linear_out.abs().pow(b) / norm.pow(b - 1.0)
+        out = linear_out * (linear_out.abs() / norm + cos_eps).pow(b - 1.0)
+    else:
+        # sgn(l)·|l|^B / n^(B-1): same value as |l/n|^(B-1)·l, but the gradient at
+        # l = 0 is 0 instead of 0·∞ for 1 < B < 2.
+        out = torch.sign(linear_out) * linear_out.abs().pow(b) / norm.pow(b - 1.0)
+    return out * scale if scale != 1.0 else out
 
 
 def _maxout(out: Tensor, dim: int, max_out: int) -> Tensor:
@@ -269,10 +355,12 @@ class BcosConv2d(ExplainableModule):
         padded (if needed) input."""
         n, c, h, w = x.shape
         g = self.groups
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()  # reduced precision (autocast): the norm in float32
         if g == 1:
-            sq = torch.linalg.vector_norm(x, dim=1, keepdim=True).square()
+            sq = _channel_sq_sum(x)
         else:
-            sq = torch.linalg.vector_norm(x.unflatten(1, (g, c // g)), dim=2).square()
+            sq = x.unflatten(1, (g, c // g)).square().sum(2)
         padding = self._conv_padding()
         kh, kw = self.kernel_size
         if (
@@ -281,7 +369,7 @@ class BcosConv2d(ExplainableModule):
             and padding[1] <= kw // 2
         ):
             # Sum-pool over the window (zeros of the padding counted).
-            s = F.avg_pool2d(sq, self.kernel_size, self.stride, padding) * (kh * kw)
+            s = F.avg_pool2d(sq, self.kernel_size, self.stride, padding, divisor_override=1)
         else:
             ones = sq.new_ones(g, 1, kh, kw)
             s = F.conv2d(sq, ones, None, self.stride, padding, self.dilation, g)
@@ -307,6 +395,14 @@ class BcosConv2d(ExplainableModule):
             mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
             x = F.pad(x, self._explicit_pad, mode=mode)
         w = self.weight
+        max_out = self.max_out
+        piece_major = max_out > 1 and self.groups == 1
+        if piece_major:
+            # Rows [unit 0 piece 0, unit 0 piece 1, ...] → [piece 0 of every unit,
+            # piece 1 of every unit, ...]: MaxOut becomes an elementwise max of
+            # contiguous channel blocks (a strided max over pairs is several times
+            # slower on CPU).  The stored weight keeps the checkpoint layout.
+            w = w.unflatten(0, (self.out_channels, max_out)).transpose(0, 1).flatten(0, 1)
         inv_w = torch.linalg.vector_norm(w, dim=(1, 2, 3)).reciprocal()
         # conv(x, w/‖w‖) = conv(x, w)/‖w‖: normalise whichever tensor is smaller.
         n_out = x.shape[0] * w.shape[0] * (x.shape[2] // self.stride[0]) * (
@@ -318,25 +414,28 @@ class BcosConv2d(ExplainableModule):
         out = F.conv2d(x, w, None, self.stride, self._conv_padding(), self.dilation, self.groups)
         if scale_output:
             out = out * inv_w[None, :, None, None]
-        out = _maxout(out, 1, self.max_out)
-        if self.b != 1.0:
+        out = _maxout_pieces(out, max_out) if piece_major else _maxout(out, 1, max_out)
+        scale = 1.0 if self.scale is None else self.scale
+        if self.b == 1.0:
+            return out * scale if scale != 1.0 else out
+        detach = self.is_in_explanation_mode
+        if detach:  # the norm is a constant: no graph, nothing saved for backward
+            with torch.no_grad():
+                norm = self.patch_sq_norms(x)
+        else:
             norm = self.patch_sq_norms(x)
-            g = self.groups
-            if g == 1:
-                out = bcos_scaling(
-                    out, norm, self.b, detach=self.is_in_explanation_mode, cos_eps=self.cos_eps
-                )
-            else:
-                out = bcos_scaling(
-                    out.unflatten(1, (g, self.out_channels // g)),
-                    norm.unsqueeze(2),
-                    self.b,
-                    detach=self.is_in_explanation_mode,
-                    cos_eps=self.cos_eps,
-                ).flatten(1, 2)
-        if self.scale is not None:
-            out = out * self.scale
-        return out
+        g = self.groups
+        if g == 1:
+            return bcos_scaling(out, norm, self.b, detach=detach, cos_eps=self.cos_eps,
+                                scale=scale)
+        return bcos_scaling(
+            out.unflatten(1, (g, self.out_channels // g)),
+            norm.unsqueeze(2),
+            self.b,
+            detach=detach,
+            cos_eps=self.cos_eps,
+            scale=scale,
+        ).flatten(1, 2)
 
     def extra_repr(self) -> str:
         s = (
@@ -413,9 +512,10 @@ class BcosLinear(ExplainableModule):
         out = F.linear(x, self.normalized_weight())
         out = _maxout(out, -1, self.max_out)
         if self.b != 1.0:
-            norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() + self.norm_eps
-            out = bcos_scaling(
-                out, norm, self.b, detach=self.is_in_explanation_mode, cos_eps=self.cos_eps
+            norm = x.square().sum(-1, keepdim=True) + self.norm_eps
+            return bcos_scaling(
+                out, norm, self.b, detach=self.is_in_explanation_mode, cos_eps=self.cos_eps,
+                scale=1.0 if self.scale is None else self.scale,
             )
         if self.scale is not None:
             out = out * self.scale

@@ -170,7 +170,7 @@ def evaluate_model(
 ) -> dict[str, float]:
     """Top-1 accuracy (fraction) and mean loss of ``model`` on ``dataset``,
     sharded over processes when distributed.  Returns ``{"acc", "loss", "n"}``."""
-    from tqdm.auto import tqdm
+    from .._utils.progress import progress as tqdm
 
     env = env or DistEnv()
     was_training = model.training
@@ -209,7 +209,7 @@ def train(config: TrainConfig, *, datasets: DataSplits | None = None) -> TrainRe
         NonFiniteLossError: the loss became NaN/Inf (the last checkpoint is kept).
         ValueError / FileNotFoundError: bad config, data or checkpoint.
     """
-    from tqdm.auto import tqdm
+    from .._utils.progress import progress as tqdm  # plain lines when not on a terminal
 
     cfg = config.validate()
     if cfg.threads:
@@ -350,6 +350,7 @@ def _train(cfg: TrainConfig, env: DistEnv, datasets: DataSplits | None, tqdm: An
         net.train()
         sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss·n, correct, n
         t_epoch, seen = time.monotonic(), 0
+        run_loss = run_correct = 0.0
         bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/"
                    f"{cfg.epochs}", disable=not (cfg.progress and env.is_main), leave=False)
         for x, y in loader:
@@ -365,7 +366,9 @@ def _train(cfg: TrainConfig, env: DistEnv, datasets: DataSplits | None, tqdm: An
                 (~torch.isfinite(loss.detach())).double(),
             ])
             all_reduce_sum(batch, env)
-            if batch[3].item() > 0:
+            # One host sync per step for all four numbers (loss, correct, n, non-finite).
+            b_loss, b_correct, b_n, b_bad = batch.tolist()
+            if b_bad > 0:
                 msg = (f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1}; "
                        f"stopped without updating the weights. The last good checkpoint is "
                        + (f"{ckpt_path} (step {_ckpt_step(ckpt_path)})" if ckpt_path.is_file()
@@ -396,17 +399,18 @@ def _train(cfg: TrainConfig, env: DistEnv, datasets: DataSplits | None, tqdm: An
             step += 1
             step_in_epoch += 1
             sums += batch[:3]
-            seen += int(batch[2].item())
+            run_loss, run_correct = run_loss + b_loss, run_correct + b_correct
+            seen += int(b_n)
             ips = seen / max(time.monotonic() - t_epoch, 1e-9)
             if env.is_main:
                 bar.update(1)
-                bar.set_postfix(loss=f"{sums[0].item() / sums[2].item():.4f}",
-                                acc=f"{sums[1].item() / sums[2].item():.3f}",
+                bar.set_postfix(loss=f"{run_loss / max(seen, 1):.4f}",
+                                acc=f"{run_correct / max(seen, 1):.3f}",
                                 img_s=f"{ips:.0f}", refresh=False)
             if cfg.log_every_steps and step % cfg.log_every_steps == 0:
                 log.write({"event": "train", "epoch": epoch, "step": step,
-                           "loss": batch[0].item() / batch[2].item(),
-                           "acc": batch[1].item() / batch[2].item(),
+                           "loss": b_loss / b_n,
+                           "acc": b_correct / b_n,
                            "lr": optimizer.param_groups[0]["lr"], "img_per_s": ips})
             if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0:
                 save(elapsed=time.monotonic() - t0)
