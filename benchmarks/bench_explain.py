@@ -12,7 +12,7 @@ from one batch, and bcosnet's ``load_bcos_v2("resnet18_v2", its state dict)``.  
    floor is one forward + backward of the batch (``loss.backward()`` with parameter
    gradients, no optimiser) — the ratio to it is stated.  ``--compile``: also
    ``bcosnet.explain(torch.compile(model), batch)``.
-2. 9 targets per image: one ``explain(model, batch, list(range(9)))`` against the
+2. 9 targets per image: one ``explain(model, batch, N×9 tensor)`` against the
    per-target loop (9 calls of ``explain(model, batch, t)``).
 3. peak memory of explaining the batch beside a plain forward + backward, each
    in a fresh subprocess (CPU: growth of the max RSS over the RSS before the call;
@@ -60,7 +60,7 @@ def build_models(device: torch.device, num_classes: int = 1000):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = ref = pretrained.resnet18(pretrained=False, num_classes=num_classes)
-    for m in model.modules():  # running stats from one batch: the signal neither vanishes nor explodes
+    for m in model.modules():  # running stats from one batch (no vanishing or exploding signal)
         if getattr(m, "running_var", None) is not None:
             m.momentum = 1.0
             with torch.no_grad():
@@ -206,7 +206,8 @@ def main() -> None:
 
     tt = args.targets
     t2 = _time_interleaved({
-        f"explain, {tt} targets at once": lambda: bcosnet.explain(ours, x, list(range(tt))),
+        f"explain, {tt} targets at once": lambda: bcosnet.explain(
+            ours, x, torch.arange(tt, device=device).expand(n, -1)),
         f"per-target loop ({tt} calls)": lambda: [bcosnet.explain(ours, x, k) for k in range(tt)],
     }, args.repeats, device)
     a, b = t2.values()
