@@ -59,7 +59,8 @@ def build_models(device: torch.device, num_classes: int = 1000):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = ref = pretrained.resnet18(pretrained=False, num_classes=num_classes)
-    for m in model.modules():  # running stats from one batch: the signal neither vanishes nor explodes
+    # running stats from one batch: the signal neither vanishes nor explodes
+    for m in model.modules():
         if getattr(m, "running_var", None) is not None:
             m.momentum = 1.0
             with torch.no_grad():

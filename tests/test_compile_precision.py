@@ -65,7 +65,7 @@ def test_bf16_autocast_explanations_on_cpu_are_nearly_complete(name, size):
     model = bcosnet.create_model(name, num_classes=10)
     x = torch.rand(4, 1 if name == "fmnist_bcos" else 3, size, size,
                    generator=torch.Generator().manual_seed(1))
-    if name == "resnet18_v2":  # running statistics from one batch (signal neither vanishes nor explodes)
+    if name == "resnet18_v2":  # running statistics from one batch (the signal stays O(1))
         for m in model.modules():
             if getattr(m, "running_var", None) is not None:
                 m.momentum = 1.0
