@@ -10,8 +10,7 @@ from one batch, and bcosnet's ``load_bcos_v2("resnet18_v2", its state dict)``.  
    per-image loop of ``model.explain(img)`` (which also renders its colour image) and
    against the same loop without the rendering (forward + backward only); the
    floor is one forward + backward of the batch (``loss.backward()`` with parameter
-   gradients, no optimiser) — the ratio to it is stated.  ``--compile``: also
-   ``bcosnet.explain(torch.compile(model), batch)``.
+   gradients, no optimiser) — the ratio to it is stated.
 2. 9 targets per image: one ``explain(model, batch, N×9 tensor)`` against the
    per-target loop (9 calls of ``explain(model, batch, t)``).
 3. peak memory of explaining the batch beside a plain forward + backward, each
@@ -22,7 +21,7 @@ Targets (issue 14): ≥ 1.5× the bcos images/s on CPU (≥ 5× on a GPU); 9 tar
 ≥ 2.5× the per-target loop; peak memory ≤ 1.2× a plain forward + backward.
 
     python benchmarks/bench_explain.py [--batch 32] [--size 224] [--repeats 3] [--threads N]
-        [--device cpu] [--compile] [--skip-memory]
+        [--device cpu] [--skip-memory]
 """
 
 from __future__ import annotations
@@ -60,7 +59,8 @@ def build_models(device: torch.device, num_classes: int = 1000):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = ref = pretrained.resnet18(pretrained=False, num_classes=num_classes)
-    for m in model.modules():  # running stats from one batch (no vanishing or exploding signal)
+    # running stats from one batch: the signal neither vanishes nor explodes
+    for m in model.modules():
         if getattr(m, "running_var", None) is not None:
             m.momentum = 1.0
             with torch.no_grad():
@@ -150,7 +150,6 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--compile", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -193,9 +192,6 @@ def main() -> None:
         fns["bcos model.explain (per image)"] = bcos_loop
         fns["bcos fwd+bwd (per image, no rendering)"] = bcos_grad_loop
     fns["floor: fwd+bwd of the batch"] = lambda: _floor(ours, x)
-    if args.compile:
-        compiled = torch.compile(ours)
-        fns["bcosnet.explain (compiled model)"] = lambda: bcosnet.explain(compiled, x)
     t = _time_interleaved(fns, args.repeats, device)
     base = t.get("bcos model.explain (per image)", float("nan"))
     floor = t["floor: fwd+bwd of the batch"]

@@ -87,9 +87,8 @@ part bench_training_fmnist 40 "$PY" benchmarks/bench_training.py --device cuda -
   --steps 20 --warmup 3 $COMPILE
 part bench_infer_fmnist 30 "$PY" benchmarks/bench_training.py --device cuda --infer --pair fmnist \
   --steps 20 --warmup 3
-# shellcheck disable=SC2086
 part bench_explain 120 "$PY" benchmarks/bench_explain.py --device cuda --batch 32 --size 224 \
-  --repeats 5 $COMPILE
+  --repeats 5
 
 echo "summary: $MD"
 [ $fail -eq 0 ] && echo "all checks passed" || echo "SOME CHECKS FAILED (see $MD)"

@@ -206,6 +206,20 @@ def _neuron_values(
     return sel.flatten(2).sum(2) if sel.dim() > 2 else sel
 
 
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The eager module behind a ``torch.compile``-d one.
+
+    explain() registers fresh forward hooks on every call; graphs that dynamo
+    compiled before do not see them (it does not guard on module hooks by
+    default), so a compiled model is explained through its original module:
+    same parameters and buffers, exact result, eager speed."""
+    while type(model).__name__ == "OptimizedModule" and isinstance(
+        getattr(model, "_orig_mod", None), nn.Module
+    ):
+        model = model._orig_mod
+    return model
+
+
 def _target_gradients(values: Tensor, x: Tensor) -> Tensor:
     """N×T×(x's shape) gradients of each column of the N×T ``values`` w.r.t. ``x``.
 
@@ -277,6 +291,7 @@ def explain(
     if layer is not None and channel is None:
         raise ValueError("explaining a layer needs channel= (an int or a list of ints)")
 
+    model = _uncompiled(model)
     encoding = find_input_encoding(model)
     layer_module = resolve_layer(model, layer) if layer is not None else None
     captured: dict[str, Tensor] = {}
