@@ -30,13 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .pointing_game import (
-    PointingGameResult,
-    _atomic_write_bytes,
-    _atomic_write_json,
-    _atomic_write_text,
-    plot_pointing_game,
-)
+from .._utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .pointing_game import PointingGameResult, plot_pointing_game
 
 __all__ = ["Report", "ReportFigure", "ReportFiles", "format_number", "write_report"]
 
@@ -221,7 +216,7 @@ def _place_figure(src: Path, out_dir: Path, fig_dir: Path, index: int) -> Path:
         pass
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", src.name)
     dst = fig_dir / f"{index:02d}_{stem}"
-    _atomic_write_bytes(dst, src.read_bytes())
+    atomic_write_bytes(dst, src.read_bytes())
     return dst
 
 
@@ -380,9 +375,9 @@ def write_report(
         "figures": [rel(p) for _, p in figures] + ([rel(pg_fig)] if pg_fig else []),
     }
     md_path, html_path, json_path = out / f"{name}.md", out / f"{name}.html", out / f"{name}.json"
-    _atomic_write_json(json_path, numbers)
-    _atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
-    _atomic_write_text(html_path, doc)
+    atomic_write_json(json_path, numbers)
+    atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
+    atomic_write_text(html_path, doc)
     return ReportFiles(
         markdown=md_path, html=html_path, json=json_path,
         figures=([pg_fig] if pg_fig else []) + [p for _, p in figures],
