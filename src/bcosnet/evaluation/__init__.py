@@ -10,6 +10,7 @@ from .pointing_game import (
     grid_pointing_game,
     make_attribution_fn,
     make_grid_dataset,
+    paper_smoothing,
     plot_pointing_game,
 )
 from .report import Report, ReportFigure, write_report
@@ -28,6 +29,7 @@ __all__ = [
     "grid_pointing_game",
     "make_attribution_fn",
     "make_grid_dataset",
+    "paper_smoothing",
     "plot_pointing_game",
     "top_activations",
     "top_class_scores",

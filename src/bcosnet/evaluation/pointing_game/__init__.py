@@ -28,11 +28,11 @@ result container and its box plot) and :mod:`.game` (the loop and its resume
 store).
 """
 
-from .game import grid_pointing_game
+from .game import grid_maps, grid_pointing_game
 from .grids import GridDataset, make_grid_dataset
-from .methods import AttributionFn, make_attribution_fn
+from .methods import AttributionFn, make_attribution_fn, supports_multi_target
 from .results import PointingGameResult, ScoreSummary, plot_pointing_game
-from .scoring import cell_scores
+from .scoring import cell_scores, paper_smoothing
 
 __all__ = [
     "AttributionFn",
@@ -40,8 +40,11 @@ __all__ = [
     "PointingGameResult",
     "ScoreSummary",
     "cell_scores",
+    "grid_maps",
     "grid_pointing_game",
     "make_attribution_fn",
     "make_grid_dataset",
+    "paper_smoothing",
     "plot_pointing_game",
+    "supports_multi_target",
 ]

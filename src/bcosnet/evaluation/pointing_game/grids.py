@@ -107,7 +107,7 @@ class GridDataset:
         confidences: G×n² float, the model's true-class logit of each cell's image.
         cell_size: (H, W) of one cell in pixels.
         requested: number of grids asked for (None: as many as possible).
-        seed, confidence_threshold: the construction settings.
+        seed, confidence_threshold, confidence_score: the construction settings.
     """
 
     source: Any
@@ -119,6 +119,7 @@ class GridDataset:
     requested: int | None = None
     seed: int = 0
     confidence_threshold: float | None = None
+    confidence_score: str = "sigmoid"
 
     def __len__(self) -> int:
         return int(self.source_indices.shape[0])
@@ -177,6 +178,7 @@ class GridDataset:
             "requested": self.requested,
             "seed": self.seed,
             "confidence_threshold": self.confidence_threshold,
+            "confidence_score": self.confidence_score,
             "source_indices": self.source_indices.tolist(),
             "classes": self.classes.tolist(),
             "confidences": self.confidences.tolist(),
@@ -197,6 +199,7 @@ class GridDataset:
             requested=d.get("requested"),
             seed=int(d.get("seed", 0)),
             confidence_threshold=d.get("confidence_threshold"),
+            confidence_score=str(d.get("confidence_score", "sigmoid")),
         )
 
 
@@ -205,6 +208,7 @@ def _class_rankings(
     source: Any,
     *,
     confidence_threshold: float | None,
+    confidence_score: str,
     batch_size: int,
     progress: bool,
 ) -> tuple[dict[int, list[int]], dict[int, list[float]], tuple[int, int], int]:
@@ -236,7 +240,9 @@ def _class_rankings(
             true = out.gather(1, labels[:, None])[:, 0]
             ok = out.argmax(1) == labels
             if confidence_threshold is not None:
-                ok &= torch.sigmoid(true) > confidence_threshold
+                prob = torch.sigmoid(true) if confidence_score == "sigmoid" else (
+                    out.double().softmax(1).gather(1, labels[:, None])[:, 0])
+                ok &= prob > confidence_threshold
             logits_true.append(true.double())
             correct.append(ok)
             labels_all.append(labels)
@@ -266,19 +272,25 @@ def make_grid_dataset(
     num_grids: int | None = 500,
     *,
     seed: int = 0,
-    confidence_threshold: float | None = None,
+    confidence_threshold: float | None = 0.5,
+    confidence_score: str = "sigmoid",
+    allow_fewer: bool = False,
     batch_size: int = 64,
     progress: bool = True,
 ) -> GridDataset:
     """Build the pointing-game grids (SPEC §5).
 
     For each class, the test images that ``model`` classifies correctly are
-    ranked by confidence (true-class logit, descending); with
-    ``confidence_threshold=p`` only those with ``sigmoid(logit) > p`` are kept
-    (the paper's 0.5).  Each grid draws n² distinct classes at random among the
-    classes that still have an unused image (a ``torch.Generator`` seeded with
-    ``seed``) and takes each class's most confident unused image; cell k of the
-    grid (row-major) holds the k-th drawn class.  No image is used twice.
+    ranked by confidence (true-class logit, descending).  With the default
+    ``confidence_threshold=0.5`` only images with ``sigmoid(logit) > 0.5``
+    (logit > 0) take part — the official CVPR 2022 code's rule, applied to
+    B-cos and conventional networks alike: a class takes part only while its
+    next unused image passes.  Each grid draws n² distinct classes at random
+    among the classes that still have an unused image (a ``torch.Generator``
+    seeded with ``seed``) and takes each class's most confident unused image;
+    cell k of the grid (row-major) holds the k-th drawn class.  No image is used
+    twice, and the grids for ``num_grids=m`` are the first m of those for any
+    larger request.
 
     Args:
         model: classifier taking images in [0, 1], returning N×K logits.  Run in
@@ -288,10 +300,19 @@ def make_grid_dataset(
             ``(images N×C×H×W, labels N)``.
         n: cells per side (the paper: 3 on ImageNet, 2 on CIFAR-10).
         num_grids: how many grids to make; None: as many as possible.  When
-            fewer than n² classes have an unused image left, construction stops
-            with a warning; :attr:`GridDataset.num_grids` says how many were made.
+            fewer can be made (fewer than n² classes have an unused image left),
+            this raises ValueError saying how many are available, unless
+            ``allow_fewer`` (then a warning; :attr:`GridDataset.num_grids` says
+            how many were made).
         seed: seed of the class sampling.
-        confidence_threshold: None, or p in (0, 1): keep images with sigmoid(logit) > p.
+        confidence_threshold: p in [0, 1) (default 0.5, the paper's), or None
+            for no threshold (every correctly classified image).
+        confidence_score: what the threshold applies to: ``"sigmoid"`` of the
+            true-class logit (default; the official code, for every model) or
+            ``"softmax"`` probability of the true class (an option for
+            conventional softmax networks).
+        allow_fewer: make as many grids as possible when fewer than requested
+            are available, with a warning, instead of raising.
         batch_size: images per forward pass when ranking.
         progress: show tqdm progress bars.
 
@@ -308,20 +329,35 @@ def make_grid_dataset(
             f"confidence_threshold must be None or a probability in [0, 1) such as 0.5, "
             f"got {confidence_threshold!r}"
         )
+    if confidence_score not in ("sigmoid", "softmax"):
+        raise ValueError(
+            f"confidence_score must be 'sigmoid' or 'softmax', got {confidence_score!r}"
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     source = _as_source(dataset)
     ranking, conf, cell_size, num_classes = _class_rankings(
-        model, source, confidence_threshold=confidence_threshold, batch_size=batch_size,
-        progress=progress,
+        model, source, confidence_threshold=confidence_threshold,
+        confidence_score=confidence_score, batch_size=batch_size, progress=progress,
     )
     sq = n * n
     if num_classes < sq:
         raise ValueError(
             f"a {n}×{n} grid needs {sq} distinct classes but the model has {num_classes}; "
             f"use a smaller n"
+        )
+    usable = {c: len(r) for c, r in ranking.items()}
+    thr = "" if confidence_threshold is None else (
+        f" with {confidence_score}(logit) > {confidence_threshold:g}"
+        if confidence_score == "sigmoid" else f" with softmax > {confidence_threshold:g}")
+    if len(usable) < sq:
+        raise ValueError(
+            f"a {n}×{n} grid needs {sq} distinct classes, but only {len(usable)} of the "
+            f"{num_classes} classes have a correctly classified image{thr} (images per class: "
+            f"{dict(sorted(usable.items()))}); use a smaller n, a better-trained model or "
+            "confidence_threshold=None"
         )
     gen = torch.Generator().manual_seed(seed)
     next_unused = dict.fromkeys(ranking, 0)
@@ -341,12 +377,17 @@ def make_grid_dataset(
             next_unused[c] += 1
     made = len(grids_idx)
     if num_grids is not None and made < num_grids:
-        warnings.warn(
-            f"made {made} of {num_grids} requested {n}×{n} grids: fewer than {sq} classes have "
-            "a correctly classified image left (use a larger test set, a smaller n, or no "
-            "confidence threshold)",
-            stacklevel=2,
+        msg = (
+            f"only {made} {n}×{n} grids can be made, {num_grids} were requested: after "
+            f"{made} grids fewer than {sq} classes have a correctly classified image{thr} left "
+            f"(usable images per class: {dict(sorted(usable.items()))})"
         )
+        if not allow_fewer:
+            raise ValueError(
+                f"{msg}; pass num_grids={made} (or None, or allow_fewer=True), a smaller n, "
+                "or confidence_threshold=None"
+            )
+        warnings.warn(msg, stacklevel=2)
     return GridDataset(
         source=source,
         n=n,
@@ -357,6 +398,7 @@ def make_grid_dataset(
         requested=num_grids,
         seed=seed,
         confidence_threshold=None if confidence_threshold is None else float(confidence_threshold),
+        confidence_score=confidence_score,
     )
 
 

@@ -8,30 +8,50 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["AttributionFn", "make_attribution_fn"]
+__all__ = ["AttributionFn", "make_attribution_fn", "supports_multi_target"]
 
-#: ``(images N×C×H×W, targets N) -> maps N×H×W or N×C'×H×W``.
+#: ``(images N×C×H×W, targets N) -> maps N×H×W or N×C'×H×W`` (and, for callables with
+#: ``supports_multi_target = True``, ``targets N×T -> maps N×T×[C'×]H×W``).
 AttributionFn = Callable[[Tensor, Tensor], Tensor]
 MethodSpec = str | AttributionFn
+
+
+def supports_multi_target(fn: AttributionFn) -> bool:
+    """Whether ``fn(images N×C×H×W, targets N×T)`` returns all N×T maps in one call.
+
+    A callable says so with an attribute ``supports_multi_target = True``; it
+    then returns N×T×H×W or N×T×C×H×W maps for an N×T target tensor (and
+    N×[C×]H×W for a 1-D one).  Without it the game calls it once per cell.
+    """
+    return bool(getattr(fn, "supports_multi_target", False))
 
 
 def _bcos_fn(model: nn.Module) -> AttributionFn:
     from ...explanations import explain
 
     def bcos(images: Tensor, targets: Tensor) -> Tensor:
-        # The model-inherent explanation: contributions W_c(x) ⊙ x summed over channels.
-        return explain(model, images, target=targets).contributions
+        # The model-inherent explanation: contributions W_c(x) ⊙ x summed over channels;
+        # explain() takes N (one class per image) or N×T targets: one forward pass,
+        # one backward pass per target.
+        c = explain(model, images, target=targets).contributions  # N×T×H×W
+        return c[:, :, None] if targets.dim() == 2 else c  # N×T×1×H×W or N×1×H×W
 
+    bcos.supports_multi_target = True  # type: ignore[attr-defined]
     return bcos
 
 
 def make_attribution_fn(model: nn.Module, method: MethodSpec, **settings: Any) -> AttributionFn:
-    """An attribution callable ``(images N×C×H×W, targets N) -> maps`` for ``method``.
+    """An attribution callable ``(images N×C×H×W, targets) -> maps`` for ``method``.
 
     ``method`` is a callable (returned as is; ``settings`` must be empty),
     ``"bcos"`` (the model-inherent contributions from :func:`bcosnet.explain`),
     or any other name, resolved with ``bcosnet.attribution.get(method, model,
     **settings).attribute(images, target=targets)``.
+
+    ``targets`` is N (one class per image; maps N×[C×]H×W) or, where
+    :func:`supports_multi_target` holds for the returned callable, N×T (maps
+    N×T×[C×]H×W): ``"bcos"`` always, a named method when its class sets
+    ``supports_multi_target = True``.
     """
     if callable(method):
         if settings:
@@ -56,6 +76,7 @@ def make_attribution_fn(model: nn.Module, method: MethodSpec, **settings: Any) -
         return impl.attribute(images, target=targets)
 
     fn.__name__ = method
+    fn.supports_multi_target = supports_multi_target(impl)  # type: ignore[attr-defined]
     return fn
 
 

@@ -78,6 +78,11 @@ class PointingGameResult:
         return int(self.classes.shape[0])
 
     @property
+    def grids_per_method(self) -> dict[str, int]:
+        """Method name -> grids it was played on (the first k of :attr:`classes`)."""
+        return {m: int(np.asarray(s).shape[0]) for m, s in self.scores.items()}
+
+    @property
     def methods(self) -> list[str]:
         return list(self.scores)
 
@@ -94,7 +99,8 @@ class PointingGameResult:
             "settings": self.settings,
             "classes": self.classes.tolist(),
             "methods": {
-                m: {"summary": ScoreSummary.of(s).to_dict(), "scores": s.tolist()}
+                m: {"summary": ScoreSummary.of(s).to_dict(), "grids": int(s.shape[0]),
+                    "scores": s.tolist()}
                 for m, s in self.scores.items()
             },
         }

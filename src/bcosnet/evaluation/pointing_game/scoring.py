@@ -4,6 +4,7 @@ the smoothing rule."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,10 +12,36 @@ from torch import Tensor
 
 from .grids import _check_n
 
-__all__ = ["cell_scores"]
+__all__ = ["cell_scores", "paper_smoothing"]
+
+#: The paper's smoothing: a 15×15 average pool on maps of 224-px cells (ImageNet).
+PAPER_SMOOTHING_224 = 15
 
 
-def _check_smoothing(smoothing: int | None) -> int | None:
+def paper_smoothing(cell_size: int | tuple[int, int]) -> int | None:
+    """The smoothing kernel for cells of ``cell_size`` pixels (``smoothing="auto"``).
+
+    The paper smooths ImageNet maps (224-px cells) with a 15×15 average pool
+    and does not smooth at CIFAR-10 size (32-px cells).  The rule that gives
+    both: the largest odd integer ≤ 15·s/224, s the cell's shorter side; 1
+    means no smoothing.  So 224 px → 15, 112 → 7, 64 → 3, 32 and 28 → None.
+    """
+    s = min(cell_size) if isinstance(cell_size, (tuple, list)) else int(cell_size)
+    if isinstance(s, bool) or s < 1:
+        raise ValueError(f"cell size must be a positive number of pixels, got {cell_size!r}")
+    k = int(PAPER_SMOOTHING_224 * s // 224)  # floor(15·s/224), exact in integers
+    if k % 2 == 0:
+        k -= 1
+    return k if k > 1 else None
+
+
+def _check_smoothing(smoothing: int | str | None, cell_size: Any = None) -> int | None:
+    if smoothing == "auto":
+        if cell_size is None:
+            raise ValueError("smoothing='auto' needs the cell size; pass an int or None here")
+        return paper_smoothing(cell_size)
+    if isinstance(smoothing, str):
+        raise ValueError(f"smoothing must be 'auto', None or an odd int, got {smoothing!r}")
     if smoothing is None or smoothing == 1:
         return None
     if isinstance(smoothing, bool) or not isinstance(smoothing, int) or smoothing < 1:
