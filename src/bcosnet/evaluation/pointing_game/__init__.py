@@ -24,13 +24,14 @@ Typical use::
 The package's modules: :mod:`.grids` (the grid data set, class rankings and
 confidence threshold), :mod:`.scoring` (cell scores and the smoothing rule),
 :mod:`.methods` (attribution callables), :mod:`.results` (summaries, the
-result container and its box plot) and :mod:`.game` (the loop and its resume
-store).
+result container and its box plot), :mod:`.game` (the loop and its resume
+store) and :mod:`.panel` (the Fig. A2-style panel of every method's map).
 """
 
 from .game import grid_maps, grid_pointing_game
 from .grids import GridDataset, make_grid_dataset
 from .methods import AttributionFn, make_attribution_fn, supports_multi_target
+from .panel import plot_method_panel
 from .results import PointingGameResult, ScoreSummary, plot_pointing_game
 from .scoring import cell_scores, paper_smoothing
 
@@ -45,6 +46,7 @@ __all__ = [
     "make_attribution_fn",
     "make_grid_dataset",
     "paper_smoothing",
+    "plot_method_panel",
     "plot_pointing_game",
     "supports_multi_target",
 ]
