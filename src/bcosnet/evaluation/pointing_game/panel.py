@@ -103,9 +103,8 @@ def plot_method_panel(
             frame(ax)
             ax.set_title(f"{name}\n{score:.2f}", fontsize=8)
     fig.suptitle(f"Grid {grid}: every method's map of the framed cell's class "
-                 "(red +, blue −; score = share of positive attribution in the cell)",
-                 fontsize=8)
-    fig.subplots_adjust(wspace=0.05, hspace=0.45)
+                 "(red +, blue −; number: the cell's score)", fontsize=8, y=0.995)
+    fig.subplots_adjust(wspace=0.05, hspace=0.45, top=1 - 0.55 / fig.get_figheight())
     if path is not None:
         save_figure(fig, path, dpi=dpi)
     return fig
