@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quick", action="store_true",
                    help="a minutes-long run: 1 min training per network, 20 grids (3 for "
-                        "occlusion/rise/lime), output folder outputs/main-quick")
+                        "intgrad/occlusion/rise/lime), output folder outputs/main-quick")
     p.add_argument("--out", default=None, help="output folder (default: outputs/main)")
     p.add_argument("--time-limit-min", type=float, default=None,
                    help="training budget per network in minutes (default: 10)")
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"pointing-game grids per method (default: {DEFAULT_GRIDS}; the "
                         "paper: 500)")
     p.add_argument("--grids-per-method", type=parse_grid_counts, default=None,
-                   help="per-method grid counts, e.g. 'occlusion=100,rise=100,lime=100' "
+                   help="per-method grid counts, e.g. 'intgrad=100,occlusion=100' "
                         f"(default: {_DEFAULT_COUNTS}; 'none': --grids for every method)")
     p.add_argument("--grid-n", type=int, default=3, help="grid cells per side (default: 3)")
     p.add_argument("--no-threshold", action="store_true",
