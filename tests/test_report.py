@@ -193,6 +193,7 @@ window.addEventListener("load", function () {
                                                    function (c) { return c.textContent; }) : []};
   var pre = document.createElement("pre");
   pre.id = "probe";
+  pre.style.display = "none";  // in the DOM dump, not in the screenshot
   pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre);
 });
@@ -227,13 +228,9 @@ def _synthetic_report(tmp_path: Path) -> Path:
 
     # the panel from callables on a 3×3 grid of 4-px cells (fast, no model training)
     images = torch.rand(9, 1, 4, 4, generator=torch.Generator().manual_seed(0))
-    grids = GridDataset(source=(images, torch.arange(9)), n=3,
-                        source_indices=torch.arange(9).reshape(1, 9),
-                        classes=torch.arange(9).reshape(1, 9),
-                        confidences=torch.ones(1, 9, dtype=torch.float64), cell_size=(4, 4))
-    from bcosnet.evaluation.pointing_game.grids import _as_source
-
-    grids.source = _as_source(grids.source)
+    grids = GridDataset.from_dict(
+        {"n": 3, "cell_size": [4, 4], "source_indices": list(range(9)),
+         "classes": list(range(9)), "confidences": [1.0] * 9}, (images, torch.arange(9)))
 
     def make(k: float):
         def fn(x, t):
@@ -261,9 +258,10 @@ def test_report_renders_in_headless_chromium(tmp_path) -> None:
     probe = tmp_path / "probe.html"
     probe.write_text(html_path.read_text(encoding="utf-8").replace("</body>",
                                                                    _PROBE + "\n</body>"))
-    r = _chromium(["--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
-                  tmp_path / "profile1")
-    m = re.search(r'<pre id="probe">(.*?)</pre>', r.stdout, re.S)
+    shot = tmp_path / "report.png"  # a screenshot as a test artifact, from the same load
+    r = _chromium(["--virtual-time-budget=5000", "--dump-dom", f"--screenshot={shot}",
+                   "--window-size=1280,2400", probe.as_uri()], tmp_path / "profile")
+    m = re.search(r'<pre id="probe"[^>]*>(.*?)</pre>', r.stdout, re.S)
     assert m, f"no probe output from chromium (rc {r.returncode}): {r.stderr[-2000:]}"
     out = json.loads(html.unescape(m.group(1)))
     assert len(out["images"]) == 3  # box plot, panel, explanation
@@ -271,9 +269,5 @@ def test_report_renders_in_headless_chromium(tmp_path) -> None:
         assert img["done"] and img["w"] > 0 and img["h"] > 0, img
     assert out["rows"] == 9 + 8  # one row per (network, method)
     assert {"method", "grids", "median", "mean"} <= set(out["head"])
-    # a screenshot as a test artifact
-    shot = tmp_path / "report.png"
-    r = _chromium([f"--screenshot={shot}", "--window-size=1280,2400", html_path.as_uri()],
-                  tmp_path / "profile2")
     assert shot.read_bytes()[:8] == PNG, r.stderr[-2000:]
     print(f"report screenshot: {shot}")

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ._utils.io import atomic_write_json
 
 __all__ = [
     "ALL_METHODS",
@@ -125,9 +126,7 @@ class MainConfig:
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=2)
 
 
 def _log(msg: str) -> None:

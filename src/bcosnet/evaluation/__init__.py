@@ -11,6 +11,7 @@ from .pointing_game import (
     make_attribution_fn,
     make_grid_dataset,
     paper_smoothing,
+    plot_method_panel,
     plot_pointing_game,
 )
 from .report import Report, ReportFigure, write_report
@@ -30,6 +31,7 @@ __all__ = [
     "make_attribution_fn",
     "make_grid_dataset",
     "paper_smoothing",
+    "plot_method_panel",
     "plot_pointing_game",
     "top_activations",
     "top_class_scores",
