@@ -53,5 +53,5 @@ def test_grid_count_options() -> None:
     assert counts["bcos"] == counts["grad"] == 250
     assert counts["occlusion"] == counts["rise"] == counts["lime"] == counts["intgrad"] < 250
     quick = MainConfig.quick(out_dir="x")
-    assert quick.out_dir == "x" and quick.time_limit_min == 1.0
+    assert quick.out_dir == "x" and quick.time_limit_min == 2.0
     assert quick.grid_counts(("bcos", "lime")) == {"bcos": 20, "lime": 3}

@@ -18,7 +18,7 @@
 5. a report (``report.html`` + ``report.md``) in the output folder.
 
 ``MainConfig.quick()`` (``bcosnet main --quick``) is a minutes-long run of the
-same stages with 1-minute training and a few grids.
+same stages with 2-minute trainings and a few grids.
 
 Every stage writes its results atomically and is skipped when re-run (training
 resumes from its last checkpoint if it was interrupted).
@@ -111,10 +111,10 @@ class MainConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> MainConfig:
-        """A minutes-long run of every stage: 1 minute of training per network,
+        """A minutes-long run of every stage: 2 minutes of training per network,
         20 grids (3 for IntGrad, occlusion, RISE and LIME), every method."""
         settings: dict[str, Any] = {
-            "out_dir": "outputs/main-quick", "time_limit_min": 1.0, "grids": 20,
+            "out_dir": "outputs/main-quick", "time_limit_min": 2.0, "grids": 20,
             "grids_per_method": dict.fromkeys(EXPENSIVE_METHODS, 3), "examples": 1,
         }
         settings.update(overrides)
@@ -256,6 +256,7 @@ def run_main(cfg: MainConfig | None = None) -> Path:
     """Run the main job; returns the path of the HTML report."""
     from .data import build_datasets
     from .evaluation import Report, accuracy, grid_pointing_game, write_report
+    from .evaluation.pointing_game import TooFewClassesError
     from .training import load_checkpoint_model
 
     cfg = cfg or MainConfig()
@@ -292,22 +293,49 @@ def run_main(cfg: MainConfig | None = None) -> Path:
     # 4. grid pointing game
     pg: dict[str, Any] = {}
     stage_s: dict[str, float] = {}
+    notes: list[str] = []
     pg_dirs = {name: out / "pointing_game" / name.lower().replace("-", "") for name in models}
     for name, methods in (("B-cos", cfg.methods_bcos), ("standard", cfg.methods_standard)):
         counts = cfg.grid_counts(tuple(methods))
         _log(f"grid pointing game ({cfg.grid_n}×{cfg.grid_n}) on the {name} network: "
              + ", ".join(f"{m} {k} grids" for m, k in counts.items()))
         t_pg = time.perf_counter()
-        pg[name] = grid_pointing_game(
-            models[name], test, list(methods), n=cfg.grid_n, num_grids=max(counts.values()),
-            grids_per_method=counts, seed=cfg.seed,
-            confidence_threshold=cfg.confidence_threshold, allow_fewer=True,
-            results_dir=pg_dirs[name],
-            method_settings={m: s for m, s in METHOD_SETTINGS.items() if m in methods},
-            progress=cfg.progress,
-        )
+
+        def play(threshold: float | None, folder: Path, _name: str = name,
+                 _methods: tuple[str, ...] = tuple(methods), _counts: dict = counts) -> Any:
+            return grid_pointing_game(
+                models[_name], test, list(_methods), n=cfg.grid_n,
+                num_grids=max(_counts.values()), grids_per_method=_counts, seed=cfg.seed,
+                confidence_threshold=threshold, allow_fewer=True, results_dir=folder,
+                method_settings={m: s for m, s in METHOD_SETTINGS.items() if m in _methods},
+                progress=cfg.progress,
+            )
+
+        try:
+            pg[name] = play(cfg.confidence_threshold, pg_dirs[name])
+        except TooFewClassesError as e:
+            if cfg.confidence_threshold is None:
+                raise
+            # Better a result without the threshold, said so in the report, than none
+            # after the training (a short or unlucky run: few confident classes).
+            _log(f"{e}; playing without the confidence threshold")
+            notes.append(
+                f"{name} network: only {len(e.usable)} classes had a correctly classified test "
+                f"image with sigmoid(logit) > {cfg.confidence_threshold:g} (a grid needs "
+                f"{e.needed}), so its pointing game ran WITHOUT the confidence threshold.")
+            pg_dirs[name] = pg_dirs[name].with_name(pg_dirs[name].name + "-nothreshold")
+            try:
+                pg[name] = play(None, pg_dirs[name])
+            except TooFewClassesError as e2:
+                _log(f"{e2}; no pointing game for the {name} network")
+                notes.append(f"{name} network: NO pointing game — even without the threshold "
+                             f"only {len(e2.usable)} classes have a correctly classified test "
+                             f"image (a {cfg.grid_n}×{cfg.grid_n} grid needs {e2.needed}); "
+                             "train longer.")
         stage_s[name] = time.perf_counter() - t_pg
-    panel = _panel_stage(cfg, models, test, pg_dirs["B-cos"], pg["B-cos"].settings)
+    panel = None
+    if "B-cos" in pg:
+        panel = _panel_stage(cfg, models, test, pg_dirs["B-cos"], pg["B-cos"].settings)
     # 5. report
     def n_params(m: torch.nn.Module) -> int:
         return sum(p.numel() for p in m.parameters())
@@ -345,7 +373,7 @@ def run_main(cfg: MainConfig | None = None) -> Path:
         },
         accuracy=rows,
         pointing_game=pg,
-        pointing_game_text=_cuts_text(cfg, pg, stage_s),
+        pointing_game_text="\n\n".join([*notes, _cuts_text(cfg, pg, stage_s)]),
         pointing_game_figures=[panel] if panel is not None else [],
         figures=figures,
     )

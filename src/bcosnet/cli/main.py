@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--quick", action="store_true",
-                   help="a minutes-long run: 1 min training per network, 20 grids (3 for "
+                   help="a minutes-long run: 2 min training per network, 20 grids (3 for "
                         "intgrad/occlusion/rise/lime), output folder outputs/main-quick")
     p.add_argument("--out", default=None, help="output folder (default: outputs/main)")
     p.add_argument("--time-limit-min", type=float, default=None,

@@ -29,7 +29,7 @@ store) and :mod:`.panel` (the Fig. A2-style panel of every method's map).
 """
 
 from .game import grid_maps, grid_pointing_game
-from .grids import GridDataset, make_grid_dataset
+from .grids import GridDataset, TooFewClassesError, make_grid_dataset
 from .methods import AttributionFn, make_attribution_fn, supports_multi_target
 from .panel import plot_method_panel
 from .results import PointingGameResult, ScoreSummary, plot_pointing_game
@@ -40,6 +40,7 @@ __all__ = [
     "GridDataset",
     "PointingGameResult",
     "ScoreSummary",
+    "TooFewClassesError",
     "cell_scores",
     "grid_maps",
     "grid_pointing_game",

@@ -16,7 +16,21 @@ from tqdm.auto import tqdm
 
 from ._model import _eval_mode, _logits_of, _model_device_dtype
 
-__all__ = ["GridDataset", "make_grid_dataset"]
+__all__ = ["GridDataset", "TooFewClassesError", "make_grid_dataset"]
+
+
+class TooFewClassesError(ValueError):
+    """Fewer classes than n² have a usable (correct, confident) image: no grid can be made.
+
+    Attributes: ``needed`` (n²), ``usable`` (class -> number of usable images),
+    ``confidence_threshold``.
+    """
+
+    def __init__(self, message: str, *, needed: int, usable: dict[int, int],
+                 confidence_threshold: float | None) -> None:
+        super().__init__(message)
+        self.needed, self.usable = needed, usable
+        self.confidence_threshold = confidence_threshold
 
 
 def _check_n(n: int) -> int:
@@ -353,11 +367,12 @@ def make_grid_dataset(
         f" with {confidence_score}(logit) > {confidence_threshold:g}"
         if confidence_score == "sigmoid" else f" with softmax > {confidence_threshold:g}")
     if len(usable) < sq:
-        raise ValueError(
+        raise TooFewClassesError(
             f"a {n}×{n} grid needs {sq} distinct classes, but only {len(usable)} of the "
             f"{num_classes} classes have a correctly classified image{thr} (images per class: "
             f"{dict(sorted(usable.items()))}); use a smaller n, a better-trained model or "
-            "confidence_threshold=None"
+            "confidence_threshold=None",
+            needed=sq, usable=usable, confidence_threshold=confidence_threshold,
         )
     gen = torch.Generator().manual_seed(seed)
     next_unused = dict.fromkeys(ranking, 0)
