@@ -45,29 +45,45 @@ batch norm, B = 2, no MaxOut; checkpoints of the `bcos` package load with
 max-pooling; torchvision's definition where one exists).  Accuracy: only where
 measured by this project, otherwise "—".
 
-Options (all builders take `num_classes` and `in_channels`):
+Options (all builders take `num_classes` and `in_channels`; one vocabulary for
+every family — `bcosnet.models.model_info(name).options` lists a model's options
+with their defaults):
 
-- B-cos v1: `b` (alignment pressure, 2), `max_out` (MaxOut units, 2),
-  `scale_s` (per-layer output scale `γ = s/√(k²·C_in)`: 100 ResNet, 1000 VGG;
-  the CIFAR net takes a fixed `gamma = 10**(1.5·b − 1.75)` instead),
-  `temperature` (T: 10 ResNet, 0.1 VGG, the paper's table for the CIFAR net),
-  `logit_bias` (default `log(p/(1−p))`, `p = max(1/C, 0.01)`: `log(0.01/0.99)` for
-  ImageNet, `log(0.1/0.9)` for CIFAR-10), `cos_eps` (the v1 `|cos| + ε` quirk, off);
-  VGG also `hidden_features` (4096); DenseNet `growth_rate`, `block_config`,
-  `num_init_features`, `bn_size`; Inception `aux_logits`; `fmnist_bcos` takes
-  `width`, `s` and `log10_temperature` instead of `scale_s`/`temperature`.
+- B-cos v1: `b` (alignment pressure, 2), `max_out` (MaxOut units, 2), `scale`
+  (per-layer output scale: `γ = scale/√(k²·C_in)` with 100 ResNet/DenseNet,
+  1000 VGG, 200 Inception, 25 CIFAR ResNets, 100 `fmnist_bcos`; the 9-layer CIFAR
+  net uses a fixed `γ = scale`, by default `10**(1.5·b − 1.75)`), `temperature`
+  (T: 10 ResNet, 0.1 VGG, 1e-3 DenseNet, 1 Inception, the paper's table for the
+  CIFAR net), `logit_bias` (default `log(p/(1−p))`, `p = max(1/C, 0.01)`:
+  `log(0.01/0.99)` for ImageNet, `log(0.1/0.9)` for CIFAR-10), `cos_eps` (the v1
+  `|cos| + ε` quirk, off); VGG also `hidden_features` (4096); DenseNet
+  `growth_rate`, `block_config`, `num_init_features`, `bn_size`; Inception
+  `aux_logits`; `fmnist_bcos` `width`.
 - B-cos v2: `b`, `max_out` (1), `norm` (`"bnu"` or `None`), `temperature` (1),
   `logit_bias` (default `−log(C − 1)`).
 - Conventional twins: `mean`, `std` (ImageNet statistics for RGB; CIFAR-10
   statistics for the CIFAR twins; 0.5/0.5 for other channel counts).
+- Names of earlier versions (`s`, `scale_s`, `gamma` → `scale`;
+  `log10_temperature` → `temperature = 10 ** value`) still work, with a
+  `FutureWarning`, so old checkpoints load.
 
-B-cos v2 checkpoints (the `bcos` package's ResNet-18/34/50/101/152,
-DenseNet-121/161/169/201, VGG-11-BNU; CIFAR-10 ResNet-20/56 from a path):
+Every B-cos model is a `bcosnet.models.BcosClassifier`: `forward_features(x)`
+(images → last feature map), `forward_head(features)` (per-location classifier,
+global average pooling, logit layer), `get_classifier()`, and
+`last_feature_layer` (the module Grad-CAM and the neuron tools use).
+
+Weights (`bcosnet.models.list_weights(name)`): the official B-cos v2 ImageNet
+checkpoints are registered entries (`bcos_v2_imagenet`: source, SHA-256 prefix,
+transforms, the top-1 the release reports) of the `*_v2` ResNets, DenseNets and
+`vgg11_bnu_v2`.  `create_model` loads them, or any file:
 
 ```python
-from bcosnet.models import load_bcos_v2
-model = load_bcos_v2("resnet50")                      # official weights, hash-checked
-model = load_bcos_v2("resnet50", "resnet_50-ead259efe4.pth")   # local file / URL / state dict
+model = bcosnet.create_model("resnet50_v2", weights="bcos_v2_imagenet")  # downloaded, hash-checked
+model = bcosnet.create_model("resnet50_v2", weights="resnet_50-ead259efe4.pth")  # a bcos v2 file
+model = bcosnet.create_model("resnet18", weights="model.pt")  # torch.save(model.state_dict())
+model = bcosnet.create_model("fmnist_bcos", weights="runs/fmnist/checkpoint.pt")  # our checkpoint
+from bcosnet.models import load_bcos_v2          # the same, by the `bcos` package's names
+model = load_bcos_v2("resnet50")
 ```
 
 Regenerate with `python scripts/model_table.py`; `--check` tells whether this

@@ -36,16 +36,20 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 
-# Reinstall only when the project metadata changed.
+# Exact versions CI tested (refresh with 'bash scripts/lock.sh'); pyproject.toml
+# keeps the ranges for library users.
+constraints=requirements/constraints.txt
+
+# Reinstall only when the project metadata or the constraints changed.
 stamp="$VENV/.bcosnet-setup"
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/setup.sh requirements/constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing bcosnet and its dependencies into $VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | { grep -v "is ignored" || true; }
   # torch/torchvision first, as a pair that imports together.
-  "$VENV/bin/python" -m pip install -q "torch>=2.1" "torchvision>=0.16" 2>&1 \
-    | grep -v "is ignored" || true
-  "$VENV/bin/python" -m pip install -q -e ".[test]" 2>&1 | grep -v "is ignored" || true
+  "$VENV/bin/python" -m pip install -q -c "$constraints" "torch>=2.1" "torchvision>=0.16" 2>&1 \
+    | { grep -v "is ignored" || true; }
+  "$VENV/bin/python" -m pip install -q -c "$constraints" -e ".[test]" 2>&1 | { grep -v "is ignored" || true; }
   "$VENV/bin/python" -c "import bcosnet, torch, torchvision" \
     || { echo "setup: bcosnet failed to import" >&2; exit 1; }
   echo "$want" > "$stamp"

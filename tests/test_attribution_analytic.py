@@ -68,22 +68,30 @@ def images(n: int = 2, c: int = 3, size: int = 16, seed: int = 0) -> torch.Tenso
 # ----------------------------------------------------------------------------- linear models
 
 
+@pytest.mark.parametrize("space", ["raw", "encoded"])
 @pytest.mark.parametrize("encode", [False, True])
 @pytest.mark.parametrize("baseline", ["black", "mean", 0.3])
-def test_linear_model_exact_maps(encode, baseline):
+def test_linear_model_exact_maps(encode, baseline, space):
+    """f = a·e(x) + b: in the raw space the Jacobian is a_c − a_{c+3} (the
+    encoding [x, 1 − x] is inside the model); in the encoded space it is a."""
     x = images()
     model = Linear(3, 16, 16, 5, encode=encode).eval()
     t = torch.tensor([4, 1])
-    enc = torch.cat([x, 1 - x], 1) if encode else x
     base_img = attribution.make_baseline(x, baseline)
-    enc0 = torch.cat([base_img, 1 - base_img], 1) if encode else base_img
     a = model.a.detach()[t]
-    torch.testing.assert_close(attribution.get("grad", model).attribute(x, t), a)
-    torch.testing.assert_close(attribution.get("ixg", model).attribute(x, t), a * enc)
-    ig = attribution.get("intgrad", model, n_steps=3, baseline=baseline).attribute(x, t)
-    torch.testing.assert_close(ig, a * (enc - enc0))
-    dl = attribution.get("deeplift", model, baseline=baseline).attribute(x, t)
-    torch.testing.assert_close(dl, a * (enc - enc0))
+    if encode and space == "encoded":
+        inp, inp0 = torch.cat([x, 1 - x], 1), torch.cat([base_img, 1 - base_img], 1)
+    else:
+        inp, inp0 = x, base_img
+        if encode:
+            a = a[:, :3] - a[:, 3:]
+    kw = {"input_space": space}
+    torch.testing.assert_close(attribution.get("grad", model, **kw).attribute(x, t), a)
+    torch.testing.assert_close(attribution.get("ixg", model, **kw).attribute(x, t), a * inp)
+    ig = attribution.get("intgrad", model, n_steps=3, baseline=baseline, **kw).attribute(x, t)
+    torch.testing.assert_close(ig, a * (inp - inp0))
+    dl = attribution.get("deeplift", model, baseline=baseline, **kw).attribute(x, t)
+    torch.testing.assert_close(dl, a * (inp - inp0))
     # Completeness holds exactly for a linear model.
     f = model(x).gather(1, t[:, None])[:, 0]
     f0 = model(base_img).gather(1, t[:, None])[:, 0]
@@ -118,7 +126,7 @@ def test_bcos_with_encoding_explanation_mode_grad_is_w():
     x = images()
     ex = bcosnet.explain(model, x, target=2)
     with explanation_mode(model):
-        g = attribution.get("grad", model).attribute(x, 2)
+        g = attribution.get("grad", model, input_space="encoded").attribute(x, 2)
     torch.testing.assert_close(g, ex.weights[:, 0])
 
 
@@ -168,7 +176,7 @@ def test_ixg_total_equals_bcos_total_on_homogeneous_net(seed, b, max_out):
         LogitLayer(temperature=0.5, bias=-1.0),
     ).double().eval()
     x = images(n=2, size=8, seed=seed)
-    ixg = attribution.get("ixg", model).attribute(x, 1)
+    ixg = attribution.get("ixg", model, input_space="encoded").attribute(x, 1)
     ex = bcosnet.explain(model, x, target=1)
     total = ex.logits[:, 0] - ex.bias[:, 0]
     torch.testing.assert_close(ixg.sum((1, 2, 3)), total)
@@ -186,8 +194,9 @@ def test_deeplift_on_pure_bcos_net_is_delta_times_gradient():
     x = images()
     t = torch.tensor([1, 2])
     for baseline in ["black", "blur"]:
-        dl = attribution.get("deeplift", model, baseline=baseline).attribute(x, t)
-        grad = attribution.get("grad", model).attribute(x, t)
+        dl = attribution.get("deeplift", model, baseline=baseline,
+                             input_space="encoded").attribute(x, t)
+        grad = attribution.get("grad", model, input_space="encoded").attribute(x, t)
         base = attribution.make_baseline(x, baseline)
         enc, enc0 = AddInverse()(x), AddInverse()(base)
         torch.testing.assert_close(dl, (enc - enc0) * grad)
@@ -322,6 +331,24 @@ def test_intgrad_completeness(kind):
         assert rel < 0.01, (n, rel)
 
 
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])
+def test_intgrad_equals_captum(method):
+    """Our IntGrad (all targets from the same path forwards) equals captum's
+    IntegratedGradients on the encoded input; the raw map is its chain-rule image."""
+    from captum.attr import IntegratedGradients as CaptumIG
+
+    model = bcos_net()
+    x = images(n=2)
+    t = torch.tensor([1, 3])
+    em = EncodedModel(model, 3)
+    enc, enc0 = AddInverse()(x), AddInverse()(torch.zeros_like(x))
+    ref = CaptumIG(em).attribute(enc, baselines=enc0, target=t, n_steps=7, method=method)
+    ours = attribution.get("intgrad", model, n_steps=7, method=method, input_space="encoded")
+    torch.testing.assert_close(ours.attribute(x, t), ref.detach())
+    raw = attribution.get("intgrad", model, n_steps=7, method=method).attribute(x, t)
+    torch.testing.assert_close(raw, (ref[:, :3] + ref[:, 3:]).detach())
+
+
 def test_intgrad_internal_batching_does_not_change_result():
     model = bcos_net()
     x = images(n=3)
@@ -334,12 +361,50 @@ def test_intgrad_internal_batching_does_not_change_result():
     assert c.forward_calls == 1 + 5  # 30 path points in chunks of 6
 
 
-def test_grad_of_encoded_input_relates_to_raw_gradient():
-    """Maps are w.r.t. the encoded input: chain rule through [x, 1−x] gives the raw
-    image gradient g_x − g_{1−x}."""
+def test_grad_and_ixg_are_autograd_wrt_the_raw_image():
+    """The paper's code gives post-hoc methods the raw image: Grad = ∂f/∂x_raw and
+    IxG = x_raw ⊙ ∂f/∂x_raw, with torch.autograd through the whole model
+    (encoding included).  input_space="encoded": autograd w.r.t. [x, 1 − x]."""
     model = bcos_net()
-    x = images().requires_grad_(True)
-    g_enc = attribution.get("grad", model).attribute(x.detach(), 3)
-    (g_raw,) = torch.autograd.grad(model(x)[:, 3].sum(), x)
-    torch.testing.assert_close(g_enc[:, :3] - g_enc[:, 3:], g_raw)
+    x = images(n=3)
+    t = torch.tensor([3, 0, 2])
+    raw = x.clone().requires_grad_(True)
+    (g_raw,) = torch.autograd.grad(model(raw).gather(1, t[:, None]).sum(), raw)
+    grad = attribution.get("grad", model).attribute(x, t)
+    assert grad.shape == x.shape
+    torch.testing.assert_close(grad, g_raw)
+    torch.testing.assert_close(attribution.get("ixg", model).attribute(x, t), x * g_raw)
+    enc = torch.cat([x, 1 - x], 1).requires_grad_(True)
+    body = nn.Sequential(*list(model)[1:])
+    (g_enc,) = torch.autograd.grad(body(enc).gather(1, t[:, None]).sum(), enc)
+    torch.testing.assert_close(
+        attribution.get("grad", model, input_space="encoded").attribute(x, t), g_enc)
+    torch.testing.assert_close(
+        attribution.get("ixg", model, input_space="encoded").attribute(x, t), enc * g_enc)
+    # Summed per pixel the spaces differ for Grad (g_c − g_{c+3} vs g_c + g_{c+3}).
+    torch.testing.assert_close(g_raw, (g_enc[:, :3] - g_enc[:, 3:]).detach())
+    assert not torch.allclose(g_raw.sum(1), g_enc.sum(1))
+    with pytest.raises(ValueError, match="input_space"):
+        attribution.get("grad", model, input_space="rgb")
 
+
+@pytest.mark.parametrize("method", ["intgrad", "deeplift"])
+@pytest.mark.parametrize("baseline", ["black", "blur"])
+def test_intgrad_deeplift_raw_and_encoded_agree_per_pixel(method, baseline):
+    """The encoding is affine, so for IntGrad and DeepLIFT the raw map of channel
+    c is the encoded maps of channels c and c + 3 added: summed per pixel the two
+    spaces agree (checked on a B-cos net and on a ReLU net with an encoding)."""
+    torch.manual_seed(3)
+    relu_enc = nn.Sequential(AddInverse(3), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(),
+                             nn.MaxPool2d(2), nn.Conv2d(6, 4, 3, padding=1),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten()).double().eval()
+    for model in (bcos_net(), relu_enc):
+        x = images(n=2)
+        t = torch.tensor([[1, 3], [0, 2]])  # two targets per image
+        kw = {"n_steps": 16} if method == "intgrad" else {}
+        raw = attribution.get(method, model, baseline=baseline, **kw).attribute(x, t)
+        enc = attribution.get(method, model, baseline=baseline, input_space="encoded",
+                              **kw).attribute(x, t)
+        assert raw.shape == (2, 2, 3, 16, 16) and enc.shape == (2, 2, 6, 16, 16)
+        torch.testing.assert_close(raw, enc[:, :, :3] + enc[:, :, 3:])
+        torch.testing.assert_close(raw.sum(2), enc.sum(2))

@@ -124,3 +124,23 @@ def test_needs_a_model(tmp_path, capsys):
     rc = main(["explain", str(tmp_path / "x.png")])
     assert rc == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_plain_state_dict_with_model_name(photos, tmp_path, capsys):
+    """What a PyTorch user has: torch.save(model.state_dict()) and the model's name."""
+    torch.manual_seed(0)
+    model = bcosnet.create_model("cifar_resnet20").eval()
+    ckpt = tmp_path / "model.pt"
+    torch.save(model.state_dict(), ckpt)
+    loaded = bcosnet.cli.explain.load_model(str(ckpt), "cifar_resnet20")
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    out = tmp_path / "out"
+    rc = main(["explain", str(photos["coffee"]), "--checkpoint", str(ckpt), "--model",
+               "cifar_resnet20", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    _png_ok(out / "coffee.png")
+    # the same file given for another architecture: named, not a torch traceback
+    with pytest.raises(ValueError, match="does not fit the model"):
+        bcosnet.cli.explain.load_model(str(ckpt), "cifar_bcos")

@@ -83,7 +83,7 @@ def small_bcos_nets(draw):
 def test_completeness_property(net, data):
     model, x, k = net
     targets = data.draw(st.lists(st.integers(0, k - 1), min_size=1, max_size=3))
-    ex = bcosnet.explain(model, x, target=targets)
+    ex = bcosnet.explain(model, x, target=torch.tensor(targets).expand(x.shape[0], -1))
     with torch.no_grad():
         logits = model(x)
     torch.testing.assert_close(ex.logits, logits[:, targets])
@@ -113,7 +113,7 @@ def test_linear_model_weights_are_the_jacobian():
             m.max_out = 1
             m.weight = nn.Parameter(m.weight[: m.out_channels].detach().clone())
     x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
-    ex = bcosnet.explain(model, x, target=[0, 3])
+    ex = bcosnet.explain(model, x, target=torch.tensor([[0, 3]]))
     enc = torch.cat([x, 1 - x], 1)
     body = nn.Sequential(*list(model)[1:])
     jac = torch.autograd.functional.jacobian(lambda e: body(e)[0, [0, 3]], enc)
@@ -137,9 +137,10 @@ def test_weights_reproduce_the_output_of_the_frozen_map():
 def test_encoded_and_raw_inputs_give_the_same_explanation():
     model = _tiny_model()
     x = torch.rand(3, 3, 8, 8, dtype=torch.float64)
-    ex_raw = bcosnet.explain(model, x, target=[0, 2])
+    two = torch.tensor([0, 2]).expand(3, -1)
+    ex_raw = bcosnet.explain(model, x, target=two)
     body = nn.Sequential(*list(model)[1:])
-    ex_enc = bcosnet.explain(body, torch.cat([x, 1 - x], 1), target=[0, 2])
+    ex_enc = bcosnet.explain(body, torch.cat([x, 1 - x], 1), target=two)
     for a, b in ((ex_raw.weights, ex_enc.weights), (ex_raw.contributions, ex_enc.contributions),
                  (ex_raw.logits, ex_enc.logits), (ex_raw.bias, ex_enc.bias),
                  (ex_raw.inputs, ex_enc.inputs)):
@@ -160,19 +161,28 @@ def test_target_forms():
     assert (ex.targets[:, 0] == per_image).all()
     torch.testing.assert_close(ex.logits[:, 0], logits[torch.arange(4), per_image])
     ex_int = bcosnet.explain(model, x, target=4)
-    ex_multi = bcosnet.explain(model, x, target=[1, 4])
+    ex_multi = bcosnet.explain(model, x, target=torch.tensor([1, 4]).expand(4, -1))
     # Multi-target = the single-target explanations stacked.
     torch.testing.assert_close(ex_multi.weights[:, 1], ex_int.weights[:, 0])
     assert ex_multi.weights.shape == (4, 2, 6, 8, 8)
     assert ex_multi.contributions.shape == (4, 2, 8, 8)
     assert ex_multi.logits.shape == ex_multi.bias.shape == (4, 2)
+    # Captum's rule: a flat list is one class per image (like a 1-D tensor), a list
+    # of lists T classes per image (like an N×T tensor).
+    ex_list = bcosnet.explain(model, x, target=[5, 0, 2, 1])
+    assert ex_list.targets.shape == (4, 1) and torch.equal(ex_list.targets[:, 0], per_image)
+    torch.testing.assert_close(ex_list.weights, ex.weights)
+    ex_lists = bcosnet.explain(model, x, target=[[1, 4]] * 4)
+    assert torch.equal(ex_lists.targets, torch.tensor([[1, 4]] * 4))
+    torch.testing.assert_close(ex_lists.weights, ex_multi.weights)
 
 
 def test_multi_target_uses_one_forward_pass():
     model = _tiny_model(n_classes=6)
     calls = []
     model[1].register_forward_hook(lambda *a: calls.append(1))
-    bcosnet.explain(model, torch.rand(2, 3, 8, 8, dtype=torch.float64), target=[0, 1, 2, 3, 4])
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    bcosnet.explain(model, x, target=[[0, 1, 2, 3, 4]] * 2)
     # One forward for the explanation, one batch-1 forward for the constant term.
     assert len(calls) == 2
 
@@ -195,7 +205,7 @@ def test_no_side_effects_on_the_model():
     before_buffers = [b.clone() for b in model.buffers()]
     model[1].weight.requires_grad_(False)
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
-    ex = bcosnet.explain(model, x, target=[0, 1])
+    ex = bcosnet.explain(model, x, target=[[0, 1], [0, 1]])
     assert ex.completeness_error.abs().max() < 1e-9
     assert [m.training for m in model.modules()] == before_modes
     for b0, b1 in zip(before_buffers, model.buffers()):
@@ -262,7 +272,8 @@ def test_bcos_package_modules_take_part():
         (torch.rand(1, 4, 8, 8), 0, ValueError, "3-channel"),
         (torch.rand(1, 6, 8, 8), 0, ValueError, "encodes them"),
         (torch.rand(1, 3, 8, 8), 5, ValueError, "out of range"),
-        (torch.rand(1, 3, 8, 8), [1, -1], ValueError, "out of range"),
+        (torch.rand(1, 3, 8, 8), [[1, -1]], ValueError, "out of range"),
+        (torch.rand(2, 3, 8, 8), [1, 2, 3], ValueError, "one class per image"),
         (torch.rand(1, 3, 8, 8), "max", ValueError, "pred"),
         (torch.rand(1, 3, 8, 8), ("topk", 9), ValueError, "topk"),
         (torch.rand(2, 3, 8, 8), torch.tensor([1, 2, 3]), ValueError, "one class per image"),

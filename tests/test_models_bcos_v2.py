@@ -196,7 +196,7 @@ def test_key_and_shape_errors_are_listed(resnet18_ref_state) -> None:
 
 
 def test_unknown_arch_and_bad_source() -> None:
-    with pytest.raises(ValueError, match="Did you mean: resnet18"):
+    with pytest.raises(ValueError, match="did you mean 'resnet18'"):
         load_bcos_v2("resnet81", {})
     with pytest.raises(TypeError):
         load_bcos_v2("resnet18", 42)  # type: ignore[arg-type]

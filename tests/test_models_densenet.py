@@ -137,7 +137,7 @@ def test_v1_logit_bias_depends_on_classes_and_options_override():
     m10 = _meta_model("densenet121", num_classes=10)
     assert m10.logit_layer.bias == pytest.approx(math.log(0.1 / 0.9))
     m = _meta_model("densenet121", num_classes=10, temperature=0.5, logit_bias=-2.0, b=1.5,
-                    scale_s=None, max_out=1)
+                    scale=None, max_out=1)
     assert m.logit_layer.temperature == 0.5 and m.logit_layer.bias == -2.0
     assert all(c.b == 1.5 and c.scale is None and c.max_out == 1
                for c in m.modules() if isinstance(c, BcosConv2d))
@@ -164,7 +164,7 @@ def _check_completeness(name: str) -> None:
     torch.manual_seed(0)
     model = bcosnet.create_model(name, num_classes=7).double().eval()
     x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
-    ex = bcosnet.explain(model, x, target=[0, 6])
+    ex = bcosnet.explain(model, x, target=[[0, 6]])
     with torch.no_grad():
         ref = model(x)
     assert torch.allclose(ex.logits, ref[:, [0, 6]], rtol=0, atol=1e-12)

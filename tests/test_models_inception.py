@@ -90,7 +90,7 @@ def test_completeness_float64():
     torch.manual_seed(0)
     model = bcosnet.create_model("inception_v3", num_classes=6).double().eval()
     x = torch.rand(2, 3, 75, 75, dtype=torch.float64)
-    ex = bcosnet.explain(model, x, target=[1, 4])
+    ex = bcosnet.explain(model, x, target=[[1, 4]] * 2)
     signal = (ex.logits - ex.bias).abs()
     assert signal.min() > 0
     assert ex.completeness_error.abs().max() <= 1e-9 * signal.max()

@@ -64,14 +64,16 @@ def test_cifar_v1_scale_and_temperature_table() -> None:
 
 
 def test_conv_factory_v1_scale_and_overrides() -> None:
-    conv = bcos_conv_factory(b=2, max_out=2, scale_s=100)
+    conv = bcos_conv_factory(b=2, max_out=2, scale=100)
     layer = conv(64, 32, 3, 1, 1)
     assert layer.max_out == 2 and layer.scale == pytest.approx(100 / math.sqrt(9 * 64))
     assert conv(64, 32, 1, max_out=1).max_out == 1
-    assert bcos_conv_factory(gamma=3.0)(4, 4, 3).scale == 3.0
+    assert bcos_conv_factory(scale=3.0, scale_mode="fixed")(4, 4, 3).scale == 3.0
     assert bcos_conv_factory()(4, 4, 3).scale is None
-    with pytest.raises(ValueError, match="either"):
-        bcos_conv_factory(scale_s=1.0, gamma=1.0)
+    with pytest.raises(ValueError, match="scale_mode"):
+        bcos_conv_factory(scale=1.0, scale_mode="per_layer")
+    with pytest.raises(ValueError, match="finite positive"):
+        bcos_conv_factory(scale=-1.0)
 
 
 # ----------------------------------------------------------------------------- ResNet
@@ -113,7 +115,7 @@ def test_resnet_v2_mirrors_bcos_layout_and_constants() -> None:
 
 def test_resnet_overrides_and_grey_input() -> None:
     m = bcosnet.create_model("resnet18", num_classes=3, in_channels=1, b=1.5, max_out=1,
-                             scale_s=50.0, temperature=2.0, logit_bias=-1.0)
+                             scale=50.0, temperature=2.0, logit_bias=-1.0)
     assert m.conv1.in_channels == 2 and m.conv1.b == 1.5 and m.conv1.max_out == 1
     assert m.conv1.scale == pytest.approx(50 / math.sqrt(49 * 2))
     assert (m.logit_layer.temperature, m.logit_layer.bias) == (2.0, -1.0)

@@ -236,3 +236,22 @@ def test_cell_score_equals_quantus_attribution_localisation() -> None:
         s_batch=masks, channel_first=True, device="cpu")
     assert len(np.unique(ours.round(6))) > 30 and (ours > 0).all()  # not a degenerate case
     np.testing.assert_allclose(ours, np.asarray(theirs), rtol=0, atol=1e-6)
+
+
+_FAST = {"intgrad": {"n_steps": 4}, "occlusion": {"patch_size": 4, "stride": 4},
+         "rise": {"n_masks": 16}, "lime": {"n_samples": 16, "max_dist": 4}}
+
+
+@pytest.mark.parametrize("method", ["grad", "ixg", "intgrad", "deeplift", "gradcam",
+                                    "occlusion", "rise", "lime"])
+def test_named_methods_explain_all_cells_in_one_call_like_the_loop(method) -> None:
+    model = tiny_bcos_net(9)
+    gen = torch.Generator().manual_seed(2)
+    images = torch.rand(2, 1, 12, 12, dtype=torch.float64, generator=gen)
+    targets = torch.stack([torch.randperm(9, generator=gen) for _ in range(2)])
+    fn = make_attribution_fn(model, method, **_FAST.get(method, {}))
+    assert supports_multi_target(fn)
+    one_call = grid_maps(fn, images, targets)
+    loop = grid_maps(fn, images, targets, multi_target=False)
+    assert one_call.shape == (2, 9, 12, 12)
+    torch.testing.assert_close(one_call, loop, rtol=1e-6, atol=1e-9)

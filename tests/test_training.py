@@ -41,7 +41,7 @@ from bcosnet.training import (
 def tiny_config(out_dir: Path, **kw) -> TrainConfig:
     """fmnist_bcos (width 8, T = 10) on 64 synthetic 12×12 images, float64, 1 thread."""
     cfg = TrainConfig(
-        model=ModelConfig("fmnist_bcos", options={"width": 8, "log10_temperature": 1.0}),
+        model=ModelConfig("fmnist_bcos", options={"width": 8, "temperature": 10.0}),
         data=DataConfig(dataset="synthetic", image_size=12, synthetic_samples=64,
                         synthetic_classes=4, eval_batch_size=64),
         optim=OptimConfig(name="adam", lr=1e-2, batch_size=16),

@@ -17,18 +17,18 @@ def test_registered_with_grey_input_info() -> None:
     assert (info.in_channels, info.num_classes, info.input_size, info.kind) == (
         1, 10, (28, 28), "bcos")
     assert bcosnet.create_model("standard_fmnist_bcos").model_info.kind == "standard"
-    assert isinstance(m.encode, AddInverse)
+    assert isinstance(m.encoding, AddInverse)
     first = next(mod for mod in m.modules() if isinstance(mod, BcosConv2d))
     assert first.in_channels == 2 and first.max_out == 2
     # Pure B-cos: no BatchNorm, no bias anywhere.
     assert not [n for n, _ in m.named_parameters() if "bias" in n]
     assert not [mod for mod in m.modules() if isinstance(mod, torch.nn.modules.batchnorm._NormBase)]
-    assert m.logits.bias == pytest.approx(math.log(0.1 / 0.9))
+    assert m.logit_layer.bias == pytest.approx(math.log(0.1 / 0.9))
 
 
 def test_explanations_are_complete() -> None:
     torch.manual_seed(0)
-    m = bcosnet.create_model("fmnist_bcos", width=8, log10_temperature=2.0).double().eval()
+    m = bcosnet.create_model("fmnist_bcos", width=8, temperature=100.0).double().eval()
     x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
     ex = bcosnet.explain(m, x, target="pred")
     assert ex.weights.shape == (3, 1, 2, 28, 28)

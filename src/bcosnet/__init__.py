@@ -11,6 +11,20 @@ from .models import create_model, list_models, register_model
 
 __version__ = "0.1.0"
 
+# The heavier sub-packages load on first use: `bcosnet.evaluation`,
+# `bcosnet.training`, `bcosnet.data` work after a plain `import bcosnet`.
+_LAZY = ("data", "evaluation", "explanations", "models", "training", "pipeline")
+
+
+def __getattr__(name: str):  # noqa: ANN202 - PEP 562 module attribute hook
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'bcosnet' has no attribute {name!r}")
+
 __all__ = [
     "Explanation",
     "__version__",

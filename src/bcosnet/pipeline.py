@@ -365,7 +365,8 @@ def run_main(cfg: MainConfig | None = None) -> Path:
             "data set": cfg.dataset,
             "training budget per network (min)": cfg.time_limit_min,
             "pointing game": f"{cfg.grid_n}×{cfg.grid_n} grids; grids per method: "
-            + ", ".join(f"{m} {k}" for m, k in cfg.grid_counts(ALL_METHODS).items()),
+            + ", ".join(f"{m} {k}" for m, k in cfg.grid_counts(tuple(dict.fromkeys(
+                (*cfg.methods_bcos, *cfg.methods_standard)))).items()),
             "confidence threshold": cfg.confidence_threshold,
             "seed": cfg.seed,
             "torch": torch.__version__,

@@ -1,7 +1,9 @@
-"""Atomic file writes shared by the evaluation results, the report and the main job.
+"""Atomic file writes: checkpoints, results, reports, figures, the main job's files.
 
 A reader never sees a half-written file: each writer goes through a temporary
-file in the same folder, ``fsync`` and ``os.replace``.
+file in the same folder, ``fsync`` and ``os.replace`` (then an ``fsync`` of the
+folder) — a crash leaves either the old file or the new one, and no temporary
+file behind.
 """
 
 from __future__ import annotations
@@ -11,21 +13,39 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "save_figure"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+           "save_figure"]
+
+_FIGURE_FORMATS = (".png", ".pdf", ".svg")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder + ``os.replace``."""
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
+    """Write ``path`` through ``write(tmp_path)`` (which creates the temporary file's
+    content), then fsync and ``os.replace``.  Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results and reports are meant to be read
         os.replace(tmp, path)
@@ -33,22 +53,36 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
+    return path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 1) -> None:
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 1) -> Path:
     """Write ``obj`` as JSON atomically (NaN allowed; unknown types via ``str``)."""
-    atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=True, default=str) + "\n")
+    return atomic_write_text(
+        path, json.dumps(obj, indent=indent, allow_nan=True, default=str) + "\n")
 
 
-def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> None:
-    """Save a matplotlib figure atomically; the format comes from the suffix."""
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
+    """Save a matplotlib figure atomically; the format comes from the suffix
+    (.png, .pdf or .svg)."""
     path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
+    suffix = path.suffix.lower()
+    if suffix not in _FIGURE_FORMATS:
+        raise ValueError(
+            f"cannot tell the figure format from {str(path)!r}; use a name ending in "
+            f"{', '.join(_FIGURE_FORMATS)}"
+        )
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
+    fig.savefig(buf, format=suffix[1:], dpi=dpi, bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())

@@ -7,16 +7,21 @@
 Every method: ``Method(model, **settings).attribute(images, target=...)``.
 
 * ``images``: N×C×H×W raw images in [0, 1] (the model encodes them itself).
-* ``target``: an int (same class for every image), a list / (N,) tensor of one
-  class per image, or ``"pred"`` (default).  Several classes per image: call
-  once per class.
-* Result: one map per image, with the images' device and dtype —
-  N×C_enc×H×W for ``bcos``, ``grad``, ``ixg``, ``intgrad``, ``deeplift`` (with
-  respect to the model's encoded input, 6 channels for an RGB B-cos model; the
-  raw image for a model without an input encoding), N×1×H×W for ``gradcam``,
-  ``lime``, ``rise``, ``occlusion``.  ``map.sum(1)`` is the per-pixel map.
-* Baselines (IntGrad, DeepLIFT, occlusion, RISE) are images, black by
-  default, encoded by the model like any image.
+* ``target``: the library's one rule (captum's, as :func:`bcosnet.explain`):
+  an int (the same class for every image), a list / 1-D tensor of N ints (one
+  class per image), an N×T tensor or a list of N lists (T classes per image),
+  ``"pred"`` (default) or ``("topk", k)``.
+* Result, with the images' device and dtype: N×C'×H×W for one class per image
+  (int, N ints, ``"pred"``), N×T×C'×H×W for T classes per image (N×T tensor,
+  ``("topk", k)``); all T maps come from one set of passes.  C' is the raw
+  image's channels for ``grad``, ``ixg``, ``intgrad``, ``deeplift`` (the
+  paper's convention; ``input_space="encoded"`` gives the B-cos v2 code's
+  6-channel encoded input), the encoded input's for ``bcos`` (6 for an RGB
+  B-cos model), and 1 for ``gradcam``, ``lime``, ``rise``, ``occlusion``.
+  ``map.sum(-3)`` is the per-pixel map.
+* Baselines (IntGrad, DeepLIFT, occlusion, RISE) are images, black by default.
+* Perturbation methods explain the sigmoid of the logits on B-cos networks and
+  the softmax on conventional ones (``output="auto"``, :func:`default_output`).
 
 See docs/attribution.md for the methods' settings, what holds on B-cos
 networks, and a measured cost table.
@@ -31,8 +36,11 @@ from .base import (
     EncodedModel,
     PassCount,
     count_passes,
+    default_output,
+    is_bcos_model,
     make_baseline,
     resolve_targets,
+    target_is_per_image,
 )
 from .cam import GradCAM, spatial_layers
 from .gradient import Bcos, DeepLift, Grad, InputXGradient, IntegratedGradients
@@ -54,11 +62,14 @@ __all__ = [
     "Rise",
     "available",
     "count_passes",
+    "default_output",
     "get",
+    "is_bcos_model",
     "make_baseline",
     "resolve_targets",
     "rise_masks",
     "spatial_layers",
+    "target_is_per_image",
 ]
 
 #: name → method class, in the order of the paper's comparison.
@@ -90,10 +101,9 @@ def get(name: str, model: nn.Module, **settings: object) -> AttributionMethod:
         raise TypeError(f"method name must be a string, got {type(name).__name__}")
     key = name.lower()
     if key not in METHODS:
-        import difflib
+        from .._utils.validate import did_you_mean
 
-        close = difflib.get_close_matches(key, METHODS, n=1)
-        hint = f" — did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(key, METHODS, n=1)
         raise ValueError(
             f"unknown attribution method {name!r}{hint}; available: {', '.join(METHODS)}"
         )

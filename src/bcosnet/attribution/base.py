@@ -1,21 +1,31 @@
 """Shared machinery of the attribution methods: the base class, targets,
-baselines, the encoded-input space and pass counting.
+baselines, input spaces, score outputs and pass counting.
 
-The space attributions live in
-------------------------------
-Gradient-based maps (``bcos``, ``grad``, ``ixg``, ``intgrad``, ``deeplift``)
-are taken with respect to the model's *explained input*: the output of its input
-encoding (the first module marked ``is_input_encoding``, e.g.
-:class:`bcosnet.nn.AddInverse`) when it has one — ``[x, 1 − x]``, 6 channels for
-RGB — and the raw image otherwise.  That is the space ``bcosnet.explain`` uses
-and the space the paper explained.  Because the encoding is affine, a straight
-path between two images is a straight path between their encodings, so
-Integrated Gradients and DeepLIFT computed this way are exactly those of the
-network that starts after the encoding, with the *encoded* baseline image.
+The space gradient maps live in (``input_space``)
+-------------------------------------------------
+``grad``, ``ixg``, ``intgrad`` and ``deeplift`` differentiate, by default, with
+respect to the *raw* image (``input_space="raw"``): the model encodes it
+itself, as in the paper's code (every post-hoc method is given the raw
+3-channel image).  ``input_space="encoded"`` differentiates with respect to the
+output of the model's input encoding (the first module marked
+``is_input_encoding``, e.g. :class:`bcosnet.nn.AddInverse`: ``[x, 1 − x]``,
+6 channels for RGB), the convention of the B-cos v2 code.  For a model without
+an encoding both are the raw image.  Summed over channels the two differ for
+``grad`` (``Σ g_c − g_{c+3}`` raw vs ``Σ g_c + g_{c+3}`` encoded) and ``ixg``,
+and agree for ``intgrad`` and ``deeplift`` (the encoding is affine, so the
+raw map of channel c is the encoded maps of channels c and c+3 added).
+``bcos`` is always in the encoded space: the model-inherent explanation is
+``W(x) ⊙ x`` of the encoded input.
+
+Targets
+-------
+One rule for the whole library (captum's, :func:`resolve_targets`).
+``attribute`` returns N×C×H×W for one class per image (an int, N ints,
+``"pred"``) and N×T×C×H×W for T classes per image (an N×T tensor, a list of
+N lists, ``("topk", k)``).
 
 Perturbation and CAM maps (``gradcam``, ``lime``, ``rise``, ``occlusion``) are
-per pixel: N×1×H×W.  Sum gradient maps over channels to compare them per pixel
-(the grid pointing game does).
+per pixel (C = 1).  Sum gradient maps over channels to compare them per pixel.
 """
 
 from __future__ import annotations
@@ -30,7 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..explanations.core import find_input_encoding, frozen_params, preserved_buffers
+from .._utils.modules import find_input_encoding, frozen_params, preserved_buffers
+from .._utils.validate import check_image_batch, check_int
+from ..explanations.core import resolve_targets, target_is_per_image
+from ..nn.explanation_mode import explanation_modules
 
 __all__ = [
     "AttributionMethod",
@@ -38,51 +51,65 @@ __all__ = [
     "PassCount",
     "Target",
     "count_passes",
+    "default_output",
+    "is_bcos_model",
     "make_baseline",
     "resolve_targets",
+    "target_is_per_image",
 ]
 
-#: int (every image), a sequence / 1-D tensor of one int per image, or "pred".
-Target = Union[int, Sequence[int], Tensor, str]  # noqa: UP007 (a runtime alias)
+#: int, N ints, an N×T tensor / N lists, "pred" or ("topk", k) — see resolve_targets.
+Target = Union[int, Sequence[int], Sequence[Sequence[int]], Tensor, str, tuple]  # noqa: UP007
 #: "black" | "white" | "mean" | "blur" | a grey level in [0, 1] | an image tensor.
 Baseline = Union[str, float, Tensor]  # noqa: UP007
 
-_OUTPUTS = ("logit", "softmax", "sigmoid")
+_OUTPUTS = ("auto", "logit", "softmax", "sigmoid")
+_SPACES = ("raw", "encoded")
 
 
 # ----------------------------------------------------------------------------- checks
 
 
 def check_images(images: Tensor) -> None:
-    """Raise a clear error unless ``images`` is a finite float N×C×H×W batch."""
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(
-            f"images must be a 4-D batch N×C×H×W, got shape {tuple(images.shape)}"
-            + (" — add a batch dimension with images.unsqueeze(0)" if images.dim() == 3 else "")
-        )
-    if images.shape[0] == 0:
-        raise ValueError("images is an empty batch (N = 0)")
-    if not images.is_floating_point():
-        raise TypeError(
-            f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype} — "
-            "convert with images.float() / 255"
-        )
-    if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or Inf values; attributions need finite inputs")
+    """Raise a clear error unless ``images`` is a finite, non-empty float N×C×H×W batch."""
+    check_image_batch(images, finite=True)
 
 
 def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    return check_int(name, value, minimum)
 
 
 def check_output(output: str) -> str:
     if output not in _OUTPUTS:
         raise ValueError(f"output must be one of {', '.join(map(repr, _OUTPUTS))}, got {output!r}")
     return output
+
+
+def check_input_space(space: str) -> str:
+    if space not in _SPACES:
+        raise ValueError(
+            f"input_space must be 'raw' (the image, as the paper's code) or 'encoded' (the "
+            f"model's encoded input, as the B-cos v2 code), got {space!r}"
+        )
+    return space
+
+
+def is_bcos_model(model: nn.Module) -> bool:
+    """True if ``model`` has B-cos layers: a module taking part in explanation
+    mode (B-cos layers, the ``bcos`` package's modules) or a
+    :class:`bcosnet.nn.LogitLayer` (the B-cos networks' BCE head)."""
+    from ..nn.logit import LogitLayer
+
+    return bool(explanation_modules(model)) or any(
+        isinstance(m, LogitLayer) for m in model.modules()
+    )
+
+
+def default_output(model: nn.Module) -> str:
+    """The score perturbation methods explain with ``output="auto"``: ``"sigmoid"``
+    for a B-cos network (trained with binary cross-entropy, as in the paper),
+    ``"softmax"`` for a conventional one (see :func:`is_bcos_model`)."""
+    return "sigmoid" if is_bcos_model(model) else "softmax"
 
 
 def apply_output(logits: Tensor, output: str) -> Tensor:
@@ -92,74 +119,6 @@ def apply_output(logits: Tensor, output: str) -> Tensor:
     if output == "sigmoid":
         return logits.sigmoid()
     return logits
-
-
-# ----------------------------------------------------------------------------- targets
-
-
-def resolve_targets(
-    target: Target, n: int, *, logits: Tensor | None = None, device: torch.device | None = None
-) -> Tensor:
-    """One class index per image, shape (N,), long.
-
-    ``logits`` (N×K) are needed for ``"pred"`` and to range-check the
-    indices; without them only the form of ``target`` is checked.
-
-    ``target``: an int (the same class for every image), a sequence or 1-D
-    tensor of N ints (one per image, as in captum), a 0-d tensor, or ``"pred"``
-    (the arg-max class).  Unlike :func:`bcosnet.explain`, a list means *one
-    class per image*, not several classes per image.
-    """
-    dev = logits.device if logits is not None else device
-    if isinstance(target, str):
-        if target != "pred":
-            raise ValueError(f"target string must be 'pred', got {target!r}")
-        if logits is None:
-            raise ValueError("target='pred' needs the model's logits")
-        t = logits.argmax(1)
-    elif isinstance(target, bool):
-        raise TypeError("target must be an int, a list of N ints, a (N,) tensor or 'pred'")
-    elif isinstance(target, int):
-        t = torch.full((n,), target, dtype=torch.long, device=dev)
-    elif isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex():
-            raise TypeError(f"target tensor must hold integers, got dtype {target.dtype}")
-        t = target.to(device=dev, dtype=torch.long)
-        if t.dim() == 0:
-            t = t.expand(n)
-        elif t.dim() == 2 and t.shape[1] == 1:
-            t = t[:, 0]
-        if t.dim() != 1 or t.shape[0] != n:
-            raise ValueError(
-                f"a target tensor needs one class per image, shape ({n},), got "
-                f"{tuple(target.shape)}; for several classes per image call attribute once "
-                "per class"
-            )
-    elif isinstance(target, Sequence):
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in target):
-            raise TypeError(f"a target list must hold ints, got {target!r}")
-        if len(target) != n:
-            raise ValueError(
-                f"a target list needs one class per image ({n}), got {len(target)}; "
-                "pass an int for the same class on every image"
-            )
-        t = torch.tensor(list(target), dtype=torch.long, device=dev)
-    else:
-        raise TypeError(
-            "target must be an int, a list of N ints, a (N,) tensor or 'pred', "
-            f"got {type(target).__name__}"
-        )
-    if t.numel() and t.min() < 0:
-        raise ValueError(f"target {t.min().item()} is out of range: class indices are >= 0")
-    if logits is not None:
-        check_target_range(t, logits.shape[1])
-    return t.contiguous()
-
-
-def check_target_range(t: Tensor, k: int) -> None:
-    if t.numel() and (t.min() < 0 or t.max() >= k):
-        bad = t[(t < 0) | (t >= k)][0].item()
-        raise ValueError(f"target {bad} is out of range: the model has {k} outputs (0..{k - 1})")
 
 
 # ----------------------------------------------------------------------------- baselines
@@ -353,23 +312,31 @@ class AttributionMethod:
 
     def attribute(self, images: Tensor, target: Target = "pred") -> Tensor:
         """Attribution maps of ``images`` (N×C×H×W, raw images in [0, 1] for a
-        model that encodes its input) for ``target`` (an int, N ints, a (N,)
-        tensor, or ``"pred"``).
+        model that encodes its input) for ``target`` (the library's target
+        rule, :func:`resolve_targets`).
 
-        Returns N×C_enc×H×W for gradient methods (C_enc: channels of the
-        explained input, 6 for an RGB B-cos model) and N×1×H×W for per-pixel
-        methods; see :attr:`map_kind`.
+        Returns N×C'×H×W when ``target`` names one class per image (an int, N
+        ints, a (N,) tensor, ``"pred"``) and N×T×C'×H×W when it names T
+        classes per image (an N×T tensor, a list of N lists, ``("topk", k)``).
+        C' is 1 for per-pixel methods (see :attr:`map_kind`) and the channels of
+        the differentiated input for gradient methods.  All T maps come from
+        one set of passes.
         """
         check_images(images)
+        per_image = target_is_per_image(target)
+        if not (isinstance(target, str) or not per_image and isinstance(target, tuple)):
+            resolve_targets(target, images.shape[0], device=images.device)  # form, before passes
         with frozen_params(self.model), preserved_buffers(self.model):
-            return self._attribute(images, target)
+            maps = self._attribute(images, target)
+        return maps[:, 0] if per_image else maps
 
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
+        """N×T×C'×H×W maps (T from the resolved target)."""
         raise NotImplementedError
 
     def _targets(self, images: Tensor, target: Target, logits: Tensor | None = None) -> Tensor:
-        """Per-image targets (N,).  Without ``logits`` a no-grad forward pass is
-        run (it is needed for ``'pred'`` and for the range check)."""
+        """Targets N×T.  Without ``logits`` a no-grad forward pass is run (it
+        is needed for ``'pred'``/``('topk', k)`` and for the range check)."""
         if logits is None:
             with torch.no_grad():
                 logits = first_output(self.model(images))

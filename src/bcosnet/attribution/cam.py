@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..explanations import find_input_encoding
+from .._utils.modules import find_input_encoding
+from .._utils.validate import did_you_mean
 from .base import AttributionMethod, Target, first_output, resolve_targets
+from .gradient import _grads_per_target
 
 __all__ = ["GradCAM", "spatial_layers"]
 
@@ -50,25 +50,30 @@ def spatial_layers(model: nn.Module, images: Tensor) -> list[tuple[str, tuple[in
 
 class GradCAM(AttributionMethod):
     """Grad-CAM (Selvaraju et al. 2017): ``ReLU(Σ_k α_k A^k)`` with
-    ``α_k`` the spatial mean of ``∂ logit_t / ∂ A^k``, upsampled (bilinear) to
-    the input size.  Raw maps, not normalised.
+    ``α_k`` the spatial mean of ``∂ logit_t / ∂ A^k``, upsampled to the input
+    size (nearest neighbour by default, as the paper's code).  Raw maps, not
+    normalised.
 
     Args:
         layer: module name (as in ``model.named_modules()``) or module whose
-            N×C×h×w output is ``A``.  Default: the last feature layer, found
-            automatically — the last module (in forward order; containers count
-            after their children) with an N×C×h×w output, ``h·w > 1``, skipping
-            a per-location classifier (a layer with as many channels as the model
-            has outputs) when an earlier candidate exists.  The search costs one
-            extra forward pass, once per input size; the chosen name is kept in
-            :attr:`layer_name`.
+            N×C×h×w output is ``A``.  Default: the model's feature-extractor
+            output, ``model.last_feature_layer`` (every ``create_model``
+            network names it; the paper's choice).  For a model without that
+            attribute it is found automatically — the last module (in forward
+            order; containers count after their children) with an N×C×h×w
+            output, ``h·w > 1``, skipping a per-location classifier (a layer
+            with as many channels as the model has outputs) when an earlier
+            candidate exists; the search costs one extra forward pass, once per
+            input size.  The chosen name is kept in :attr:`layer_name`.
         relu: apply the ReLU (default True, as in the paper).
         upsample: upsample to the input size (default True); if False the map
             is N×1×h×w.
+        interpolation: ``"nearest"`` (default, the paper) or any other
+            ``F.interpolate`` mode (``"bilinear"``, ``"bicubic"``, ...).
 
     If the layer runs several times in one forward, its first call is used.
-    One forward pass, one backward pass from the logit to the layer.
-    Returns N×1×H×W.
+    One forward pass, one backward pass per target from the logit to the layer.
+    Returns N×1×H×W (N×T×1×H×W for T targets per image).
     """
 
     name = "gradcam"
@@ -81,11 +86,19 @@ class GradCAM(AttributionMethod):
         layer: str | nn.Module | None = None,
         relu: bool = True,
         upsample: bool = True,
+        interpolation: str = "nearest",
     ) -> None:
         super().__init__(model)
+        if layer is None and isinstance(getattr(model, "last_feature_layer", None), str):
+            layer = model.last_feature_layer  # type: ignore[assignment]
         self.layer = layer
         self.relu = bool(relu)
         self.upsample = bool(upsample)
+        modes = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
+        if interpolation not in modes:
+            raise ValueError(f"interpolation must be one of {', '.join(map(repr, modes))}, "
+                             f"got {interpolation!r}")
+        self.interpolation = interpolation
         self.layer_name: str | None = None
         self._auto_cache: dict[tuple[int, ...], str] = {}
         if layer is not None:
@@ -101,8 +114,7 @@ class GradCAM(AttributionMethod):
         if not isinstance(layer, str):
             raise TypeError(f"layer must be a module name or a module, got {type(layer).__name__}")
         if layer not in modules or layer == "":
-            close = difflib.get_close_matches(layer, [n for n in modules if n], n=5)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            hint = did_you_mean(layer, [n for n in modules if n], n=5)
             raise ValueError(
                 f"Grad-CAM layer {layer!r} does not exist in the model{hint} "
                 "(names as in model.named_modules())"
@@ -153,13 +165,17 @@ class GradCAM(AttributionMethod):
                     raise ValueError(f"Grad-CAM layer {name!r} was not called in the forward pass")
                 t = resolve_targets(target, images.shape[0], logits=logits.detach())
                 a = captured["a"]
-                (g,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), a)
+                g = _grads_per_target(logits.gather(1, t), a)  # N×T×C×h×w
         finally:
             handle.remove()
-        weights = g.mean((2, 3), keepdim=True)
-        cam = (weights * a.detach()).sum(1, keepdim=True)
+        weights = g.mean((3, 4), keepdim=True)
+        cam = (weights * a.detach()[:, None]).sum(2, keepdim=True)  # N×T×1×h×w
         if self.relu:
             cam = cam.clamp_min(0)
         if self.upsample and cam.shape[-2:] != images.shape[-2:]:
-            cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
+            kw = {} if self.interpolation in ("nearest", "nearest-exact", "area") else {
+                "align_corners": False}
+            n, tt = cam.shape[:2]
+            cam = F.interpolate(cam.flatten(0, 1), size=images.shape[-2:],
+                                mode=self.interpolation, **kw).view(n, tt, 1, *images.shape[-2:])
         return cam

@@ -1,7 +1,11 @@
 """Gradient-based attributions: ``bcos``, ``grad``, ``ixg``, ``intgrad``, ``deeplift``.
 
-All return N×C_enc×H×W maps with respect to the model's explained input (the
-output of its input encoding, see :mod:`bcosnet.attribution.base`).
+``grad``, ``ixg``, ``intgrad`` and ``deeplift`` differentiate with respect to
+the raw image by default (``input_space="raw"``, the paper's code) or the
+model's encoded input (``input_space="encoded"``, the B-cos v2 code); ``bcos``
+always explains the encoded input (see :mod:`bcosnet.attribution.base`).
+With T targets every method runs its forward pass(es) once and one backward
+pass per target.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.explanation_mode import explanation_mode
+from ..nn.explanation_mode import explanation_mode, explanation_modules
 from .base import (
     AttributionMethod,
     Baseline,
     EncodedModel,
     Target,
+    check_input_space,
     check_positive_int,
+    first_output,
     make_baseline,
     resolve_targets,
 )
@@ -27,17 +33,65 @@ from .base import (
 __all__ = ["Bcos", "DeepLift", "Grad", "InputXGradient", "IntegratedGradients"]
 
 
+def _grads_per_target(values: Tensor, x: Tensor) -> Tensor:
+    """N×T×(x's shape[1:]): the gradient of ``values[:, j].sum()`` w.r.t. ``x`` for
+    every target j, one backward pass each through the same graph."""
+    t_count = values.shape[1]
+    grads = []
+    for j in range(t_count):
+        (g,) = torch.autograd.grad(
+            values[:, j].sum(), x, retain_graph=j < t_count - 1, allow_unused=True
+        )
+        grads.append(torch.zeros_like(x) if g is None else g)
+    return torch.stack(grads, 1)
+
+
+def _input_gradients(
+    fn: Callable[[Tensor], Tensor], x: Tensor, target: Target
+) -> tuple[Tensor, Tensor]:
+    """(N×T gradients of the target logits w.r.t. ``x``, targets N×T) from one forward."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = fn(x)
+        t = resolve_targets(target, x.shape[0], logits=logits.detach())
+        g = _grads_per_target(logits.gather(1, t), x)
+    return g, t
+
+
+class _SpaceMixin:
+    """The differentiated input: the raw image or the model's encoded input."""
+
+    model: nn.Module
+    input_space: str
+
+    def _space(
+        self, images: Tensor
+    ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+        """(function of the differentiated input returning logits, map from a raw
+        image to the differentiated input)."""
+        if self.input_space == "encoded":
+            em = EncodedModel(self.model, images.shape[1])
+            if em.has_encoding:
+
+                def encode(img: Tensor) -> Tensor:
+                    with torch.no_grad():
+                        return em.encode(img)
+
+                return em, encode
+        return (lambda x: first_output(self.model(x))), (lambda img: img)
+
+
 class Bcos(AttributionMethod):
     """The model-inherent explanation of a B-cos network (SPEC §3): ``W_t(x) ⊙ x``
     w.r.t. the encoded input — the same map as
-    ``bcosnet.explain(model, images, t).contributions_full[:, 0]`` (tested), from
-    one forward and one backward pass in explanation mode; ``explain``'s extra
-    forward for the constant term is skipped (the map does not need it).
+    ``bcosnet.explain(model, images, t).contributions_full`` (tested), from
+    one forward pass in explanation mode and one backward pass per target;
+    ``explain``'s extra forward for the constant term is skipped.
 
     Args:
-        model: a B-cos network.  On a model without explanation-mode modules
-            (a conventional network) nothing is detached and the map is plain
-            Input×Gradient w.r.t. the explained input.
+        model: a B-cos network.  A model without B-cos layers (no module taking
+            part in explanation mode) is a ValueError: the map would silently
+            be Input×Gradient — use ``"ixg"`` for that.
         output: ``"contributions"`` (``W ⊙ x``, default; summed over channels
             and pixels it equals ``logit − bias``) or ``"weights"`` (``W``).
 
@@ -50,6 +104,12 @@ class Bcos(AttributionMethod):
         super().__init__(model)
         if output not in ("contributions", "weights"):
             raise ValueError(f"output must be 'contributions' or 'weights', got {output!r}")
+        if not explanation_modules(model):
+            raise ValueError(
+                f"'bcos' explains B-cos networks, but {type(model).__name__} has no B-cos layers "
+                "(no module taking part in explanation mode); its 'bcos' map would just be "
+                "Input×Gradient — use attribution.get('ixg', model) instead"
+            )
         self.output = output
 
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
@@ -57,74 +117,79 @@ class Bcos(AttributionMethod):
         with explanation_mode(self.model):
             with torch.no_grad():
                 enc = em.encode(images)
-            w, _, _ = _input_gradient(em, enc, target)
-        return w if self.output == "weights" else w * enc
+            w, _ = _input_gradients(em, enc, target)
+        return w if self.output == "weights" else w * enc[:, None]
 
 
-def _input_gradient(
-    enc_model: EncodedModel, encoded: Tensor, target: Target
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(gradient of the target logit w.r.t. ``encoded``, targets (N,), logits N×K)."""
-    x = encoded.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = enc_model(x)
-        t = resolve_targets(target, x.shape[0], logits=logits.detach())
-        (g,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), x)
-    return g, t, logits.detach()
+class Grad(_SpaceMixin, AttributionMethod):
+    """Vanilla gradient (signed): ``∂ logit_t / ∂ x``.
 
+    Args:
+        input_space: ``"raw"`` (default, the paper's code: the image the model
+            is given) or ``"encoded"`` (the model's encoded input, as the B-cos
+            v2 code).
 
-class Grad(AttributionMethod):
-    """Vanilla gradient (signed): ``∂ logit_t / ∂ x`` w.r.t. the explained input.
-
-    One forward, one backward.  Returns N×C_enc×H×W.
+    One forward, one backward per target.  Returns N×C×H×W (C: channels of
+    the differentiated input).
     """
 
     name = "grad"
 
+    def __init__(self, model: nn.Module, *, input_space: str = "raw") -> None:
+        super().__init__(model)
+        self.input_space = check_input_space(input_space)
+
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
-        em = EncodedModel(self.model, images.shape[1])
-        with torch.no_grad():
-            enc = em.encode(images)
-        g, _, _ = _input_gradient(em, enc, target)
-        return g
+        fn, to_space = self._space(images)
+        return _input_gradients(fn, to_space(images), target)[0]
 
 
-class InputXGradient(AttributionMethod):
-    """Input×Gradient: ``x ⊙ ∂ logit_t / ∂ x`` with ``x`` the explained (encoded) input.
+class InputXGradient(_SpaceMixin, AttributionMethod):
+    """Input×Gradient: ``x ⊙ ∂ logit_t / ∂ x``, ``x`` the raw image (default)
+    or the encoded input (``input_space="encoded"``).
 
-    On a B-cos network (normal mode) with every layer positively homogeneous
-    of degree 1 (B-cos layers, MaxOut, scales, pooling, eval-mode uncentred
-    norms), Euler's theorem gives ``Σ IxG = logit − bias = Σ bcos map`` (up
-    to the ``norm_eps`` guard); per element the two differ.  For a single
-    B-cos layer ``f(x) = |cos|^(B−1) ŵᵀx``:
+    In the encoded space, on a B-cos network (normal mode) with every layer
+    positively homogeneous of degree 1 (B-cos layers, MaxOut, scales,
+    pooling, eval-mode uncentred norms), Euler's theorem gives
+    ``Σ IxG = logit − bias = Σ bcos map`` (up to the ``norm_eps`` guard); per
+    element the two differ.  For a single B-cos layer ``f(x) = |cos|^(B−1) ŵᵀx``:
     ``x ⊙ ∇f = B·(W(x) ⊙ x) − (B−1)·f(x)·x² / (‖x‖² + ε)``.
 
-    One forward, one backward.  Returns N×C_enc×H×W.
+    Args:
+        input_space: ``"raw"`` (default) or ``"encoded"``; see :class:`Grad`.
+
+    One forward, one backward per target.  Returns N×C×H×W.
     """
 
     name = "ixg"
 
+    def __init__(self, model: nn.Module, *, input_space: str = "raw") -> None:
+        super().__init__(model)
+        self.input_space = check_input_space(input_space)
+
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
-        em = EncodedModel(self.model, images.shape[1])
-        with torch.no_grad():
-            enc = em.encode(images)
-        g, _, _ = _input_gradient(em, enc, target)
-        return g * enc
+        fn, to_space = self._space(images)
+        x = to_space(images)
+        return _input_gradients(fn, x, target)[0] * x[:, None]
 
 
-class IntegratedGradients(AttributionMethod):
-    """Integrated Gradients (captum), w.r.t. the explained input, from the
-    encoding of a baseline *image* to the encoding of the image.
+class IntegratedGradients(_SpaceMixin, AttributionMethod):
+    """Integrated Gradients from a baseline *image* to the image, along the
+    straight path in the differentiated input space (raw by default; the
+    encoding is affine, so the encoded path is the encoding of the raw path
+    and the two maps agree once summed per pixel).
 
     Args:
         n_steps: integration steps (50, the paper's setting).
         baseline: see :func:`make_baseline` (default black).
-        method: captum's integration rule (``"gausslegendre"``, ``"riemann_trapezoid"``, ...).
-        batch_size: images per forward/backward pass (bounds memory); at least N.
+        method: captum's integration rule (``"gausslegendre"``, ``"riemann_trapezoid"``, ...);
+            the points and weights are captum's.
+        batch_size: path images per forward pass (bounds memory); at least N.
+        input_space: ``"raw"`` (default) or ``"encoded"``; see :class:`Grad`.
 
     Completeness: ``map.sum() ≈ f(x) − f(baseline)``.  Cost: one forward for
-    the targets, then ``n_steps`` forwards and backwards per image.
-    Returns N×C_enc×H×W.
+    the targets, then ``n_steps`` forwards per image and one backward per
+    target and forward.  Returns N×C×H×W.
     """
 
     name = "intgrad"
@@ -137,32 +202,39 @@ class IntegratedGradients(AttributionMethod):
         baseline: Baseline = "black",
         method: str = "gausslegendre",
         batch_size: int = 64,
+        input_space: str = "raw",
     ) -> None:
         super().__init__(model)
         self.n_steps = check_positive_int("n_steps", n_steps)
         self.baseline = baseline
         self.method = method
         self.batch_size = check_positive_int("batch_size", batch_size)
+        self.input_space = check_input_space(input_space)
 
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
-        from captum.attr import IntegratedGradients as _IG
+        from captum.attr._utils.approximation_methods import approximation_parameters
 
-        t = self._targets(images, target)
-        em = EncodedModel(self.model, images.shape[1])
-        with torch.no_grad():
-            enc = em.encode(images)
-            enc0 = em.encode(make_baseline(images, self.baseline))
-        ig = _IG(em)
-        with torch.enable_grad():
-            attr = ig.attribute(
-                enc,
-                baselines=enc0,
-                target=t,
-                n_steps=self.n_steps,
-                method=self.method,
-                internal_batch_size=max(self.batch_size, images.shape[0]),
-            )
-        return attr.detach()
+        t = self._targets(images, target)  # N×T
+        fn, to_space = self._space(images)
+        x = to_space(images)
+        x0 = to_space(make_baseline(images, self.baseline))
+        step_sizes_fn, alphas_fn = approximation_parameters(self.method)
+        steps, alphas = step_sizes_fn(self.n_steps), alphas_fn(self.n_steps)
+        n, tt = t.shape
+        total = x.new_zeros(n, tt, *x.shape[1:])
+        per = max(1, self.batch_size // n)
+        for lo in range(0, self.n_steps, per):
+            a = x.new_tensor(alphas[lo : lo + per])
+            w = x.new_tensor(steps[lo : lo + per])
+            k = a.shape[0]
+            shape = (k, 1) + (1,) * (x.dim() - 1)
+            path = (x0[None] + a.view(shape) * (x - x0)[None]).flatten(0, 1)  # (k·N)×C×H×W
+            path = path.detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = fn(path)
+                g = _grads_per_target(logits.gather(1, t.repeat(k, 1)), path)  # (k·N)×T×...
+            total += (w.view((k, 1, 1) + (1,) * (x.dim() - 1)) * g.view(k, n, *g.shape[1:])).sum(0)
+        return (x - x0)[:, None] * total
 
 
 # ----------------------------------------------------------------------------- DeepLIFT
@@ -251,9 +323,10 @@ class _MaxPoolRule(torch.autograd.Function):
         return torch.cat([top, bottom]), None, None
 
 
-class DeepLift(AttributionMethod):
-    """DeepLIFT (rescale rule) w.r.t. the explained input, from the encoding of
-    a baseline *image* (black by default).
+class DeepLift(_SpaceMixin, AttributionMethod):
+    """DeepLIFT (rescale rule) from a baseline *image* (black by default), w.r.t.
+    the raw image (default) or the encoded input (``input_space="encoded"``;
+    the two agree once summed per pixel: the encoding is linear in the image).
 
     The model runs once on ``[x; x̄]``.  Element-wise activation *modules*
     (ReLU, LeakyReLU, ELU, GELU, SiLU, Sigmoid, Tanh, Softplus, ...) pass
@@ -268,17 +341,24 @@ class DeepLift(AttributionMethod):
     module, so DeepLIFT there is exactly ``(x − x̄) ⊙ ∇f(x)`` — Input×Gradient
     with the baseline subtracted — and summation-to-delta does not hold.
 
-    Returns N×C_enc×H×W.
+    Returns N×C×H×W; with T targets one forward of ``[x; x̄]`` and one
+    backward per target.
     """
 
     name = "deeplift"
 
     def __init__(
-        self, model: nn.Module, *, baseline: Baseline = "black", eps: float = 1e-10
+        self,
+        model: nn.Module,
+        *,
+        baseline: Baseline = "black",
+        eps: float = 1e-10,
+        input_space: str = "raw",
     ) -> None:
         super().__init__(model)
         self.baseline = baseline
         self.eps = float(eps)
+        self.input_space = check_input_space(input_space)
 
     def _rule(self, m: nn.Module) -> Callable[[Tensor], Tensor] | None:
         """The forward replacing ``m``'s during the attribution, or None."""
@@ -299,10 +379,9 @@ class DeepLift(AttributionMethod):
         return None
 
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
-        em = EncodedModel(self.model, images.shape[1])
-        with torch.no_grad():
-            enc = em.encode(images)
-            enc0 = em.encode(make_baseline(images, self.baseline))
+        fn, to_space = self._space(images)
+        enc = to_space(images)
+        enc0 = to_space(make_baseline(images, self.baseline))
         n = images.shape[0]
         patched: list[nn.Module] = []
         for m in self.model.modules():
@@ -318,11 +397,10 @@ class DeepLift(AttributionMethod):
         try:
             x = torch.cat([enc, enc0]).detach().requires_grad_(True)
             with torch.enable_grad():
-                logits = em(x)
+                logits = fn(x)
                 t = resolve_targets(target, n, logits=logits[:n].detach())
-                sel = logits.gather(1, torch.cat([t, t])[:, None]).sum()
-                (g,) = torch.autograd.grad(sel, x)
+                g = _grads_per_target(logits.gather(1, torch.cat([t, t])), x)
         finally:
             for m in patched:
                 del m.forward
-        return (enc - enc0) * g[:n]
+        return (enc - enc0)[:, None] * g[:n]

@@ -1,8 +1,17 @@
 """Perturbation-based attributions: ``occlusion``, ``rise``, ``lime``.
 
 They perturb the raw *image* (the model encodes it) and return per-pixel maps,
-N×1×H×W.  Random methods take a ``seed`` (default 0) or a ``torch.Generator``;
-random numbers are drawn on the CPU, so a seed gives the same map on every device.
+N×1×H×W (N×T×1×H×W for T targets per image).  The perturbations (windows,
+masks, LIME's samples) do not depend on the target, so all T maps come from
+one set of forward passes.  Random methods take a ``seed`` (default 0) or a
+``torch.Generator``; random numbers are drawn on the CPU, so a seed gives the
+same map on every device.
+
+The score explained (``output``): ``"auto"`` (default) is the sigmoid of the
+logits for a B-cos network (one with B-cos layers or a ``LogitLayer``: trained
+with binary cross-entropy, as in the paper) and the softmax for a
+conventional one (see :func:`bcosnet.attribution.default_output`);
+``"sigmoid"``, ``"softmax"`` and ``"logit"`` choose explicitly.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from .base import (
     apply_output,
     check_output,
     check_positive_int,
+    default_output,
     first_output,
     make_baseline,
     resolve_targets,
@@ -51,10 +61,15 @@ def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Gen
 
 
 def _scores(model: nn.Module, x: Tensor, t: Tensor, output: str) -> Tensor:
-    """Score of class ``t[i]`` for each row of ``x`` (no grad)."""
+    """Scores B×T of the classes ``t[i]`` (B×T) for each row of ``x`` (no grad)."""
     with torch.no_grad():
         out = apply_output(first_output(model(x)), output)
-    return out.gather(1, t[:, None])[:, 0]
+    return out.gather(1, t)
+
+
+def _resolved_output(method: AttributionMethod) -> str:
+    out = method.output  # type: ignore[attr-defined]
+    return default_output(method.model) if out == "auto" else out
 
 
 # ----------------------------------------------------------------------------- occlusion
@@ -71,11 +86,13 @@ class Occlusion(AttributionMethod):
         patch_size: int or (h, w) in pixels (default 16).
         stride: int or (h, w) (default 8).
         baseline: what replaces the patch (see :func:`make_baseline`, default black).
-        output: score explained: ``"logit"`` (default), ``"softmax"`` or ``"sigmoid"``.
+        output: score explained: ``"auto"`` (default: sigmoid on a B-cos
+            network, softmax on a conventional one; see the module docstring),
+            ``"sigmoid"``, ``"softmax"`` or ``"logit"``.
         batch_size: occluded images per forward pass.
 
-    Cost: 1 + (number of windows) forward passes per image, no backward.
-    Returns N×1×H×W.
+    Cost: 1 + (number of windows) forward passes per image, no backward,
+    whatever the number of targets.  Returns N×1×H×W.
     """
 
     name = "occlusion"
@@ -88,7 +105,7 @@ class Occlusion(AttributionMethod):
         patch_size: int | tuple[int, int] = 16,
         stride: int | tuple[int, int] = 8,
         baseline: Baseline = "black",
-        output: str = "logit",
+        output: str = "auto",
         batch_size: int = 64,
         progress: bool = False,
     ) -> None:
@@ -115,14 +132,16 @@ class Occlusion(AttributionMethod):
                 f"occlusion patch {ph}×{pw} is larger than the images ({h}×{w}); "
                 "pass a smaller patch_size"
             )
+        output = _resolved_output(self)
         with torch.no_grad():
             logits = first_output(self.model(images))
-        t = resolve_targets(target, n, logits=logits)
-        s0 = apply_output(logits, self.output).gather(1, t[:, None])  # N×1
+        t = resolve_targets(target, n, logits=logits)  # N×T
+        tt = t.shape[1]
+        s0 = apply_output(logits, output).gather(1, t)  # N×T
         base = make_baseline(images, self.baseline)
         windows = [(y, x) for y in self._starts(h, ph, self.stride[0])
                    for x in self._starts(w, pw, self.stride[1])]
-        total = images.new_zeros(n, 1, h, w)
+        total = images.new_zeros(n, tt, 1, h, w)
         coverage = images.new_zeros(1, 1, h, w)
         per = max(1, self.batch_size // n)
         for lo in tqdm(range(0, len(windows), per), disable=not self.progress, desc="occlusion"):
@@ -131,9 +150,9 @@ class Occlusion(AttributionMethod):
             for i, (y, x) in enumerate(chunk):
                 m[i, :, y : y + ph, x : x + pw] = 1
             xo = images[:, None] * (1 - m) + base[:, None] * m  # N×w×C×H×W
-            s = _scores(self.model, xo.flatten(0, 1), t.repeat_interleave(len(chunk)), self.output)
-            drop = s0 - s.view(n, len(chunk))  # N×w
-            total += torch.einsum("nm,mchw->nchw", drop, m)
+            s = _scores(self.model, xo.flatten(0, 1), t.repeat_interleave(len(chunk), 0), output)
+            drop = s0[:, None] - s.view(n, len(chunk), tt)  # N×w×T
+            total += torch.einsum("nmt,mchw->ntchw", drop, m)
             coverage += m.sum(0, keepdim=True)
         return total / coverage.clamp_min(1)
 
@@ -177,11 +196,14 @@ class Rise(AttributionMethod):
         n_masks: number of masks (500, the paper's setting).
         s: grid size (8); p: keep probability of a grid cell (0.1).
         baseline: the fill where a mask is 0 (:func:`make_baseline`, default black).
-        output: ``"softmax"`` (default, as the original), ``"sigmoid"`` or ``"logit"``.
+        output: ``"auto"`` (default: sigmoid on a B-cos network, softmax on a
+            conventional one, see the module docstring), ``"sigmoid"``,
+            ``"softmax"`` or ``"logit"``.
         seed / generator: randomness (a fresh generator from ``seed`` per call).
         batch_size: masked images per forward pass.
 
-    Cost: 1 + ``n_masks`` forward passes per image, no backward.  Returns N×1×H×W.
+    Cost: 1 + ``n_masks`` forward passes per image, no backward, whatever the
+    number of targets.  Returns N×1×H×W.
     """
 
     name = "rise"
@@ -195,7 +217,7 @@ class Rise(AttributionMethod):
         s: int = 8,
         p: float = 0.1,
         baseline: Baseline = "black",
-        output: str = "softmax",
+        output: str = "auto",
         seed: int | None = 0,
         generator: torch.Generator | None = None,
         batch_size: int = 64,
@@ -216,19 +238,22 @@ class Rise(AttributionMethod):
 
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
         n, _c, h, w = images.shape
-        t = self._targets(images, target)
+        output = _resolved_output(self)
+        t = self._targets(images, target)  # N×T
+        tt = t.shape[1]
         g = _generator(self.seed, self.generator)
         masks = rise_masks(self.n_masks, (h, w), s=self.s, p=self.p, generator=g).to(
             device=images.device, dtype=images.dtype
         )
         base = make_baseline(images, self.baseline)
-        sal = images.new_zeros(n, 1, h, w)
+        sal = images.new_zeros(n, tt, 1, h, w)
         per = max(1, self.batch_size // n)
         for lo in tqdm(range(0, self.n_masks, per), disable=not self.progress, desc="RISE"):
             m = masks[lo : lo + per]
+            k = m.shape[0]
             x = images[:, None] * m + base[:, None] * (1 - m)
-            sc = _scores(self.model, x.flatten(0, 1), t.repeat_interleave(m.shape[0]), self.output)
-            sal += torch.einsum("nm,mchw->nchw", sc.view(n, m.shape[0]), m)
+            sc = _scores(self.model, x.flatten(0, 1), t.repeat_interleave(k, 0), output)
+            sal += torch.einsum("nmt,mchw->ntchw", sc.view(n, k, tt), m)
         return sal / (self.n_masks * self.p)
 
 
@@ -240,14 +265,15 @@ def ridge_regression(
 ) -> tuple[Tensor, Tensor]:
     """Weighted ridge regression with an (unpenalised) intercept, as
     scikit-learn's ``Ridge(alpha).fit(x, y, sample_weight)``: returns (coef, intercept).
-    x: S×F, y: S, sample_weight: S."""
+    x: S×F, y: S or S×T (one fit per column, one solve), sample_weight: S.
+    coef: F (or F×T), intercept: scalar (or T)."""
     w = sample_weight / sample_weight.sum()
     xm = (w[:, None] * x).sum(0)
-    ym = (w * y).sum()
+    ym = (w.view(-1, *([1] * (y.dim() - 1))) * y).sum(0)
     xc, yc = x - xm, y - ym
     sw = sample_weight[:, None]
     a = xc.T @ (sw * xc) + alpha * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-    b = xc.T @ (sample_weight * yc)
+    b = xc.T @ (sample_weight.view(-1, *([1] * (y.dim() - 1))) * yc)
     coef = torch.linalg.solve(a, b)
     return coef, ym - xm @ coef
 
@@ -266,29 +292,42 @@ def _segment(img: np.ndarray, kernel_size: float, max_dist: float, ratio: float,
 
 
 class Lime(AttributionMethod):
-    """LIME for images (Ribeiro et al. 2016, as the ``lime`` package's image
-    explainer): quickshift super-pixels, ``n_samples`` random on/off patterns
-    (the first all on), "off" segments filled, a weighted ridge regression of
-    the target score on the patterns (weights ``sqrt(exp(−d²/width²))``, d the
-    cosine distance to the all-on pattern).
+    """LIME for images as the paper's code used it (Ribeiro et al. 2016; the
+    ``lime`` package's ``LimeImageExplainer().explain_instance`` followed by
+    ``get_image_and_mask(t, positive_only=True, num_features=5)``):
+    quickshift super-pixels; ``n_samples`` random on/off patterns of all
+    super-pixels (the first all on); "off" segments filled; a weighted ridge
+    regression (``alpha=1``, intercept) of the target score on the patterns of
+    *all* super-pixels, sample weights ``sqrt(exp(−d²/width²))`` with ``d`` the
+    cosine distance to the all-on pattern; the map is 1 on the (at most)
+    ``num_features`` super-pixels with the largest *positive* weights and 0
+    elsewhere.  Fewer positive weights give fewer segments; none give an
+    all-zero map.
+
+    With ``seed`` (default 0) every image's patterns are
+    ``numpy.random.RandomState(seed).randint(0, 2, (n_samples, n_segments))``,
+    the patterns ``lime``'s ``LimeImageExplainer(random_state=seed)`` draws, so
+    on the same segments and scores the maps are ``lime``'s (tested).
 
     Args:
         n_samples: perturbed images per image (500).
-        num_features: keep the ``num_features`` segments with the largest
-            |weight| of a first fit (``lime``'s "highest_weights"), refit on them,
-            other segments get 0 (5, the paper's setting); ``None``: the full
-            weight map of all segments.
+        num_features: segments kept in the 0/1 mask (5, the paper's setting);
+            ``None``: the full ridge weight map instead (each segment's signed
+            coefficient).
         kernel_size, max_dist, ratio: quickshift settings (4, 200, 0.2: lime's).
         kernel_width: 0.25 (lime's).
         fill: ``"segment_mean"`` (each segment's mean colour, lime's default) or
             any :func:`make_baseline` value (e.g. ``"black"``).
-        output: ``"softmax"`` (default, as lime on a classifier), ``"sigmoid"``, ``"logit"``.
-        seed / generator: randomness of the patterns; quickshift uses ``seed`` too.
+        output: ``"auto"`` (default: sigmoid on a B-cos network, softmax on a
+            conventional one, see the module docstring), ``"sigmoid"``,
+            ``"softmax"`` or ``"logit"``.
+        seed / generator: randomness of the patterns (a ``torch.Generator``
+            replaces lime's numpy draw); quickshift uses ``seed`` too.
         batch_size: perturbed images per forward pass.
 
-    Raises ValueError if ``num_features`` exceeds the number of segments of an
-    image.  Cost: ``n_samples`` forward passes per image (+1 for the targets),
-    no backward.  Returns N×1×H×W.
+    Cost: ``n_samples`` forward passes per image (+1 for the targets), no
+    backward; with T targets the same samples serve every target (one
+    multi-output least-squares solve).  Returns N×1×H×W.
     """
 
     name = "lime"
@@ -305,7 +344,7 @@ class Lime(AttributionMethod):
         ratio: float = 0.2,
         kernel_width: float = 0.25,
         fill: Baseline = "segment_mean",
-        output: str = "softmax",
+        output: str = "auto",
         seed: int | None = 0,
         generator: torch.Generator | None = None,
         batch_size: int = 64,
@@ -336,10 +375,23 @@ class Lime(AttributionMethod):
         seg = _segment(img, self.kernel_size, self.max_dist, self.ratio, seed)
         return torch.from_numpy(seg).long()
 
+    def samples(self, n_segments: int) -> Tensor:
+        """The on/off patterns of one image: n_samples×n_segments long, row 0 all on."""
+        if self.generator is not None:
+            data = torch.randint(0, 2, (self.n_samples, n_segments), generator=self.generator)
+        else:
+            rs = np.random.RandomState(0 if self.seed is None else int(self.seed))
+            data = torch.from_numpy(
+                rs.randint(0, 2, self.n_samples * n_segments).reshape(self.n_samples, n_segments)
+            ).long()
+        data[0] = 1
+        return data
+
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
         n, _c, h, w = images.shape
-        t = self._targets(images, target)
-        g = _generator(self.seed, self.generator)
+        output = _resolved_output(self)
+        t = self._targets(images, target)  # N×T
+        tt = t.shape[1]
         if self.fill != "segment_mean":
             fills = make_baseline(images, self.fill)
         maps = []
@@ -347,43 +399,43 @@ class Lime(AttributionMethod):
             img = images[i]
             seg = self.segments(img).to(images.device)
             n_seg = int(seg.max()) + 1
-            if self.num_features is not None and self.num_features > n_seg:
-                raise ValueError(
-                    f"LIME was asked for num_features={self.num_features} but image {i} has only "
-                    f"{n_seg} quickshift segments; lower num_features, pass num_features=None "
-                    "for the full weight map, or use a finer segmentation (smaller max_dist / "
-                    "kernel_size)"
-                )
             if self.fill == "segment_mean":
                 onehot = F.one_hot(seg, n_seg).to(img.dtype)  # H×W×S
                 means = torch.einsum("chw,hws->cs", img, onehot) / onehot.sum((0, 1))
                 fill = means[:, seg]
             else:
                 fill = fills[i]
-            data = torch.randint(0, 2, (self.n_samples, n_seg), generator=g)
-            data[0] = 1
+            data = self.samples(n_seg)
             data_d = data.to(device=images.device, dtype=images.dtype)
             ys = []
             for lo in tqdm(range(0, self.n_samples, self.batch_size), disable=not self.progress,
                            desc=f"LIME {i + 1}/{n}"):
                 m = data_d[lo : lo + self.batch_size][:, seg][:, None]  # b×1×H×W
                 x = img[None] * m + fill[None] * (1 - m)
-                ys.append(_scores(self.model, x, t[i].expand(m.shape[0]), self.output))
-            y = torch.cat(ys).to("cpu", torch.float64)
-            coef = self._fit(data.to(torch.float64), y)
-            maps.append(coef.to(device=images.device, dtype=images.dtype)[seg])
-        return torch.stack(maps)[:, None]
+                ys.append(_scores(self.model, x, t[i].expand(m.shape[0], tt), output))
+            y = torch.cat(ys).to("cpu", torch.float64)  # S×T
+            coef = self.fit(data.to(torch.float64), y)  # S_seg×T
+            vals = self.segment_values(coef)  # S_seg×T
+            maps.append(vals.T.to(device=images.device, dtype=images.dtype)[:, seg])  # T×H×W
+        return torch.stack(maps)[:, :, None]
 
-    def _fit(self, data: Tensor, y: Tensor) -> Tensor:
-        """Per-segment weights (S,) from the patterns (samples×S) and scores."""
+    def fit(self, data: Tensor, y: Tensor) -> Tensor:
+        """Ridge weights of all segments (n_segments×T) from the patterns
+        (samples×n_segments) and the scores (samples×T), as lime's default
+        explainer (``Ridge(alpha=1)`` on all segments, kernel-weighted samples)."""
         on = data.sum(1)
         cos = on / (on.sqrt() * math.sqrt(data.shape[1])).clamp_min(1e-12)
         d = 1 - cos  # cosine distance to the all-on pattern (1 for all-off)
         sw = torch.exp(-(d**2) / self.kernel_width**2).sqrt()
+        return ridge_regression(data, y, sw, alpha=1.0)[0]
+
+    def segment_values(self, coef: Tensor) -> Tensor:
+        """Map values per segment (n_segments×T): the 0/1 mask of the at most
+        ``num_features`` largest positive weights, or the weights themselves
+        for ``num_features=None``."""
         if self.num_features is None:
-            return ridge_regression(data, y, sw, alpha=1.0)[0]
-        first, _ = ridge_regression(data, y, sw, alpha=0.01)
-        sel = first.abs().argsort(descending=True)[: self.num_features]
-        coef = torch.zeros(data.shape[1], dtype=data.dtype)
-        coef[sel] = ridge_regression(data[:, sel], y, sw, alpha=1.0)[0]
-        return coef
+            return coef
+        k = min(self.num_features, coef.shape[0])
+        top = coef.topk(k, dim=0).indices  # k×T, largest first
+        keep = torch.zeros_like(coef).scatter_(0, top, 1.0)
+        return keep * (coef > 0)

@@ -59,24 +59,25 @@ def register(subparsers: Any) -> None:
 def load_model(
     checkpoint: str | None, model_name: str | None, num_classes: int | None = None, *, seed: int = 0
 ) -> nn.Module:
-    """The model to explain: from a checkpoint (through
-    :func:`bcosnet.training.load_checkpoint_model`) or, with only a name, a
-    randomly initialised registered model.  Returned in eval mode."""
+    """The model to explain, in eval mode.
+
+    ``checkpoint`` alone: a bcosnet training checkpoint or export (it names its
+    model).  ``checkpoint`` and ``model_name``: any weights file of that model —
+    a bcosnet checkpoint, a plain ``torch.save(model.state_dict())``, or a
+    ``bcos`` v2 state dict (``create_model(model_name, weights=checkpoint)``).
+    ``model_name`` alone: a randomly initialised registered model."""
     if checkpoint is None and model_name is None:
         raise ValueError("give --checkpoint CKPT (a trained model) or --model NAME (random init)")
     if checkpoint is not None:
-        from ..training import load_checkpoint_model
-
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f"checkpoint {checkpoint} not found")
-        model = load_checkpoint_model(checkpoint)
-        info = getattr(model, "model_info", None)
-        if model_name is not None and info is not None and info.name != model_name:
-            raise ValueError(
-                f"--model {model_name} does not match the checkpoint's model {info.name}; "
-                "drop --model (the checkpoint names its model)"
-            )
-        return model.eval()
+        if model_name is not None:
+            from ..models import create_model
+
+            return create_model(model_name, num_classes, weights=checkpoint).eval()
+        from ..training import load_checkpoint_model
+
+        return load_checkpoint_model(checkpoint).eval()
     from ..models import create_model
 
     torch.manual_seed(seed)

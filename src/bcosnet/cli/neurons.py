@@ -16,10 +16,7 @@ One pass over the data keeps the top-N activations per channel
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +82,9 @@ def parse_channels(text: str | None) -> list[int] | None:
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from .._utils.io import atomic_write_json
+
+    atomic_write_json(path, obj)
 
 
 def run(args: argparse.Namespace) -> int:

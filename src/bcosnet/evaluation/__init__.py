@@ -1,6 +1,7 @@
 """Evaluation of models and explanations: plain data + plotting helpers."""
 
 from .accuracy import AccuracyResult, accuracy
+from .faithfulness import DeletionInsertion, deletion_insertion, faithfulness_table
 from .neurons import TopActivations, class_distribution, top_activations, top_class_scores
 from .pointing_game import (
     GridDataset,
@@ -18,7 +19,10 @@ from .report import Report, ReportFigure, write_report
 
 __all__ = [
     "AccuracyResult",
+    "DeletionInsertion",
     "accuracy",
+    "deletion_insertion",
+    "faithfulness_table",
     "GridDataset",
     "PointingGameResult",
     "Report",

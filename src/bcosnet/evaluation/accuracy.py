@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._utils.modules import eval_mode, first_output
+
 __all__ = ["AccuracyResult", "accuracy"]
 
 
@@ -66,19 +68,15 @@ def accuracy(
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     loader = data if isinstance(data, DataLoader) else DataLoader(
         data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    was_training = model.training
-    model.eval()
     ks = sorted(set(topk) | {1})
     hits = dict.fromkeys(ks, 0)
     per_hit: torch.Tensor | None = None
     per_cnt: torch.Tensor | None = None
     n = 0
-    try:
+    with eval_mode(model):
         for x, y in tqdm(loader, desc="accuracy", leave=False, disable=not progress):
             x, y = x.to(dev, dtype), torch.as_tensor(y).to(dev)
-            out = model(x)
-            if isinstance(out, (tuple, list)):
-                out = out[0]
+            out = first_output(model(x))
             num_classes = out.shape[1]
             if per_hit is None:
                 per_hit = torch.zeros(num_classes, dtype=torch.long)
@@ -92,8 +90,6 @@ def accuracy(
             per_hit += torch.bincount(yc[correct[:, 0].cpu()], minlength=num_classes)[
                 :num_classes]
             n += len(y)
-    finally:
-        model.train(was_training)
     if n == 0:
         raise ValueError("the data set is empty; nothing to evaluate")
     assert per_hit is not None and per_cnt is not None

@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .._utils.modules import eval_mode, resolve_layer
+
 __all__ = [
     "TopActivations",
     "top_activations",
@@ -123,14 +125,9 @@ def _resolve_layers(
     spec = {layers: None} if isinstance(layers, str) else dict(layers)
     if not spec:
         raise ValueError("name at least one layer")
-    names = dict(model.named_modules())
+    dict(model.named_modules())
     for name, chans in spec.items():
-        if name not in names:
-            import difflib
-
-            close = difflib.get_close_matches(name, [n for n in names if n], n=5)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(f"model has no layer named {name!r}{hint}")
+        resolve_layer(model, name)  # a clear error for an unknown name
         if chans is not None:
             chans = [chans] if isinstance(chans, int) else list(chans)
             if not chans or not all(isinstance(c, int) and not isinstance(c, bool) for c in chans):
@@ -203,69 +200,68 @@ def top_activations(
     states: dict[str, _RunningTopK] = {}
     chans_of: dict[str, list[int]] = {}
     spatial: dict[str, tuple[int, int]] = {}
-    was_training = [(m, m.training) for m in model.modules()]
-    model.eval()
     offset = 0
     try:
-        for batch in tqdm(data, desc="neuron statistics", disable=not progress):
-            x, y = _split_batch(batch)
-            x = x.to(device)
-            n = x.shape[0]
-            captured.clear()
-            with contextlib.suppress(_Stop):
-                model(x)
-            for name in spec:
-                if name not in captured:
-                    raise RuntimeError(f"layer {name!r} was not called in the forward pass")
-                act = captured[name]
-                if act.dim() == 2:
-                    act = act[:, :, None, None]
-                if act.dim() != 4:
-                    raise ValueError(
-                        f"layer {name!r} outputs shape {tuple(act.shape)}; expected N×C or N×C×H×W"
-                    )
-                c_all, h, w = act.shape[1:]
-                if name not in states:
-                    chans = spec[name] if spec[name] is not None else list(range(c_all))
-                    bad = [c for c in chans if not 0 <= c < c_all]  # type: ignore[union-attr]
-                    if bad:
+        with eval_mode(model):
+            for batch in tqdm(data, desc="neuron statistics", disable=not progress):
+                x, y = _split_batch(batch)
+                x = x.to(device)
+                n = x.shape[0]
+                captured.clear()
+                with contextlib.suppress(_Stop):
+                    model(x)
+                for name in spec:
+                    if name not in captured:
+                        raise RuntimeError(f"layer {name!r} was not called in the forward pass")
+                    act = captured[name]
+                    if act.dim() == 2:
+                        act = act[:, :, None, None]
+                    if act.dim() != 4:
                         raise ValueError(
-                            f"channel(s) {bad} out of range: layer {name!r} has {c_all} channels"
+                            f"layer {name!r} outputs shape {tuple(act.shape)}; expected N×C or "
+                            "N×C×H×W"
                         )
-                    chans_of[name] = list(chans)  # type: ignore[arg-type]
-                    states[name] = _RunningTopK(len(chans_of[name]), k)
-                    spatial[name] = (h, w)
-                elif (h, w) != spatial[name]:
-                    # Different image sizes: flat positions would not be comparable.
-                    raise ValueError(
-                        f"layer {name!r} changed its output size from {spatial[name]} to {(h, w)}; "
-                        "feed images of one size"
+                    c_all, h, w = act.shape[1:]
+                    if name not in states:
+                        chans = spec[name] if spec[name] is not None else list(range(c_all))
+                        bad = [c for c in chans if not 0 <= c < c_all]  # type: ignore[union-attr]
+                        if bad:
+                            raise ValueError(
+                                f"channel(s) {bad} out of range: layer {name!r} has {c_all} "
+                                "channels"
+                            )
+                        chans_of[name] = list(chans)  # type: ignore[arg-type]
+                        states[name] = _RunningTopK(len(chans_of[name]), k)
+                        spatial[name] = (h, w)
+                    elif (h, w) != spatial[name]:
+                        # Different image sizes: flat positions would not be comparable.
+                        raise ValueError(
+                            f"layer {name!r} changed its output size from {spatial[name]} to "
+                            f"{(h, w)}; feed images of one size"
+                        )
+                    a = act[:, chans_of[name]].detach().cpu()  # n×C×h×w
+                    cc = a.shape[1]
+                    lab = (
+                        y.reshape(-1).to("cpu", torch.long)
+                        if y is not None
+                        else torch.full((n,), -1, dtype=torch.long)
                     )
-                a = act[:, chans_of[name]].detach().cpu()  # n×C×h×w
-                cc = a.shape[1]
-                lab = (
-                    y.reshape(-1).to("cpu", torch.long)
-                    if y is not None
-                    else torch.full((n,), -1, dtype=torch.long)
-                )
-                if per_image:
-                    vals, loc = a.flatten(2).max(2)  # first max location on ties
-                    img = torch.arange(n).expand(cc, n)
-                    vals, loc = vals.T, loc.T  # C×n
-                else:
-                    vals = a.permute(1, 0, 2, 3).reshape(cc, n * h * w)
-                    flat = torch.arange(n * h * w)
-                    img = (flat // (h * w)).expand(cc, -1)
-                    loc = (flat % (h * w)).expand(cc, -1)
-                pos = (offset + img) * (h * w) + loc
-                extra = torch.stack([loc // w, loc % w, lab[img]], -1)
-                states[name].update(vals, pos, extra)
-            offset += n
+                    if per_image:
+                        vals, loc = a.flatten(2).max(2)  # first max location on ties
+                        img = torch.arange(n).expand(cc, n)
+                        vals, loc = vals.T, loc.T  # C×n
+                    else:
+                        vals = a.permute(1, 0, 2, 3).reshape(cc, n * h * w)
+                        flat = torch.arange(n * h * w)
+                        img = (flat // (h * w)).expand(cc, -1)
+                        loc = (flat % (h * w)).expand(cc, -1)
+                    pos = (offset + img) * (h * w) + loc
+                    extra = torch.stack([loc // w, loc % w, lab[img]], -1)
+                    states[name].update(vals, pos, extra)
+                offset += n
     finally:
         for hd in handles:
             hd.remove()
-        for m, t in was_training:
-            m.train(t)
 
     if offset == 0:
         raise ValueError("the data set yielded no batches")
@@ -308,12 +304,10 @@ def top_class_scores(
     if device is None:
         p = next(model.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
-    was_training = [(m, m.training) for m in model.modules()]
-    model.eval()
     state: _RunningTopK | None = None
     chans: list[int] = []
     offset = 0
-    try:
+    with eval_mode(model):
         with torch.no_grad():
             for batch in tqdm(data, desc="class scores", disable=not progress):
                 x, y = _split_batch(batch)
@@ -347,9 +341,6 @@ def top_class_scores(
                 extra = torch.stack([zeros, zeros, lab[img]], -1)
                 state.update(vals, offset + img, extra)
                 offset += n
-    finally:
-        for m, t in was_training:
-            m.train(t)
     if state is None:
         raise ValueError("the data set yielded no batches")
     return TopActivations(

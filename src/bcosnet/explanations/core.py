@@ -7,14 +7,15 @@ encoded input ``x`` is the row ``W_c(x)`` exactly.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
 import torch
 from torch import Tensor, nn
 
+from .._utils.modules import find_input_encoding, frozen_params, preserved_buffers, resolve_layer
+from .._utils.validate import check_image_batch
 from ..nn.explanation_mode import explanation_mode
 
 __all__ = [
@@ -22,8 +23,8 @@ __all__ = [
     "Target",
     "explain",
     "find_input_encoding",
-    "frozen_params",
-    "preserved_buffers",
+    "resolve_targets",
+    "target_is_per_image",
 ]
 
 Target = Union[int, Sequence[int], Tensor, str, tuple]  # noqa: UP007 (runtime alias, py3.10)
@@ -65,123 +66,121 @@ class Explanation:
         return self.weights.shape[0]
 
 
-def find_input_encoding(model: nn.Module) -> nn.Module | None:
-    """The first submodule marked ``is_input_encoding`` (e.g. :class:`AddInverse`), or None."""
-    for m in model.modules():
-        if getattr(m, "is_input_encoding", False):
-            return m
-    return None
-
-
-def _resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
-    if isinstance(layer, nn.Module):
-        if not any(m is layer for m in model.modules()):
-            raise ValueError("layer module is not part of the model")
-        return layer
-    modules = dict(model.named_modules())
-    if layer not in modules:
-        import difflib
-
-        close = difflib.get_close_matches(layer, [n for n in modules if n], n=5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"model has no layer named {layer!r}{hint}")
-    return modules[layer]
-
-
 def _check_images(images: Tensor) -> None:
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(
-            f"images must be a 4-D batch N×C×H×W, got shape {tuple(images.shape)}"
-            + (" — add a batch dimension with images.unsqueeze(0)" if images.dim() == 3 else "")
-        )
-    if not images.is_floating_point():
-        raise TypeError(
-            f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype} — "
-            "convert with images.float() / 255"
-        )
-    if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or Inf values; explanations need finite inputs")
+    check_image_batch(images, finite=True)
 
 
-def _resolve_targets(target: Target, outputs: Tensor) -> Tensor:
-    """N×T long tensor of target indices for N×K outputs."""
-    n, k = outputs.shape
-    dev = outputs.device
+_TARGET_FORMS = (
+    "an int (the same class for every image), a list or 1-D tensor of N ints (one class per "
+    "image), an N×T tensor or list of N lists (T classes per image), 'pred' or ('topk', k)"
+)
+
+
+def _is_topk(target: object) -> bool:
+    return isinstance(target, tuple) and len(target) == 2 and target[0] == "topk"
+
+
+def target_is_per_image(target: Target) -> bool:
+    """True when ``target`` names one class per image (an int, a 0-d/1-D tensor, a
+    flat list of ints, ``"pred"``), False when it names T classes per image (an
+    N×T tensor, a list of N lists, ``("topk", k)``).  Decided by the form alone."""
+    if isinstance(target, str) or isinstance(target, bool):
+        return True
+    if _is_topk(target):
+        return False
+    if isinstance(target, Tensor):
+        return target.dim() <= 1
+    if isinstance(target, Sequence) and len(target) and all(
+        isinstance(v, (Sequence, Tensor)) and not isinstance(v, str) for v in target
+    ):
+        return False
+    return True
+
+
+def resolve_targets(
+    target: Target,
+    n: int,
+    *,
+    logits: Tensor | None = None,
+    device: torch.device | None = None,
+) -> Tensor:
+    """The library's one target rule (captum's), as an N×T long tensor.
+
+    * an int: the same class for every image (T = 1);
+    * a list / tuple / 1-D tensor of N ints (or a 0-d tensor): one class per image (T = 1);
+    * an N×T tensor, or a list of N lists of T ints: T classes per image;
+    * ``"pred"``: the arg-max class (T = 1); ``("topk", k)``: the k largest (T = k).
+
+    ``logits`` (N×K) are needed for ``"pred"`` / ``("topk", k)`` and to
+    range-check the indices; without them only the form is checked.  Whether
+    the caller should drop the T axis is :func:`target_is_per_image`.
+    """
+    dev = logits.device if logits is not None else device
+    k = logits.shape[1] if logits is not None else None
     if isinstance(target, str):
         if target != "pred":
-            raise ValueError(f"target string must be 'pred', got {target!r}")
-        t = outputs.argmax(1, keepdim=True)
-    elif isinstance(target, tuple) and len(target) == 2 and target[0] == "topk":
-        kk = target[1]
-        if not isinstance(kk, int) or not 1 <= kk <= k:
-            raise ValueError(f"('topk', k) needs 1 <= k <= {k}, got k={kk!r}")
-        t = outputs.topk(kk, dim=1).indices
+            raise ValueError(f"target string must be 'pred' (or use ('topk', k)), got {target!r}")
+        if logits is None:
+            raise ValueError("target='pred' needs the model's logits")
+        t = logits.argmax(1, keepdim=True)
+    elif _is_topk(target):
+        kk = target[1]  # type: ignore[index]
+        if isinstance(kk, bool) or not isinstance(kk, int) or kk < 1 or (k is not None and kk > k):
+            raise ValueError(f"('topk', k) needs 1 <= k <= {k if k is not None else 'K'}, "
+                             f"got k={kk!r}")
+        if logits is None:
+            raise ValueError("target=('topk', k) needs the model's logits")
+        t = logits.topk(kk, dim=1).indices
     elif isinstance(target, bool):
-        raise TypeError("target must be an int, a list of ints, a tensor, 'pred' or ('topk', k)")
+        raise TypeError(f"target must be {_TARGET_FORMS}; got a bool")
     elif isinstance(target, int):
         t = torch.full((n, 1), target, dtype=torch.long, device=dev)
     elif isinstance(target, Tensor):
-        if target.is_floating_point():
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"target tensor must hold integers, got dtype {target.dtype}")
         t = target.to(device=dev, dtype=torch.long)
         if t.dim() == 0:
-            t = t.expand(n).unsqueeze(1)
-        elif t.dim() == 1:
+            t = t.expand(n)
+        if t.dim() == 1:
             if t.shape[0] != n:
                 raise ValueError(
-                    f"a 1-D target tensor needs one class per image ({n}), got {t.shape[0]}; "
-                    "pass a list of ints for the same classes on every image"
+                    f"a 1-D target tensor needs one class per image, shape ({n},), got "
+                    f"{tuple(target.shape)}; for the same T classes on every image pass "
+                    f"torch.tensor([...]).expand({n}, -1) (an N×T tensor)"
                 )
-            t = t.unsqueeze(1)
-        elif t.dim() != 2 or t.shape[0] != n:
-            raise ValueError(f"target tensor must have shape (N,) or (N, T), got {tuple(t.shape)}")
+            t = t[:, None]
+        elif t.dim() != 2 or t.shape[0] != n or t.shape[1] == 0:
+            raise ValueError(
+                f"a target tensor must have shape ({n},) (one class per image) or ({n}, T) "
+                f"(T classes per image), got {tuple(target.shape)}"
+            )
     elif isinstance(target, Sequence):
-        if len(target) == 0 or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in target
-        ):
-            raise TypeError(f"a target list must be a non-empty list of ints, got {target!r}")
-        t = torch.tensor(list(target), dtype=torch.long, device=dev).expand(n, -1)
+        if len(target) != n:
+            raise ValueError(
+                f"a target list needs one class per image ({n} entries), got {len(target)}; "
+                "pass an int for the same class on every image, or an N×T tensor for several "
+                "classes per image"
+            )
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in target):
+            t = torch.tensor(list(target), dtype=torch.long, device=dev)[:, None]
+        elif all(isinstance(v, Sequence) and not isinstance(v, str) for v in target):
+            rows = [list(v) for v in target]
+            if not all(isinstance(v, int) and not isinstance(v, bool) for r in rows for v in r):
+                raise TypeError(f"a target list must hold ints (or lists of ints), got {target!r}")
+            if len({len(r) for r in rows}) != 1 or not rows[0]:
+                raise ValueError("a list of per-image target lists needs the same number "
+                                 f"(>= 1) of classes for every image, got {target!r}")
+            t = torch.tensor(rows, dtype=torch.long, device=dev)
+        else:
+            raise TypeError(f"a target list must hold ints (or lists of ints), got {target!r}")
     else:
-        raise TypeError(
-            f"target must be an int, a list of ints, a tensor, 'pred' or ('topk', k), "
-            f"got {type(target).__name__}"
-        )
-    if t.numel() and (t.min() < 0 or t.max() >= k):
-        bad = t[(t < 0) | (t >= k)][0].item()
+        raise TypeError(f"target must be {_TARGET_FORMS}; got {type(target).__name__}")
+    if t.numel() and t.min() < 0:
+        raise ValueError(f"target {t.min().item()} is out of range: class indices are >= 0")
+    if k is not None and t.numel() and t.max() >= k:
+        bad = t[t >= k][0].item()
         raise ValueError(f"target {bad} is out of range: the model has {k} outputs (0..{k - 1})")
     return t.contiguous()
-
-
-@contextlib.contextmanager
-def preserved_buffers(model: nn.Module) -> Iterator[None]:
-    """Restore buffers (e.g. BatchNorm running stats) a train-mode forward would change."""
-    if not any(m.training for m in model.modules()):
-        yield
-        return
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, v in saved:
-                b.copy_(v)
-
-
-@contextlib.contextmanager
-def frozen_params(model: nn.Module) -> Iterator[None]:
-    """Parameters need no gradients while explaining (faster, and leaves no
-    ``.grad``); their ``requires_grad`` flags are restored afterwards."""
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    try:
-        for p in params:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, r in zip(params, flags):
-            p.requires_grad_(r)
 
 
 def _neuron_values(
@@ -224,9 +223,12 @@ def explain(
             respect to the encoding's output; otherwise ``images`` are taken to be
             the encoded input.
         images: N×C×H×W float tensor.
-        target: which logits: an int (every image), a list of ints (every image,
-            several targets), a tensor of shape (N,) or (N, T), ``"pred"`` or
-            ``("topk", k)``.  One forward pass, one backward pass per target.
+        target: which logits, by the library's one rule (captum's, see
+            :func:`resolve_targets`): an int (the same class for every image),
+            a list / tuple / 1-D tensor of N ints (one class per image), an N×T
+            tensor or a list of N lists (T classes per image), ``"pred"`` or
+            ``("topk", k)``.  The result always has the T axis (T = 1 for the
+            one-per-image forms).  One forward pass, one backward pass per target.
         layer, channel, location: explain an intermediate neuron instead of a
             logit: ``channel`` (int or list) of the output of ``layer`` (a module
             name or module), summed over locations, or at ``location=(h, w)``.
@@ -244,7 +246,7 @@ def explain(
         raise ValueError("explaining a layer needs channel= (an int or a list of ints)")
 
     encoding = find_input_encoding(model)
-    layer_module = _resolve_layer(model, layer) if layer is not None else None
+    layer_module = resolve_layer(model, layer) if layer is not None else None
     captured: dict[str, Tensor] = {}
     zero_input = False
 
@@ -284,7 +286,7 @@ def explain(
             if layer_module is None:
                 if out.dim() != 2:
                     raise ValueError(f"model output must be N×K logits, got {tuple(out.shape)}")
-                targets = _resolve_targets(target, out.detach())
+                targets = resolve_targets(target, out.shape[0], logits=out.detach())
                 values = out.gather(1, targets)
                 all_logits = out.detach()
             else:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ __all__ = [
     "plot_class_distribution",
 ]
 
-_FORMATS = (".png", ".pdf", ".svg")
 
 
 def default_smooth(size: int) -> int:
@@ -49,23 +47,9 @@ def default_smooth(size: int) -> int:
 def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix: .png, .pdf, .svg)
     atomically (temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in _FORMATS:
-        raise ValueError(
-            f"cannot tell the figure format from {str(path)!r}; use a name ending in "
-            f"{', '.join(_FORMATS)}"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format=suffix[1:], bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    from .._utils.io import save_figure as _save
+
+    return _save(fig, path, dpi=dpi)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -1,25 +1,26 @@
 """Architectures and the model registry.
 
-Each family lives in its own module (``vgg``, ``resnet``, ``densenet``, ...)
-and registers its builders on import; importing this package imports them all.
+Each family lives in its own module and registers its builders (``@register_model``)
+when imported; this package imports every family, so ``create_model`` /
+``list_models`` see them all.
 """
 
-import importlib
-import pkgutil
-
+from . import bcos_v2, cifar, densenet, inception, mnist, resnet, vgg  # noqa: F401  (registration)
+from .base import BcosClassifier
+from .bcos_v2 import load_bcos_v2
 from .registry import ModelInfo, create_model, list_models, model_info, register_model
-
-for _mod in pkgutil.iter_modules(__path__):
-    if not _mod.name.startswith("_") and _mod.name != "registry":
-        importlib.import_module(f"{__name__}.{_mod.name}")
-
-from .bcos_v2 import load_bcos_v2  # noqa: E402
+from .weights import Weights, get_weights, list_weights, register_weights
 
 __all__ = [
+    "BcosClassifier",
     "ModelInfo",
     "create_model",
     "list_models",
     "load_bcos_v2",
     "model_info",
     "register_model",
+    "register_weights",
+    "Weights",
+    "get_weights",
+    "list_weights",
 ]

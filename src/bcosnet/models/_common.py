@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .._utils.validate import check_image_batch, did_you_mean
 from ..nn import BatchNormUncentered2d, BcosConv2d, v1_scale
 
 __all__ = [
@@ -31,14 +33,20 @@ __all__ = [
     "IMAGENET_STD",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "BcosPolicy",
     "ConvFactory",
     "ImageNormalize",
     "bcos_conv_factory",
+    "bcos_policy",
+    "check_option_names",
     "check_images",
     "cifar_v1_scale",
     "cifar_v1_temperature",
     "count_parameters",
+    "LEGACY_OPTIONS",
     "make_norm",
+    "resolve_options",
+    "translate_legacy_options",
     "v1_logit_bias",
     "v2_logit_bias",
 ]
@@ -106,8 +114,8 @@ def bcos_conv_factory(
     *,
     b: float = 2.0,
     max_out: int = 1,
-    scale_s: float | None = None,
-    gamma: float | None = None,
+    scale: float | None = None,
+    scale_mode: str = "fan_in",
     cos_eps: float = 0.0,
 ) -> ConvFactory:
     """A builder of :class:`~bcosnet.nn.BcosConv2d` layers sharing one policy.
@@ -115,20 +123,23 @@ def bcos_conv_factory(
     Args:
         b: alignment pressure B of every layer.
         max_out: MaxOut units per output channel.
-        scale_s: v1 ImageNet scale ``s``: every layer's output is multiplied by
-            ``γ = s / sqrt(k_h·k_w·C_in/groups)``.
-        gamma: a fixed output multiplier for every layer (v1 CIFAR-10);
-            mutually exclusive with ``scale_s``.  Neither: no scale (v2).
+        scale: the v1 output scale; ``None``: no scale (v2).
+        scale_mode: how ``scale`` acts.  ``"fan_in"`` (v1 ImageNet): every layer's
+            output is multiplied by ``γ = scale / sqrt(k_h·k_w·C_in/groups)``;
+            ``"fixed"`` (v1 CIFAR-10): every layer's output is multiplied by ``scale``.
         cos_eps: the v1 ``|cos| + ε`` quirk (0 = off).
 
     The returned callable takes ``(in_ch, out_ch, kernel_size, stride=1, padding=0,
     dilation=1, groups=1, **overrides)``; ``overrides`` (e.g. ``max_out=1`` for one
     layer) win over the policy.
     """
-    if scale_s is not None and gamma is not None:
-        raise ValueError("pass either scale_s (v1 ImageNet, γ = s/√d) or gamma (fixed γ), not both")
-    if scale_s is not None and (not math.isfinite(scale_s) or scale_s <= 0):
-        raise ValueError(f"scale_s must be a finite positive number, got {scale_s}")
+    if scale_mode not in ("fan_in", "fixed"):
+        raise ValueError(f"scale_mode must be 'fan_in' or 'fixed', got {scale_mode!r}")
+    if scale is not None and (
+        isinstance(scale, bool) or not isinstance(scale, (int, float))
+        or not math.isfinite(scale) or scale <= 0
+    ):
+        raise ValueError(f"scale must be a finite positive number or None, got {scale!r}")
 
     def conv(
         in_channels: int,
@@ -141,17 +152,146 @@ def bcos_conv_factory(
         **overrides: Any,
     ) -> BcosConv2d:
         kw: dict[str, Any] = dict(b=b, max_out=max_out, cos_eps=cos_eps)
-        if scale_s is not None:
-            kw["scale"] = v1_scale(scale_s, in_channels // groups, kernel_size)
-        elif gamma is not None:
-            kw["scale"] = gamma
+        if scale is not None:
+            kw["scale"] = (v1_scale(scale, in_channels // groups, kernel_size)
+                           if scale_mode == "fan_in" else float(scale))
         kw.update(overrides)
         return BcosConv2d(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, **kw
         )
 
-    conv.policy = dict(b=b, max_out=max_out, scale_s=scale_s, gamma=gamma)  # type: ignore[attr-defined]
+    conv.policy = dict(b=b, max_out=max_out, scale=scale, scale_mode=scale_mode)  # type: ignore[attr-defined]
     return conv
+
+
+#: Option names of earlier bcosnet versions → today's (one vocabulary: ``b``,
+#: ``max_out``, ``scale``, ``temperature``, ``logit_bias``, ``norm``).  Each old name
+#: meant, in the one family that had it, exactly what the new one means there.
+LEGACY_OPTIONS: dict[str, str] = {
+    "s": "scale",  # fmnist_bcos: γ = s/√(k²·C_in)
+    "scale_s": "scale",  # ImageNet v1 and CIFAR ResNets: the same
+    "gamma": "scale",  # CIFAR v1 nets: a fixed γ (scale_mode "fixed")
+    "log10_temperature": "temperature",  # fmnist_bcos: T = 10 ** value
+}
+
+
+def translate_legacy_options(options: dict[str, Any], model: str = "model") -> dict[str, Any]:
+    """Rename options of earlier versions (see :data:`LEGACY_OPTIONS`), with a warning.
+
+    Checkpoints written by earlier versions store their model options; they
+    load through this.  Giving both an old and the new name is an error.
+    """
+    import warnings
+
+    out = dict(options)
+    for old, new in LEGACY_OPTIONS.items():
+        if old not in out:
+            continue
+        if new in options:
+            raise ValueError(f"{model}: give {new!r} only ({old!r} is its old name)")
+        value = out.pop(old)
+        if old == "log10_temperature":
+            value = 10.0 ** float(value)
+        warnings.warn(
+            f"{model}: option {old!r} is now {new!r}"
+            + (" (temperature = 10 ** log10_temperature)" if old == "log10_temperature" else ""),
+            FutureWarning, stacklevel=3,
+        )
+        out[new] = value
+    return out
+
+
+def check_option_names(valid: Sequence[str], given: Sequence[str], model: str) -> None:
+    """Raise a ``ValueError`` for names in ``given`` not in ``valid``, with a
+    did-you-mean and the list of valid names."""
+    unknown = [k for k in given if k not in valid]
+    if unknown:
+        hints = "".join(did_you_mean(k, sorted(valid), n=1) for k in unknown)
+        raise ValueError(
+            f"model {model!r} does not take option(s) {', '.join(map(repr, unknown))}{hints}"
+            f"; valid options: {', '.join(sorted(valid))}"
+        )
+
+
+def resolve_options(
+    defaults: dict[str, Any], options: dict[str, Any], model: str = "model"
+) -> dict[str, Any]:
+    """``defaults`` updated by ``options`` after translating old names; unknown
+    names raise a ``ValueError`` listing the valid ones (with a did-you-mean)."""
+    options = translate_legacy_options(options, model)
+    check_option_names(["num_classes", "in_channels", *defaults], list(options), model)
+    return {**defaults, **options}
+
+
+@dataclass(frozen=True)
+class BcosPolicy:
+    """What a B-cos family builder needs, resolved from a variant's options.
+
+    Attributes:
+        options: every option with its value (defaults filled in).
+        conv: the conv factory (B, MaxOut, scale).
+        norm: ``None`` (v1) or the v2 norm name.
+        temperature, logit_bias: the logit layer ``out / T + b``.
+    """
+
+    options: dict[str, Any]
+    conv: ConvFactory
+    norm: str | None
+    temperature: float
+    logit_bias: float
+
+
+def bcos_policy(
+    variant: str,
+    defaults: dict[str, Any],
+    options: dict[str, Any],
+    *,
+    name: str,
+    num_classes: int,
+    scale_mode: str = "fan_in",
+) -> BcosPolicy:
+    """Resolve ``options`` against a variant's ``defaults`` (see :func:`resolve_options`).
+
+    ``variant`` "v1": no norm, scale ``options["scale"]`` (``scale_mode``), the
+    v1 logit prior; "v2": no scale, ``options["norm"]``, ``b = −log(C − 1)``.
+    ``logit_bias`` / ``temperature`` of ``None`` take the variant's rule
+    (``defaults`` may hold ``None`` for them).
+    """
+    o = resolve_options(defaults, options, name)
+    if variant == "v1":
+        conv = bcos_conv_factory(b=o["b"], max_out=o["max_out"], scale=o.get("scale"),
+                                 scale_mode=scale_mode, cos_eps=o.get("cos_eps", 0.0))
+        norm, bias = None, v1_logit_bias(num_classes)
+    elif variant == "v2":
+        conv = bcos_conv_factory(b=o["b"], max_out=o["max_out"])
+        norm, bias = o.get("norm"), v2_logit_bias(num_classes)
+    else:
+        raise ValueError(f"variant must be 'v1' or 'v2', got {variant!r}")
+    return BcosPolicy(
+        options=o, conv=conv, norm=norm, temperature=o["temperature"],
+        logit_bias=bias if o["logit_bias"] is None else o["logit_bias"],
+    )
+
+
+def make_conv_stack(
+    policy: BcosPolicy, in_channels: int, layers: Sequence[int | tuple[int, int] | str]
+) -> tuple[nn.Sequential, int]:
+    """A plain stack of 3×3 B-cos convs (padding 1), each followed by the policy's
+    norm (if any): ``layers`` items are ``C`` (stride 1), ``(C, stride)`` or ``"M"``
+    (2×2 average pooling, the B-cos stand-in for max-pooling).  Returns the stack
+    and its output channels."""
+    mods: list[nn.Module] = []
+    c = in_channels
+    for item in layers:
+        if item == "M":
+            mods.append(nn.AvgPool2d(kernel_size=2, stride=2))
+            continue
+        out_c, stride = item if isinstance(item, tuple) else (int(item), 1)
+        mods.append(policy.conv(c, out_c, 3, stride, 1))
+        if policy.norm is not None:
+            mods.append(make_norm(policy.norm, out_c))
+        c = out_c
+    return nn.Sequential(*mods), c
 
 
 def make_norm(norm: str | None, num_features: int) -> nn.Module:
@@ -172,36 +312,10 @@ def make_norm(norm: str | None, num_features: int) -> nn.Module:
 def check_images(
     x: Tensor, *, in_channels: int, min_size: tuple[int, int], model: str = "model"
 ) -> None:
-    """Raise a clear error unless ``x`` is an ``N×in_channels×H×W`` batch with
-    ``H, W >= min_size``.  Called first in every zoo model's ``forward``."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{model} expects a torch.Tensor of images, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(
-            f"{model} expects a 4-D batch N×{in_channels}×H×W of images in [0, 1], got shape "
-            f"{tuple(x.shape)}" + (" — add a batch dimension with x.unsqueeze(0)"
-                                   if x.dim() == 3 else "")
-        )
-    c = x.shape[1]
-    if c != in_channels:
-        hint = ""
-        if c == 2 * in_channels:
-            hint = " — pass raw images in [0, 1]; the model encodes them itself"
-        elif in_channels == 1 and c == 3:
-            hint = " — convert to grey, or build the model with in_channels=3"
-        elif in_channels == 3 and c == 1:
-            hint = " — repeat the grey channel (x.expand(-1, 3, -1, -1)) or build the model " \
-                   "with in_channels=1"
-        raise ValueError(
-            f"{model} expects {in_channels}-channel images in [0, 1], got {c} channels "
-            f"(shape {tuple(x.shape)}){hint}"
-        )
-    h, w = x.shape[-2:]
-    if h < min_size[0] or w < min_size[1]:
-        raise ValueError(
-            f"{model} needs images of at least {min_size[0]}×{min_size[1]} pixels, got {h}×{w} — "
-            f"resize the images (e.g. torchvision.transforms.Resize)"
-        )
+    """Raise a clear error unless ``x`` is a floating-point ``N×in_channels×H×W``
+    batch with ``H, W >= min_size``.  Called first in every zoo model's ``forward``."""
+    check_image_batch(x, in_channels=in_channels, min_size=min_size, model=model,
+                      allow_empty=True)
 
 
 class ImageNormalize(nn.Module):

@@ -11,17 +11,16 @@ identical.  Checkpoints are data: they are read with ``weights_only=True``.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from .registry import create_model, list_models
+from .._utils.validate import did_you_mean
+from .registry import create_model
+from .weights import Weights, get_weights, load_weights, register_weights
 
 __all__ = ["V2_ARCHS", "V2_URLS", "load_bcos_v2", "convert_bcos_v2_state_dict"]
 
@@ -60,10 +59,7 @@ V2_URLS: dict[str, str] = {
     "vgg11_bnu": f"{_BASE}/vgg_11_bnu-34036029f0.pth",
 }
 
-_URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _HASH_RE = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's hash-prefix convention
-# Containers some training code wraps the weights in.
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _PREFIXES = ("", "module.", "model.", "_orig_mod.")
 
 
@@ -76,77 +72,10 @@ def _resolve_arch(arch: str) -> str:
         bcos_exp_name = k.replace("resnet", "resnet_").replace("densenet", "densenet_")
         if arch in (v, bcos_exp_name.replace("vgg", "vgg_")):
             return k
-    close = difflib.get_close_matches(arch, list(V2_ARCHS) + list(V2_ARCHS.values()), n=3)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    hint = did_you_mean(arch, list(V2_ARCHS) + list(V2_ARCHS.values()))
     raise ValueError(
-        f"unknown B-cos v2 architecture {arch!r}.{hint} Supported: {', '.join(V2_ARCHS)}"
+        f"unknown B-cos v2 architecture {arch!r}{hint}; supported: {', '.join(V2_ARCHS)}"
     )
-
-
-def _read_source(
-    source: str | os.PathLike | Mapping[str, Any] | None,
-    arch: str,
-    *,
-    check_hash: bool,
-    model_dir: str | os.PathLike | None,
-    progress: bool,
-) -> Mapping[str, Any]:
-    if source is None:
-        if arch not in V2_URLS:
-            raise ValueError(
-                f"there are no official B-cos v2 weights for {arch!r}; pass source= (a path, "
-                f"URL or state dict)"
-            )
-        source = V2_URLS[arch]
-    if isinstance(source, Mapping):
-        return source
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and not _URL_RE.match(source)):
-        path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"checkpoint file {str(path)!r} does not exist")
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # corrupt file, pickle with code objects, ...
-            raise ValueError(
-                f"could not read checkpoint {str(path)!r} as a tensor-only state dict "
-                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the file is "
-                f"corrupt or not a PyTorch state dict"
-            ) from e
-    if not isinstance(source, str):
-        raise TypeError(
-            f"source must be a path, a URL, a state dict or None, got {type(source).__name__}"
-        )
-    url = source
-    try:
-        return torch.hub.load_state_dict_from_url(
-            url,
-            model_dir=None if model_dir is None else str(model_dir),
-            map_location="cpu",
-            progress=progress,
-            check_hash=check_hash and bool(_HASH_RE.search(url.rsplit("/", 1)[-1])),
-            weights_only=True,
-        )
-    except RuntimeError as e:
-        if "invalid hash value" in str(e):
-            raise ValueError(
-                f"the file downloaded from {url} does not match the SHA-256 prefix in its name "
-                f"({e}); it is corrupt or not the expected checkpoint — retry, or check the URL"
-            ) from e
-        raise ValueError(f"could not load a state dict from {url}: {e}") from e
-    except Exception as e:  # unpickling errors, bad zip files, network errors
-        raise ValueError(
-            f"could not load a state dict from {url} ({type(e).__name__}: {e})"
-        ) from e
-
-
-def _unwrap(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    for key in _WRAPPER_KEYS:
-        inner = obj.get(key) if isinstance(obj, Mapping) else None
-        if isinstance(inner, Mapping) and inner and all(
-            isinstance(v, Tensor) for v in inner.values()
-        ):
-            return inner
-    return obj
 
 
 def convert_bcos_v2_state_dict(
@@ -159,7 +88,6 @@ def convert_bcos_v2_state_dict(
     prefix (``module.``, ``model.``) is stripped.  Raises ``ValueError`` listing
     missing keys, unexpected keys and shape mismatches.
     """
-    state_dict = _unwrap(state_dict)
     bad = [k for k, v in state_dict.items() if not isinstance(v, Tensor)]
     if bad:
         raise ValueError(f"state dict entries must be tensors; not tensors: {bad[:5]}")
@@ -251,18 +179,44 @@ def load_bcos_v2(
     """
     key = _resolve_arch(arch)
     name = V2_ARCHS[key]
-    if name not in list_models():
-        raise ValueError(f"bcosnet model {name!r} (for {key!r}) is not available in this install")
-    raw = _read_source(source, key, check_hash=check_hash, model_dir=model_dir, progress=progress)
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"the checkpoint holds a {type(raw).__name__}, not a state dict")
+    if source is None:
+        if key not in V2_URLS:
+            raise ValueError(
+                f"there are no official B-cos v2 weights for {key!r}; pass source= (a path, "
+                f"URL or state dict)"
+            )
+        source = get_weights(name, "bcos_v2_imagenet")
+    if num_classes is None and isinstance(source, Weights):
+        num_classes = source.num_classes
     model = create_model(name, num_classes=num_classes, **overrides)
     try:
-        sd = convert_bcos_v2_state_dict(raw, model.state_dict())
+        load_weights(model, source, model_name=name, check_hash=check_hash, model_dir=model_dir,
+                     progress=progress)
     except ValueError as e:
         hint = ""
         if "shape mismatch" in str(e):
             hint = " (if the checkpoint has another number of classes, pass num_classes=...)"
         raise ValueError(f"load_bcos_v2({key!r}): {e}{hint}") from e
-    model.load_state_dict(sd, strict=False)  # strictness checked above (counters optional)
     return model.eval()
+
+
+#: ImageNet top-1 (%) the B-cos v2 release reports for its weights (bcos 0.1.3,
+#: ``bcos.models.pretrained`` docstrings); not measured here.
+V2_REPORTED_TOP1: dict[str, float] = {
+    "resnet18": 68.736, "resnet34": 72.284, "resnet50": 75.882, "resnet101": 76.532,
+    "resnet152": 76.484, "densenet121": 73.612, "densenet161": 76.622,
+    "densenet169": 75.186, "densenet201": 75.480, "vgg11_bnu": 69.310,
+}
+
+for _arch, _url in V2_URLS.items():
+    register_weights(V2_ARCHS[_arch], Weights(
+        name="bcos_v2_imagenet",
+        url=_url,
+        sha256_prefix=_HASH_RE.search(_url.rsplit("/", 1)[-1]).group(1),  # type: ignore[union-attr]
+        source="B-cos v2 release v0.0.1-weights (github.com/B-cos/B-cos-v2)",
+        num_classes=1000,
+        key_format="bcos_v2",
+        transforms="Resize(256), CenterCrop(224), images in [0, 1] (no mean/std: the model "
+                   "encodes them)",
+        metrics={"imagenet_top1": V2_REPORTED_TOP1[_arch]},
+    ))

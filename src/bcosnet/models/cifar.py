@@ -31,24 +31,23 @@ Shapes: ``N×in_channels×H×W`` images in [0, 1] (native 32×32) → ``N×num_c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torchvision.models as tvm
 from torch import Tensor, nn
 
-from ..nn import AddInverse, LogitLayer
 from ._common import (
     CIFAR10_MEAN,
     CIFAR10_STD,
-    ConvFactory,
+    BcosPolicy,
     ImageNormalize,
-    bcos_conv_factory,
-    check_images,
+    bcos_policy,
     cifar_v1_scale,
     cifar_v1_temperature,
-    make_norm,
-    v1_logit_bias,
-    v2_logit_bias,
+    make_conv_stack,
+    resolve_options,
 )
+from .base import BcosClassifier
 from .registry import register_model
 from .resnet import BasicBlock, BcosResNet
 
@@ -63,13 +62,16 @@ _INPUT = (32, 32)
 _CIFAR_CLASSES = 10
 
 
-def _cifar_stats(in_channels: int) -> tuple[Sequence[float] | None, Sequence[float] | None]:
-    if in_channels == 3:
-        return CIFAR10_MEAN, CIFAR10_STD
-    return None, None
+def _cifar_normalize(
+    in_channels: int, mean: Sequence[float] | None, std: Sequence[float] | None, name: str
+) -> ImageNormalize:
+    """The twins' first step; CIFAR-10 statistics for RGB unless given."""
+    if mean is None and std is None and in_channels == 3:
+        mean, std = CIFAR10_MEAN, CIFAR10_STD
+    return ImageNormalize(in_channels, _MIN_SIZE, mean, std, model=name)
 
 
-class CifarBcosNet(nn.Module):
+class CifarBcosNet(BcosClassifier):
     """The paper's 9-layer CIFAR-10 B-cos network (optionally with v2 norms).
 
     Modules: ``encoding`` (AddInverse), ``features`` (convs, each followed by a
@@ -82,38 +84,14 @@ class CifarBcosNet(nn.Module):
         num_classes: int = 10,
         in_channels: int = 3,
         *,
-        conv: ConvFactory,
-        norm: str | None = None,
-        temperature: float = 1.0,
-        logit_bias: float = 0.0,
+        policy: BcosPolicy,
         layers: Sequence[tuple[int, int]] = CIFAR_BCOS_LAYERS,
         name: str = "cifar_bcos",
     ) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.min_size = _MIN_SIZE
-        self.model_name = name
-        self.num_classes = num_classes
-        self.encoding = AddInverse(in_channels)
-        mods: list[nn.Module] = []
-        c = 2 * in_channels
-        for out_c, stride in layers:
-            mods.append(conv(c, out_c, 3, stride, 1))
-            if norm is not None:
-                mods.append(make_norm(norm, out_c))
-            c = out_c
-        self.features = nn.Sequential(*mods)
-        self.classifier = conv(c, num_classes, 1)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.logit_layer = LogitLayer(temperature=temperature, bias=logit_bias)
-        self.last_feature_layer = "features"
-
-    def forward(self, x: Tensor) -> Tensor:
-        check_images(x, in_channels=self.in_channels, min_size=self.min_size,  # type: ignore[arg-type]
-                     model=self.model_name)
-        x = self.features(self.encoding(x))
-        x = self.avgpool(self.classifier(x)).flatten(1)
-        return self.logit_layer(x)
+        super().__init__(num_classes=num_classes, in_channels=in_channels, min_size=_MIN_SIZE,
+                         name=name)
+        self.features, c = make_conv_stack(policy, 2 * in_channels, layers)
+        self._set_head(policy.conv(c, num_classes, 1), policy.temperature, policy.logit_bias)
 
 
 class StandardCifarNet(nn.Module):
@@ -129,9 +107,7 @@ class StandardCifarNet(nn.Module):
         name: str = "standard_cifar_bcos",
     ) -> None:
         super().__init__()
-        if mean is None and std is None:
-            mean, std = _cifar_stats(in_channels)
-        self.normalize = ImageNormalize(in_channels, _MIN_SIZE, mean, std, model=name)
+        self.normalize = _cifar_normalize(in_channels, mean, std, name)
         self.in_channels = in_channels
         mods: list[nn.Module] = []
         c = in_channels
@@ -167,9 +143,7 @@ class StandardCifarResNet(nn.Module):
         name: str = "standard_cifar_resnet",
     ) -> None:
         super().__init__()
-        if mean is None and std is None:
-            mean, std = _cifar_stats(in_channels)
-        self.normalize = ImageNormalize(in_channels, _MIN_SIZE, mean, std, model=name)
+        self.normalize = _cifar_normalize(in_channels, mean, std, name)
         self.in_channels = in_channels
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
@@ -210,121 +184,111 @@ _COMMON = dict(
 )
 
 
-@register_model(kind="bcos", **_COMMON)
-def cifar_bcos(
-    num_classes: int = _CIFAR_CLASSES,
-    in_channels: int = 3,
-    b: float = 2.0,
-    max_out: int = 2,
-    gamma: float | None = None,
-    temperature: float | None = None,
-    logit_bias: float | None = None,
-    cos_eps: float = 0.0,
-) -> CifarBcosNet:
-    """The paper's 9-layer CIFAR-10 B-cos network (v1).
-
-    ``gamma`` defaults to ``10**(1.5·b − 1.75)``, ``temperature`` to the paper's
-    value for ``b``, ``logit_bias`` to ``log(0.1/0.9)`` (10 classes).
-    """
-    conv = bcos_conv_factory(
-        b=b, max_out=max_out, gamma=cifar_v1_scale(b) if gamma is None else gamma, cos_eps=cos_eps
-    )
-    return CifarBcosNet(
-        num_classes, in_channels, conv=conv, norm=None,
-        temperature=cifar_v1_temperature(b) if temperature is None else temperature,
-        logit_bias=v1_logit_bias(num_classes) if logit_bias is None else logit_bias,
-        name="cifar_bcos",
-    )
-
-
-@register_model(kind="bcos_v2", **_COMMON)
-def cifar_bcos_v2(
-    num_classes: int = _CIFAR_CLASSES,
-    in_channels: int = 3,
-    b: float = 2.0,
-    max_out: int = 1,
-    norm: str | None = "bnu",
-    temperature: float = 1.0,
-    logit_bias: float | None = None,
-) -> CifarBcosNet:
-    """The 9-layer CIFAR network, v2 style (uncentred BN, no scale, ``b = −log(C−1)``)."""
-    return CifarBcosNet(
-        num_classes, in_channels, conv=bcos_conv_factory(b=b, max_out=max_out), norm=norm,
-        temperature=temperature,
-        logit_bias=v2_logit_bias(num_classes) if logit_bias is None else logit_bias,
-        name="cifar_bcos_v2",
-    )
-
-
-@register_model(kind="standard", **_COMMON)
-def standard_cifar_bcos(
-    num_classes: int = _CIFAR_CLASSES,
-    in_channels: int = 3,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> StandardCifarNet:
-    """Conventional twin of ``cifar_bcos`` (conv–BN–ReLU, biases in the classifier)."""
-    return StandardCifarNet(num_classes, in_channels, mean, std, name="standard_cifar_bcos")
-
-
+#: Default options.  cifar_bcos v1: ``scale=None`` → the fixed γ = 10**(1.5·B − 1.75)
+#: and ``temperature=None`` → the paper's T for B (supplement C.1.1); the logit bias
+#: log(0.1/0.9) for 10 classes.  CIFAR ResNets v1: MaxOut 2, γ = s/√(k²·C_in) with
+#: s = 25 and T = 1 (not from the paper; see the module docstring).
+CIFAR_BCOS_V1_OPTIONS: dict[str, Any] = dict(
+    b=2.0, max_out=2, scale=None, temperature=None, logit_bias=None, cos_eps=0.0
+)
+CIFAR_RESNET_V1_OPTIONS: dict[str, Any] = dict(
+    b=2.0, max_out=2, scale=25.0, temperature=1.0, logit_bias=None, cos_eps=0.0
+)
+V2_OPTIONS: dict[str, Any] = dict(b=2.0, max_out=1, norm="bnu", temperature=1.0,
+                                  logit_bias=None)
+STANDARD_OPTIONS: dict[str, Any] = dict(mean=None, std=None)
 _CIFAR_RESNETS = {20: 3, 56: 9}
-#: v1-style scale s of the CIFAR ResNets (not from the paper; see the module docstring).
-CIFAR_RESNET_V1_SCALE_S = 25.0
 
 
-def _register_cifar_resnet(depth: int) -> None:
+def _create_cifar_bcos(
+    variant: str, num_classes: int = _CIFAR_CLASSES, in_channels: int = 3, **options: Any
+) -> nn.Module:
+    """The 9-layer CIFAR net of ``variant`` ("v1", "v2" or "standard")."""
+    name = {"v1": "cifar_bcos", "v2": "cifar_bcos_v2", "standard": "standard_cifar_bcos"}[variant]
+    if variant == "standard":
+        o = resolve_options(STANDARD_OPTIONS, options, name)
+        return StandardCifarNet(num_classes, in_channels, o["mean"], o["std"], name=name)
+    if variant == "v1":
+        o = resolve_options(CIFAR_BCOS_V1_OPTIONS, options, name)
+        if o["scale"] is None:
+            o["scale"] = cifar_v1_scale(o["b"])
+        if o["temperature"] is None:
+            o["temperature"] = cifar_v1_temperature(o["b"])
+        p = bcos_policy("v1", o, {}, name=name, num_classes=num_classes, scale_mode="fixed")
+    else:
+        p = bcos_policy("v2", V2_OPTIONS, options, name=name, num_classes=num_classes)
+    return CifarBcosNet(num_classes, in_channels, policy=p, name=name)
+
+
+def _create_cifar_resnet(
+    depth: int, variant: str, num_classes: int = _CIFAR_CLASSES, in_channels: int = 3,
+    **options: Any,
+) -> nn.Module:
+    """CIFAR ResNet-``depth`` of ``variant`` ("v1", "v2" or "standard")."""
     layers = [_CIFAR_RESNETS[depth]] * 3
-
-    def v1(
-        num_classes: int = _CIFAR_CLASSES,
-        in_channels: int = 3,
-        b: float = 2.0,
-        max_out: int = 2,
-        scale_s: float | None = CIFAR_RESNET_V1_SCALE_S,
-        temperature: float = 1.0,
-        logit_bias: float | None = None,
-        cos_eps: float = 0.0,
-    ) -> BcosResNet:
-        conv = bcos_conv_factory(b=b, max_out=max_out, scale_s=scale_s, cos_eps=cos_eps)
-        return BcosResNet(
-            BasicBlock, layers, num_classes, in_channels, conv=conv, norm=None,
-            temperature=temperature,
-            logit_bias=v1_logit_bias(num_classes) if logit_bias is None else logit_bias,
-            inplanes=16, small_inputs=True, min_size=_MIN_SIZE, name=f"cifar_resnet{depth}",
-        )
-
-    def v2(
-        num_classes: int = _CIFAR_CLASSES,
-        in_channels: int = 3,
-        b: float = 2.0,
-        max_out: int = 1,
-        norm: str | None = "bnu",
-        temperature: float = 1.0,
-        logit_bias: float | None = None,
-    ) -> BcosResNet:
-        return BcosResNet(
-            BasicBlock, layers, num_classes, in_channels,
-            conv=bcos_conv_factory(b=b, max_out=max_out), norm=norm, temperature=temperature,
-            logit_bias=v2_logit_bias(num_classes) if logit_bias is None else logit_bias,
-            inplanes=16, small_inputs=True, min_size=_MIN_SIZE, name=f"cifar_resnet{depth}_v2",
-        )
-
-    def standard(
-        num_classes: int = _CIFAR_CLASSES,
-        in_channels: int = 3,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ) -> StandardCifarResNet:
-        return StandardCifarResNet(layers, num_classes, in_channels, mean, std,
-                                   name=f"standard_cifar_resnet{depth}")
-
-    v1.__doc__ = f"B-cos CIFAR ResNet-{depth}, v1 style (MaxOut 2, s = 25, T = 1)."
-    v2.__doc__ = f"B-cos CIFAR ResNet-{depth}, v2 style (uncentred BN, B = 2)."
-    standard.__doc__ = f"Conventional CIFAR ResNet-{depth} taking images in [0, 1]."
-    register_model(f"cifar_resnet{depth}", kind="bcos", **_COMMON)(v1)
-    register_model(f"cifar_resnet{depth}_v2", kind="bcos_v2", **_COMMON)(v2)
-    register_model(f"standard_cifar_resnet{depth}", kind="standard", **_COMMON)(standard)
+    name = {"v1": f"cifar_resnet{depth}", "v2": f"cifar_resnet{depth}_v2",
+            "standard": f"standard_cifar_resnet{depth}"}[variant]
+    if variant == "standard":
+        o = resolve_options(STANDARD_OPTIONS, options, name)
+        return StandardCifarResNet(layers, num_classes, in_channels, o["mean"], o["std"],
+                                   name=name)
+    p = bcos_policy(variant, CIFAR_RESNET_V1_OPTIONS if variant == "v1" else V2_OPTIONS,
+                    options, name=name, num_classes=num_classes)
+    return BcosResNet(
+        BasicBlock, layers, num_classes, in_channels, policy=p, inplanes=16, small_inputs=True,
+        min_size=_MIN_SIZE, name=name,
+    )
 
 
-for _depth in _CIFAR_RESNETS:
-    _register_cifar_resnet(_depth)
+@register_model(kind="bcos", options=CIFAR_BCOS_V1_OPTIONS, **_COMMON)
+def cifar_bcos(**kw: Any) -> CifarBcosNet:
+    """The paper's 9-layer CIFAR-10 B-cos network (v1); see the module docstring."""
+    return _create_cifar_bcos("v1", **kw)
+
+
+@register_model(kind="bcos_v2", options=V2_OPTIONS, **_COMMON)
+def cifar_bcos_v2(**kw: Any) -> CifarBcosNet:
+    """The 9-layer CIFAR network, v2 style (uncentred BN, no scale, ``b = −log(C−1)``)."""
+    return _create_cifar_bcos("v2", **kw)
+
+
+@register_model(kind="standard", options=STANDARD_OPTIONS, **_COMMON)
+def standard_cifar_bcos(**kw: Any) -> StandardCifarNet:
+    """Conventional twin of ``cifar_bcos`` (conv–BN–ReLU, biases in the classifier)."""
+    return _create_cifar_bcos("standard", **kw)
+
+
+@register_model(kind="bcos", options=CIFAR_RESNET_V1_OPTIONS, **_COMMON)
+def cifar_resnet20(**kw: Any) -> BcosResNet:
+    """B-cos CIFAR ResNet-20, v1 style (MaxOut 2, s = 25, T = 1)."""
+    return _create_cifar_resnet(20, "v1", **kw)
+
+
+@register_model(kind="bcos", options=CIFAR_RESNET_V1_OPTIONS, **_COMMON)
+def cifar_resnet56(**kw: Any) -> BcosResNet:
+    """B-cos CIFAR ResNet-56, v1 style (MaxOut 2, s = 25, T = 1)."""
+    return _create_cifar_resnet(56, "v1", **kw)
+
+
+@register_model(kind="bcos_v2", options=V2_OPTIONS, **_COMMON)
+def cifar_resnet20_v2(**kw: Any) -> BcosResNet:
+    """B-cos CIFAR ResNet-20, v2 style (uncentred BN, B = 2)."""
+    return _create_cifar_resnet(20, "v2", **kw)
+
+
+@register_model(kind="bcos_v2", options=V2_OPTIONS, **_COMMON)
+def cifar_resnet56_v2(**kw: Any) -> BcosResNet:
+    """B-cos CIFAR ResNet-56, v2 style (uncentred BN, B = 2)."""
+    return _create_cifar_resnet(56, "v2", **kw)
+
+
+@register_model(kind="standard", options=STANDARD_OPTIONS, **_COMMON)
+def standard_cifar_resnet20(**kw: Any) -> StandardCifarResNet:
+    """Conventional CIFAR ResNet-20 taking images in [0, 1]."""
+    return _create_cifar_resnet(20, "standard", **kw)
+
+
+@register_model(kind="standard", options=STANDARD_OPTIONS, **_COMMON)
+def standard_cifar_resnet56(**kw: Any) -> StandardCifarResNet:
+    """Conventional CIFAR ResNet-56 taking images in [0, 1]."""
+    return _create_cifar_resnet(56, "standard", **kw)

@@ -33,21 +33,21 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torchvision.models as tvm
 from torch import Tensor, nn
 
-from ..nn import AddInverse, LogitLayer
 from ._common import (
+    BcosPolicy,
     ConvFactory,
     ImageNormalize,
-    bcos_conv_factory,
-    check_images,
+    bcos_policy,
     make_norm,
-    v1_logit_bias,
-    v2_logit_bias,
+    resolve_options,
 )
+from .base import BcosClassifier
 from .registry import register_model
 
 __all__ = ["BcosDenseNet", "StandardDenseNet", "DENSENET_CONFIGS", "DENSENET_MIN_SIZE"]
@@ -64,10 +64,21 @@ DENSENET_CONFIGS: dict[str, tuple[int, tuple[int, ...], int]] = {
 #: conv0 (7/2, pad 3) → pool0 (3/2, pad 1) → three 2×2/2 average pools.
 DENSENET_MIN_SIZE = (29, 29)
 
-#: v1 ImageNet constants (supplement C.1.2, Fig. B3).
-V1_DENSENET_SCALE_S = 100.0
-V1_DENSENET_TEMPERATURE = 1e-3  # log10 T = −3
-V1_MAX_OUT = 2
+#: Default options: v1 ImageNet constants (supplement C.1.2, Fig. B3: s = 100,
+#: log10 T = −3, MaxOut 2) and v2 (uncentred BN, no MaxOut/scale, T = 1); the
+#: architecture options (growth rate, blocks, stem width) come from DENSENET_CONFIGS.
+V1_OPTIONS: dict[str, Any] = dict(
+    b=2.0, max_out=2, scale=100.0, temperature=1e-3, logit_bias=None, cos_eps=0.0, bn_size=4
+)
+V2_OPTIONS: dict[str, Any] = dict(
+    b=2.0, max_out=1, norm="bnu", temperature=1.0, logit_bias=None, bn_size=4
+)
+STANDARD_OPTIONS: dict[str, Any] = dict(mean=None, std=None, drop_rate=0.0)
+
+
+def _arch_options(arch: str) -> dict[str, Any]:
+    g, blocks, f0 = DENSENET_CONFIGS[arch]
+    return dict(growth_rate=g, block_config=blocks, num_init_features=f0)
 
 
 class _DenseLayer(nn.Module):
@@ -114,7 +125,7 @@ class _DenseBlock(nn.ModuleDict):
         return torch.cat(features, 1)
 
 
-class BcosDenseNet(nn.Module):
+class BcosDenseNet(BcosClassifier):
     """B-cos DenseNet-BC for N×in_channels×H×W images in [0, 1] (H, W ≥ 29).
 
     Args:
@@ -124,10 +135,8 @@ class BcosDenseNet(nn.Module):
         bn_size: bottleneck width factor (the 1×1 conv outputs ``bn_size·g``).
         num_classes: K.
         in_channels: raw image channels (the encoding doubles them).
-        conv: B-cos conv factory (:func:`~bcosnet.models._common.bcos_conv_factory`);
-            it sets B, MaxOut and the v1 scale of every conv (classifier included).
-        norm: ``None`` (v1) or ``"bnu"`` (v2 bias-free uncentred batch norm).
-        temperature, logit_bias: the logit layer ``out / T + b``.
+        policy: the layers' policy (:func:`~bcosnet.models._common.bcos_policy`): conv factory
+            (B, MaxOut, scale), norm (``None`` v1, ``"bnu"`` v2), temperature and logit bias.
         min_size: smallest accepted (H, W).
         name: model name used in error messages.
 
@@ -147,14 +156,10 @@ class BcosDenseNet(nn.Module):
         num_classes: int = 1000,
         in_channels: int = 3,
         *,
-        conv: ConvFactory,
-        norm: str | None = None,
-        temperature: float = 1.0,
-        logit_bias: float = 0.0,
+        policy: BcosPolicy,
         min_size: tuple[int, int] = DENSENET_MIN_SIZE,
         name: str = "densenet",
     ) -> None:
-        super().__init__()
         for nm, v in (
             ("growth_rate", growth_rate), ("num_init_features", num_init_features),
             ("bn_size", bn_size), ("num_classes", num_classes), ("in_channels", in_channels),
@@ -167,11 +172,9 @@ class BcosDenseNet(nn.Module):
             raise ValueError(
                 f"block_config must be a non-empty sequence of positive ints, got {block_config!r}"
             )
-        self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.min_size = tuple(min_size)
-        self.model_name = name
-        self.encoding = AddInverse(in_channels)
+        super().__init__(num_classes=num_classes, in_channels=in_channels, min_size=min_size,
+                         name=name)
+        conv, norm = policy.conv, policy.norm
         self.features = nn.Sequential(OrderedDict([
             ("conv0", conv(2 * in_channels, num_init_features, 7, 2, 3)),
             ("norm0", make_norm(norm, num_init_features)),
@@ -194,23 +197,7 @@ class BcosDenseNet(nn.Module):
         self.features.add_module("norm5", make_norm(norm, c))
         self.num_features = c
         # The classifier is a 1×1 B-cos conv applied at every location, pooled afterwards.
-        self.classifier = conv(c, num_classes, 1)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.logit_layer = LogitLayer(temperature=temperature, bias=logit_bias)
-        #: the module whose output is the last feature map (e.g. for Grad-CAM).
-        self.last_feature_layer = "features"
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Encoded input ``N×2C×H×W`` → last feature map ``N×num_features×H/32×W/32``."""
-        return self.features(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """N×in_channels×H×W images in [0, 1] → N×K logits."""
-        check_images(x, in_channels=self.in_channels, min_size=self.min_size,  # type: ignore[arg-type]
-                     model=self.model_name)
-        x = self.forward_features(self.encoding(x))
-        x = self.avgpool(self.classifier(x)).flatten(1)
-        return self.logit_layer(x)
+        self._set_head(conv(c, num_classes, 1), policy.temperature, policy.logit_bias)
 
 
 class StandardDenseNet(tvm.DenseNet):
@@ -250,77 +237,111 @@ class StandardDenseNet(tvm.DenseNet):
 
 
 # ----------------------------------------------------------------------------- registry
-def _register_arch(arch: str) -> None:
-    g0, blocks0, f0 = DENSENET_CONFIGS[arch]
+_COMMON = dict(family="densenet", input_size=(224, 224), min_size=DENSENET_MIN_SIZE)
 
-    def v1(
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        growth_rate: int = g0,
-        block_config: Sequence[int] = blocks0,
-        num_init_features: int = f0,
-        bn_size: int = 4,
-        b: float = 2.0,
-        max_out: int = V1_MAX_OUT,
-        scale_s: float | None = V1_DENSENET_SCALE_S,
-        temperature: float = V1_DENSENET_TEMPERATURE,
-        logit_bias: float | None = None,
-        cos_eps: float = 0.0,
-    ) -> BcosDenseNet:
-        conv = bcos_conv_factory(b=b, max_out=max_out, scale_s=scale_s, cos_eps=cos_eps)
-        return BcosDenseNet(
-            growth_rate, block_config, num_init_features, bn_size, num_classes, in_channels,
-            conv=conv, norm=None, temperature=temperature,
-            logit_bias=v1_logit_bias(num_classes) if logit_bias is None else logit_bias,
-            name=arch,
-        )
 
-    def v2(
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        growth_rate: int = g0,
-        block_config: Sequence[int] = blocks0,
-        num_init_features: int = f0,
-        bn_size: int = 4,
-        b: float = 2.0,
-        max_out: int = 1,
-        norm: str | None = "bnu",
-        temperature: float = 1.0,
-        logit_bias: float | None = None,
-    ) -> BcosDenseNet:
-        conv = bcos_conv_factory(b=b, max_out=max_out)
-        return BcosDenseNet(
-            growth_rate, block_config, num_init_features, bn_size, num_classes, in_channels,
-            conv=conv, norm=norm, temperature=temperature,
-            logit_bias=v2_logit_bias(num_classes) if logit_bias is None else logit_bias,
-            name=f"{arch}_v2",
-        )
+def _v1(arch: str) -> dict[str, Any]:
+    return {**_arch_options(arch), **V1_OPTIONS}
 
-    def standard(
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        growth_rate: int = g0,
-        block_config: Sequence[int] = blocks0,
-        num_init_features: int = f0,
-        drop_rate: float = 0.0,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ) -> StandardDenseNet:
+
+def _v2(arch: str) -> dict[str, Any]:
+    return {**_arch_options(arch), **V2_OPTIONS}
+
+
+def _standard(arch: str) -> dict[str, Any]:
+    return {**_arch_options(arch), **STANDARD_OPTIONS}
+
+
+def _create(
+    arch: str, variant: str, num_classes: int = 1000, in_channels: int = 3, **options: Any
+) -> nn.Module:
+    """Build ``arch`` (a DENSENET_CONFIGS key) of ``variant`` ("v1", "v2", "standard")."""
+    name = {"v1": arch, "v2": f"{arch}_v2", "standard": f"standard_{arch}"}[variant]
+    if variant == "standard":
+        o = resolve_options(_standard(arch), options, name)
         return StandardDenseNet(
-            growth_rate, block_config, num_init_features, num_classes, in_channels, mean, std,
-            drop_rate=drop_rate, name=f"standard_{arch}",
+            o["growth_rate"], o["block_config"], o["num_init_features"], num_classes,
+            in_channels, o["mean"], o["std"], drop_rate=o["drop_rate"], name=name,
         )
-
-    depth = arch.removeprefix("densenet")
-    v1.__doc__ = (f"B-cos DenseNet-{depth}, v1 (paper) style: no norms, MaxOut 2, s = 100, "
-                  "log10 T = −3; see the module docstring.")
-    v2.__doc__ = f"B-cos DenseNet-{depth}, v2 style (uncentred BN, B = 2, no MaxOut)."
-    standard.__doc__ = f"torchvision's DenseNet-{depth} taking images in [0, 1]."
-    common = dict(family="densenet", input_size=(224, 224), min_size=DENSENET_MIN_SIZE)
-    register_model(arch, kind="bcos", **common)(v1)
-    register_model(f"{arch}_v2", kind="bcos_v2", **common)(v2)
-    register_model(f"standard_{arch}", kind="standard", **common)(standard)
+    defaults = _v1(arch) if variant == "v1" else _v2(arch)
+    p = bcos_policy(variant, defaults, options, name=name, num_classes=num_classes)
+    o = p.options
+    return BcosDenseNet(
+        o["growth_rate"], o["block_config"], o["num_init_features"], o["bn_size"], num_classes,
+        in_channels, policy=p, name=name,
+    )
 
 
-for _arch in DENSENET_CONFIGS:
-    _register_arch(_arch)
+# The paper's (v1) B-cos DenseNets: no norms, MaxOut 2, s = 100, log10 T = −3.
+@register_model(kind="bcos", options=_v1("densenet121"), **_COMMON)
+def densenet121(**kw: Any) -> BcosDenseNet:
+    """B-cos DenseNet-121, v1 (paper) style; see the module docstring."""
+    return _create("densenet121", "v1", **kw)
+
+
+@register_model(kind="bcos", options=_v1("densenet161"), **_COMMON)
+def densenet161(**kw: Any) -> BcosDenseNet:
+    """B-cos DenseNet-161, v1 (paper) style."""
+    return _create("densenet161", "v1", **kw)
+
+
+@register_model(kind="bcos", options=_v1("densenet169"), **_COMMON)
+def densenet169(**kw: Any) -> BcosDenseNet:
+    """B-cos DenseNet-169, v1 (paper) style."""
+    return _create("densenet169", "v1", **kw)
+
+
+@register_model(kind="bcos", options=_v1("densenet201"), **_COMMON)
+def densenet201(**kw: Any) -> BcosDenseNet:
+    """B-cos DenseNet-201, v1 (paper) style."""
+    return _create("densenet201", "v1", **kw)
+
+
+# B-cos v2 DenseNets (uncentred BN, B = 2, no MaxOut).
+@register_model(kind="bcos_v2", options=_v2("densenet121"), **_COMMON)
+def densenet121_v2(**kw: Any) -> BcosDenseNet:
+    """B-cos DenseNet-121, v2 style."""
+    return _create("densenet121", "v2", **kw)
+
+
+@register_model(kind="bcos_v2", options=_v2("densenet161"), **_COMMON)
+def densenet161_v2(**kw: Any) -> BcosDenseNet:
+    """B-cos DenseNet-161, v2 style."""
+    return _create("densenet161", "v2", **kw)
+
+
+@register_model(kind="bcos_v2", options=_v2("densenet169"), **_COMMON)
+def densenet169_v2(**kw: Any) -> BcosDenseNet:
+    """B-cos DenseNet-169, v2 style."""
+    return _create("densenet169", "v2", **kw)
+
+
+@register_model(kind="bcos_v2", options=_v2("densenet201"), **_COMMON)
+def densenet201_v2(**kw: Any) -> BcosDenseNet:
+    """B-cos DenseNet-201, v2 style."""
+    return _create("densenet201", "v2", **kw)
+
+
+# Conventional twins: torchvision's DenseNets taking images in [0, 1].
+@register_model(kind="standard", options=_standard("densenet121"), **_COMMON)
+def standard_densenet121(**kw: Any) -> StandardDenseNet:
+    """torchvision's DenseNet-121 taking images in [0, 1]."""
+    return _create("densenet121", "standard", **kw)
+
+
+@register_model(kind="standard", options=_standard("densenet161"), **_COMMON)
+def standard_densenet161(**kw: Any) -> StandardDenseNet:
+    """torchvision's DenseNet-161 taking images in [0, 1]."""
+    return _create("densenet161", "standard", **kw)
+
+
+@register_model(kind="standard", options=_standard("densenet169"), **_COMMON)
+def standard_densenet169(**kw: Any) -> StandardDenseNet:
+    """torchvision's DenseNet-169 taking images in [0, 1]."""
+    return _create("densenet169", "standard", **kw)
+
+
+@register_model(kind="standard", options=_standard("densenet201"), **_COMMON)
+def standard_densenet201(**kw: Any) -> StandardDenseNet:
+    """torchvision's DenseNet-201 taking images in [0, 1]."""
+    return _create("densenet201", "standard", **kw)

@@ -24,13 +24,14 @@ at least 299×299 images in training; without it (eval, or ``aux_logits=False``)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torchvision.models as tvm
 from torch import Tensor, nn
 
-from ..nn import AddInverse, LogitLayer
-from ._common import ConvFactory, ImageNormalize, bcos_conv_factory, check_images, v1_logit_bias
+from ._common import BcosPolicy, ConvFactory, ImageNormalize, bcos_policy, resolve_options
+from .base import BcosClassifier
 from .registry import register_model
 
 __all__ = [
@@ -183,16 +184,15 @@ class InceptionAux(nn.Module):
         return self.fc(x).mean((2, 3))
 
 
-class BcosInception3(nn.Module):
+class BcosInception3(BcosClassifier):
     """B-cos Inception-v3 for N×in_channels×H×W images in [0, 1] (native 299×299).
 
     Args:
         num_classes: K.
         in_channels: raw image channels (the encoding doubles them).
-        conv: B-cos conv factory (:func:`~bcosnet.models._common.bcos_conv_factory`);
-            it sets B, MaxOut and the v1 scale of every conv (classifiers included).
+        policy: the layers' policy (:func:`~bcosnet.models._common.bcos_policy`): conv factory
+            (B, MaxOut, scale), norm (``None`` v1, ``"bnu"`` v2), temperature and logit bias.
         aux_logits: build the auxiliary head (used in training mode only).
-        temperature, logit_bias: the logit layer ``out / T + b``.
         name: model name used in error messages.
 
     Output: N×K logits in eval mode (or without the auxiliary head), else
@@ -200,27 +200,25 @@ class BcosInception3(nn.Module):
     ``Inception3`` (each ``BasicConv2d`` is a single B-cos conv).
     """
 
+    classifier_name = "fc"
+    last_feature_layer = "Mixed_7c"
+
     def __init__(
         self,
         num_classes: int = 1000,
         in_channels: int = 3,
         *,
-        conv: ConvFactory,
+        policy: BcosPolicy,
         aux_logits: bool = True,
-        temperature: float = 1.0,
-        logit_bias: float = 0.0,
         name: str = "inception_v3",
     ) -> None:
-        super().__init__()
         for nm, v in (("num_classes", num_classes), ("in_channels", in_channels)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{nm} must be a positive int, got {v!r}")
-        self.in_channels = in_channels
-        self.num_classes = num_classes
+        super().__init__(num_classes=num_classes, in_channels=in_channels,
+                         min_size=INCEPTION_MIN_SIZE, name=name)
         self.aux_logits = bool(aux_logits)
-        self.min_size = INCEPTION_MIN_SIZE
-        self.model_name = name
-        self.encoding = AddInverse(in_channels)
+        conv = policy.conv
         self.Conv2d_1a_3x3 = conv(2 * in_channels, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = conv(32, 32, 3)
         self.Conv2d_2b_3x3 = conv(32, 64, 3, padding=1)
@@ -241,33 +239,32 @@ class BcosInception3(nn.Module):
         self.Mixed_7b = InceptionE(1280, conv)
         self.Mixed_7c = InceptionE(2048, conv)
         # The classifier is a 1×1 B-cos conv applied at every location, pooled afterwards.
-        self.fc = conv(2048, num_classes, 1)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.logit_layer = LogitLayer(temperature=temperature, bias=logit_bias)
-        #: the module whose output is the last feature map (e.g. for Grad-CAM).
-        self.last_feature_layer = "Mixed_7c"
+        self._set_head(conv(2048, num_classes, 1), policy.temperature, policy.logit_bias)
 
     def _uses_aux(self) -> bool:
         return self.training and self.AuxLogits is not None
 
-    def forward(self, x: Tensor) -> Tensor | InceptionOutputs:
-        """Images in [0, 1] → N×K logits (eval) or ``InceptionOutputs`` (training)."""
-        check_images(x, in_channels=self.in_channels, min_size=self.min_size,  # type: ignore[arg-type]
-                     model=self.model_name)
-        if self._uses_aux():
-            _check_aux_input(x, self.model_name)
-        x = self.encoding(x)
+    def _stem_to_6e(self, x: Tensor) -> Tensor:
         for m in (self.Conv2d_1a_3x3, self.Conv2d_2a_3x3, self.Conv2d_2b_3x3, self.avgpool1,
                   self.Conv2d_3b_1x1, self.Conv2d_4a_3x3, self.avgpool2, self.Mixed_5b,
                   self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
                   self.Mixed_6d, self.Mixed_6e):
             x = m(x)
-        aux = self.AuxLogits(x) if self._uses_aux() else None
-        x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))
-        logits = self.logit_layer(self.avgpool(self.fc(x)).flatten(1))
-        if aux is not None:
-            return InceptionOutputs(logits, self.logit_layer(aux))
-        return logits
+        return x
+
+    def forward_body(self, x: Tensor) -> Tensor:
+        return self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(self._stem_to_6e(x))))
+
+    def forward(self, x: Tensor) -> Tensor | InceptionOutputs:
+        """Images in [0, 1] → N×K logits (eval) or ``InceptionOutputs`` (training)."""
+        if not self._uses_aux():
+            return super().forward(x)
+        self.check_input(x)
+        _check_aux_input(x, self.model_name)
+        x = self._stem_to_6e(self.encoding(x))
+        aux = self.AuxLogits(x)
+        logits = self.forward_head(self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x))))
+        return InceptionOutputs(logits, self.logit_layer(aux))
 
 
 class StandardInception3(tvm.Inception3):
@@ -312,43 +309,30 @@ class StandardInception3(tvm.Inception3):
 
 
 # ----------------------------------------------------------------------------- registry
-#: v1 ImageNet constants (supplement C.1.2).
-V1_INCEPTION_SCALE_S = 200.0
-V1_INCEPTION_TEMPERATURE = 1.0  # log10 T = 0
-V1_MAX_OUT = 2
-
+#: Default options: v1 ImageNet constants (supplement C.1.2: s = 200, log10 T = 0,
+#: MaxOut 2); ``logit_bias=None``: log(0.01/0.99) for 1000 classes.
+V1_OPTIONS: dict[str, Any] = dict(
+    aux_logits=True, b=2.0, max_out=2, scale=200.0, temperature=1.0, logit_bias=None,
+    cos_eps=0.0,
+)
+STANDARD_OPTIONS: dict[str, Any] = dict(aux_logits=True, mean=None, std=None, dropout=0.5)
 _COMMON = dict(family="inception", input_size=(299, 299), min_size=INCEPTION_MIN_SIZE)
 
 
-@register_model(kind="bcos", **_COMMON)
-def inception_v3(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    aux_logits: bool = True,
-    b: float = 2.0,
-    max_out: int = V1_MAX_OUT,
-    scale_s: float | None = V1_INCEPTION_SCALE_S,
-    temperature: float = V1_INCEPTION_TEMPERATURE,
-    logit_bias: float | None = None,
-    cos_eps: float = 0.0,
-) -> BcosInception3:
-    """B-cos Inception-v3 (v1): MaxOut 2, s = 200, log10 T = 0, auxiliary head;
-    ``logit_bias`` None: ``log(0.01/0.99)`` for 1000 classes (``v1_logit_bias``)."""
-    conv = bcos_conv_factory(b=b, max_out=max_out, scale_s=scale_s, cos_eps=cos_eps)
+@register_model(kind="bcos", options=V1_OPTIONS, **_COMMON)
+def inception_v3(num_classes: int = 1000, in_channels: int = 3, **kw: Any) -> BcosInception3:
+    """B-cos Inception-v3 (v1): MaxOut 2, s = 200, log10 T = 0, auxiliary head."""
+    p = bcos_policy("v1", V1_OPTIONS, kw, name="inception_v3", num_classes=num_classes)
     return BcosInception3(
-        num_classes, in_channels, conv=conv, aux_logits=aux_logits, temperature=temperature,
-        logit_bias=v1_logit_bias(num_classes) if logit_bias is None else logit_bias,
+        num_classes, in_channels, policy=p, aux_logits=p.options["aux_logits"],
     )
 
 
-@register_model(kind="standard", **_COMMON)
+@register_model(kind="standard", options=STANDARD_OPTIONS, **_COMMON)
 def standard_inception_v3(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    aux_logits: bool = True,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    dropout: float = 0.5,
+    num_classes: int = 1000, in_channels: int = 3, **kw: Any
 ) -> StandardInception3:
     """torchvision's Inception-v3 taking images in [0, 1] (normalised inside)."""
-    return StandardInception3(num_classes, in_channels, aux_logits, mean, std, dropout)
+    o = resolve_options(STANDARD_OPTIONS, kw, "standard_inception_v3")
+    return StandardInception3(num_classes, in_channels, o["aux_logits"], o["mean"], o["std"],
+                              o["dropout"])

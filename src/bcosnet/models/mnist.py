@@ -12,8 +12,8 @@ ReLU; MaxOut and the B-cos alignment are the only non-linearities)::
     BcosConv1×1(4w→K)  (the classifier, applied per location)
     global average pool → LogitLayer(T, b)
 
-Every conv uses MaxOut 2 and the v1 output scale ``γ = s/sqrt(k²·C_in)`` with
-s = 100 (without it the signal decays ~1e-8 over the 6 layers); temperature
+Every conv uses MaxOut 2 and the v1 output scale ``γ = scale/sqrt(k²·C_in)`` with
+``scale`` = 100 (without it the signal decays ~1e-8 over the 6 layers); temperature
 T = 1 (logits are O(1) at initialisation for width 16); the logit bias is
 ``log(1/K / (1 − 1/K))`` = ``log(0.1/0.9)`` for K = 10 as in the CIFAR-10 v1 preset.
 
@@ -24,17 +24,18 @@ T = 1 (logits are O(1) at initialisation for width 16); the logit bias is
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch import Tensor, nn
 
-from ..nn import AddInverse, BcosConv2d, LogitLayer, v1_scale
-from ._common import check_images
+from ._common import bcos_conv_factory, check_images, resolve_options
+from .base import BcosClassifier
 from .registry import register_model
 
 __all__ = ["FMNISTBcosNet", "FMNISTStandardNet", "fmnist_bcos", "standard_fmnist_bcos"]
 
 
-class FMNISTBcosNet(nn.Module):
+class FMNISTBcosNet(BcosClassifier):
     """B-cos network for N×C×28×28 images in [0, 1] (any H, W ≥ 4 work: the
     head is a global average pool).  Output: N×num_classes logits."""
 
@@ -46,25 +47,23 @@ class FMNISTBcosNet(nn.Module):
         width: int = 16,
         b: float = 2.0,
         max_out: int = 2,
-        s: float = 100.0,
-        log10_temperature: float = 0.0,
+        scale: float = 100.0,
+        temperature: float = 1.0,
         logit_bias: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes=num_classes, in_channels=in_channels, min_size=(4, 4),
+                         name="fmnist_bcos")
         if logit_bias is None:
             logit_bias = math.log(1.0 / num_classes / (1.0 - 1.0 / num_classes)) if (
                 num_classes > 1
             ) else 0.0
         enc = 2 * in_channels
         w1, w2, w3 = width, 2 * width, 4 * width
+        factory = bcos_conv_factory(b=b, max_out=max_out, scale=scale)
 
-        def conv(cin: int, cout: int, k: int = 3, mo: int = max_out) -> BcosConv2d:
-            return BcosConv2d(
-                cin, cout, k, padding=k // 2, b=b, max_out=mo, scale=v1_scale(s, cin, k)
-            )
+        def conv(cin: int, cout: int, k: int = 3, **kw: Any) -> nn.Module:
+            return factory(cin, cout, k, padding=k // 2, **kw)
 
-        self.in_channels = in_channels
-        self.encode = AddInverse(in_channels)
         self.features = nn.Sequential(
             conv(enc, w1),
             conv(w1, w1),
@@ -74,21 +73,15 @@ class FMNISTBcosNet(nn.Module):
             nn.AvgPool2d(2),
             conv(w2, w3),
         )
-        self.classifier = conv(w3, num_classes, k=1, mo=1)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.logits = LogitLayer(temperature=10.0**log10_temperature, bias=logit_bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        check_images(x, in_channels=self.in_channels, min_size=(4, 4), model="fmnist_bcos")
-        x = self.features(self.encode(x))
-        x = self.pool(self.classifier(x)).flatten(1)
-        return self.logits(x)
+        self._set_head(conv(w3, num_classes, k=1, max_out=1), temperature, logit_bias)
 
 
 class FMNISTStandardNet(nn.Module):
     """Conventional twin of :class:`FMNISTBcosNet`: Conv-BN-ReLU blocks, max
     pooling, a biased 1×1 classifier and global average pooling.  Takes raw
     images in [0, 1] and centres them itself (``(x − 0.5) / 0.5``)."""
+
+    last_feature_layer = "features"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, *, width: int = 16) -> None:
         super().__init__()
@@ -118,34 +111,26 @@ class FMNISTStandardNet(nn.Module):
         return self.pool(self.classifier(x)).flatten(1)
 
 
-@register_model(
-    family="small", kind="bcos", input_size=(28, 28), min_size=(4, 4), in_channels=1,
-    default_num_classes=10,
+#: Default options of ``fmnist_bcos`` (see the module docstring).
+BCOS_OPTIONS: dict[str, Any] = dict(
+    width=16, b=2.0, max_out=2, scale=100.0, temperature=1.0, logit_bias=None
 )
-def fmnist_bcos(
-    num_classes: int = 10,
-    in_channels: int = 1,
-    *,
-    width: int = 16,
-    b: float = 2.0,
-    max_out: int = 2,
-    s: float = 100.0,
-    log10_temperature: float = 0.0,
-    logit_bias: float | None = None,
-) -> FMNISTBcosNet:
+STANDARD_OPTIONS: dict[str, Any] = dict(width=16)
+_COMMON = dict(family="small", input_size=(28, 28), min_size=(4, 4), in_channels=1,
+               default_num_classes=10)
+
+
+@register_model(kind="bcos", options=BCOS_OPTIONS, **_COMMON)
+def fmnist_bcos(num_classes: int = 10, in_channels: int = 1, **kw: Any) -> FMNISTBcosNet:
     """B-cos network for 28×28 grey images (see :class:`FMNISTBcosNet`)."""
-    return FMNISTBcosNet(
-        num_classes, in_channels, width=width, b=b, max_out=max_out, s=s,
-        log10_temperature=log10_temperature, logit_bias=logit_bias,
-    )
+    return FMNISTBcosNet(num_classes, in_channels,
+                         **resolve_options(BCOS_OPTIONS, kw, "fmnist_bcos"))
 
 
-@register_model(
-    family="small", kind="standard", input_size=(28, 28), min_size=(4, 4), in_channels=1,
-    default_num_classes=10,
-)
+@register_model(kind="standard", options=STANDARD_OPTIONS, **_COMMON)
 def standard_fmnist_bcos(
-    num_classes: int = 10, in_channels: int = 1, *, width: int = 16
+    num_classes: int = 10, in_channels: int = 1, **kw: Any
 ) -> FMNISTStandardNet:
     """Conventional twin of ``fmnist_bcos`` (same layout, Conv-BN-ReLU)."""
-    return FMNISTStandardNet(num_classes, in_channels, width=width)
+    return FMNISTStandardNet(num_classes, in_channels,
+                             **resolve_options(STANDARD_OPTIONS, kw, "standard_fmnist_bcos"))

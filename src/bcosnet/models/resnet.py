@@ -22,20 +22,19 @@ Shapes: input ``N×in_channels×H×W`` in [0, 1] → logits ``N×num_classes``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torchvision.models as tvm
 from torch import Tensor, nn
 
-from ..nn import AddInverse, LogitLayer
 from ._common import (
-    ConvFactory,
+    BcosPolicy,
     ImageNormalize,
-    bcos_conv_factory,
-    check_images,
+    bcos_policy,
     make_norm,
-    v1_logit_bias,
-    v2_logit_bias,
+    resolve_options,
 )
+from .base import BcosClassifier
 from .registry import register_model
 
 __all__ = ["BcosResNet", "BasicBlock", "Bottleneck", "StandardResNet"]
@@ -46,17 +45,10 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        *,
-        conv: ConvFactory,
-        norm: str | None = None,
-    ) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None, *, policy: BcosPolicy) -> None:
         super().__init__()
+        conv, norm = policy.conv, policy.norm
         self.conv1 = conv(inplanes, planes, 3, stride, 1)
         self.bn1 = make_norm(norm, planes)
         self.conv2 = conv(planes, planes, 3, 1, 1)
@@ -75,17 +67,10 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        *,
-        conv: ConvFactory,
-        norm: str | None = None,
-    ) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None, *, policy: BcosPolicy) -> None:
         super().__init__()
+        conv, norm = policy.conv, policy.norm
         width = planes
         self.conv1 = conv(inplanes, width, 1)
         self.bn1 = make_norm(norm, width)
@@ -103,7 +88,7 @@ class Bottleneck(nn.Module):
         return out + identity
 
 
-class BcosResNet(nn.Module):
+class BcosResNet(BcosClassifier):
     """A B-cos ResNet (ImageNet layout, or CIFAR layout with ``small_inputs=True``).
 
     Args:
@@ -111,9 +96,8 @@ class BcosResNet(nn.Module):
         layers: blocks per stage (3 or 4 stages).
         num_classes: output count.
         in_channels: raw image channels (encoded to ``2·in_channels`` by ``AddInverse``).
-        conv: B-cos conv factory (:func:`~bcosnet.models._common.bcos_conv_factory`).
-        norm: ``None`` (v1) or ``"bnu"`` (v2 uncentred batch norm).
-        temperature, logit_bias: the logit layer ``out / T + b``.
+        policy: the layers' policy (:func:`~bcosnet.models._common.bcos_policy`): conv factory
+            (B, MaxOut, scale), norm (``None`` v1, ``"bnu"`` v2), temperature and logit bias.
         inplanes: width of the first stage (64 ImageNet, 16 CIFAR).
         small_inputs: CIFAR stem (3×3 conv, stride 1, no pooling) instead of
             the 7×7/2 conv + 3×3/2 average pool.
@@ -124,6 +108,8 @@ class BcosResNet(nn.Module):
     ``logit_layer``) mirror the ``bcos`` package's ``BcosResNet``.
     """
 
+    classifier_name = "fc"
+
     def __init__(
         self,
         block: type[BasicBlock] | type[Bottleneck],
@@ -131,23 +117,17 @@ class BcosResNet(nn.Module):
         num_classes: int = 1000,
         in_channels: int = 3,
         *,
-        conv: ConvFactory,
-        norm: str | None = None,
-        temperature: float = 1.0,
-        logit_bias: float = 0.0,
+        policy: BcosPolicy,
         inplanes: int = 64,
         small_inputs: bool = False,
         min_size: tuple[int, int] = (32, 32),
         name: str = "resnet",
     ) -> None:
-        super().__init__()
         if len(layers) not in (3, 4):
             raise ValueError(f"layers must list 3 or 4 stages, got {list(layers)}")
-        self.in_channels = in_channels
-        self.min_size = tuple(min_size)
-        self.model_name = name
-        self.num_classes = num_classes
-        self.encoding = AddInverse(in_channels)
+        super().__init__(num_classes=num_classes, in_channels=in_channels, min_size=min_size,
+                         name=name)
+        conv, norm = policy.conv, policy.norm
         enc = 2 * in_channels
         if small_inputs:
             self.conv1 = conv(enc, inplanes, 3, 1, 1)
@@ -162,15 +142,13 @@ class BcosResNet(nn.Module):
         stages = []
         for i, n_blocks in enumerate(layers):
             stages.append(
-                self._make_layer(block, inplanes * 2**i, n_blocks, 1 if i == 0 else 2, conv, norm)
+                self._make_layer(block, inplanes * 2**i, n_blocks, 1 if i == 0 else 2, policy)
             )
         self.layer1, self.layer2, self.layer3 = stages[:3]
         self.layer4 = stages[3] if len(stages) == 4 else None
         self.num_features = inplanes * 2 ** (len(layers) - 1) * block.expansion
-        self.fc = conv(self.num_features, num_classes, 1)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.logit_layer = LogitLayer(temperature=temperature, bias=logit_bias)
-        #: the module whose output is the last feature map (e.g. for Grad-CAM).
+        self._set_head(conv(self.num_features, num_classes, 1), policy.temperature,
+                       policy.logit_bias)
         self.last_feature_layer = "layer4" if self.layer4 is not None else "layer3"
 
     def _make_layer(
@@ -179,36 +157,27 @@ class BcosResNet(nn.Module):
         planes: int,
         blocks: int,
         stride: int,
-        conv: ConvFactory,
-        norm: str | None,
+        policy: BcosPolicy,
     ) -> nn.Sequential:
+        conv, norm = policy.conv, policy.norm
         downsample = None
         if stride != 1 or self._inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 conv(self._inplanes, planes * block.expansion, 1, stride),
                 make_norm(norm, planes * block.expansion),
             )
-        mods = [block(self._inplanes, planes, stride, downsample, conv=conv, norm=norm)]
+        mods = [block(self._inplanes, planes, stride, downsample, policy=policy)]
         self._inplanes = planes * block.expansion
         for _ in range(1, blocks):
-            mods.append(block(self._inplanes, planes, conv=conv, norm=norm))
+            mods.append(block(self._inplanes, planes, policy=policy))
         return nn.Sequential(*mods)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Encoded input ``N×2C×H×W`` → last feature map ``N×num_features×h×w``."""
+    def forward_body(self, x: Tensor) -> Tensor:
         x = self.pool(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         if self.layer4 is not None:
             x = self.layer4(x)
         return x
-
-    def forward(self, x: Tensor) -> Tensor:
-        check_images(x, in_channels=self.in_channels, min_size=self.min_size,  # type: ignore[arg-type]
-                     model=self.model_name)
-        x = self.forward_features(self.encoding(x))
-        # Classifier per location, then global average pooling (v1 and v2).
-        x = self.avgpool(self.fc(x)).flatten(1)
-        return self.logit_layer(x)
 
 
 class StandardResNet(tvm.ResNet):
@@ -252,69 +221,125 @@ _RESNET_CFGS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] =
 _TV_BLOCK = {BasicBlock: tvm.resnet.BasicBlock, Bottleneck: tvm.resnet.Bottleneck}
 _MIN_SIZE = (32, 32)
 
-#: v1 ImageNet constants (SPEC §1 / supplement C.1.2).
-V1_RESNET_SCALE_S = 100.0
-V1_RESNET_TEMPERATURE = 10.0  # log10 T = 1
-V1_MAX_OUT = 2
+#: Default options of each variant: v1 ImageNet constants (SPEC §1 / supplement
+#: C.1.2: s = 100, log10 T = 1, MaxOut 2) and v2 (uncentred BN, no MaxOut/scale, T = 1).
+#: ``logit_bias=None``: log(0.01/0.99)-style v1 prior / −log(C − 1) for v2.
+V1_OPTIONS: dict[str, Any] = dict(
+    b=2.0, max_out=2, scale=100.0, temperature=10.0, logit_bias=None, cos_eps=0.0
+)
+V2_OPTIONS: dict[str, Any] = dict(
+    b=2.0, max_out=1, norm="bnu", temperature=1.0, logit_bias=None
+)
+STANDARD_OPTIONS: dict[str, Any] = dict(mean=None, std=None)
+_COMMON = dict(family="resnet", input_size=(224, 224), min_size=_MIN_SIZE)
 
 
-def _register_depth(depth: int) -> None:
+def _create(
+    depth: int, variant: str, num_classes: int = 1000, in_channels: int = 3, **options: Any
+) -> nn.Module:
+    """Build ResNet-``depth`` of ``variant`` ("v1", "v2" or "standard")."""
     block, layers = _RESNET_CFGS[depth]
-
-    def v1(
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        b: float = 2.0,
-        max_out: int = V1_MAX_OUT,
-        scale_s: float | None = V1_RESNET_SCALE_S,
-        temperature: float = V1_RESNET_TEMPERATURE,
-        logit_bias: float | None = None,
-        cos_eps: float = 0.0,
-    ) -> BcosResNet:
-        conv = bcos_conv_factory(b=b, max_out=max_out, scale_s=scale_s, cos_eps=cos_eps)
-        return BcosResNet(
-            block, layers, num_classes, in_channels, conv=conv, norm=None,
-            temperature=temperature,
-            logit_bias=v1_logit_bias(num_classes) if logit_bias is None else logit_bias,
-            min_size=_MIN_SIZE, name=f"resnet{depth}",
-        )
-
-    def v2(
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        b: float = 2.0,
-        max_out: int = 1,
-        norm: str | None = "bnu",
-        temperature: float = 1.0,
-        logit_bias: float | None = None,
-    ) -> BcosResNet:
-        conv = bcos_conv_factory(b=b, max_out=max_out)
-        return BcosResNet(
-            block, layers, num_classes, in_channels, conv=conv, norm=norm,
-            temperature=temperature,
-            logit_bias=v2_logit_bias(num_classes) if logit_bias is None else logit_bias,
-            min_size=_MIN_SIZE, name=f"resnet{depth}_v2",
-        )
-
-    def standard(
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ) -> StandardResNet:
-        return StandardResNet(
-            _TV_BLOCK[block], layers, num_classes, in_channels, mean, std,
-            min_size=_MIN_SIZE, name=f"standard_resnet{depth}",
-        )
-
-    v1.__doc__ = f"B-cos ResNet-{depth}, v1 (paper) style; see the module docstring."
-    v2.__doc__ = f"B-cos ResNet-{depth}, v2 style (uncentred BN, B=2, no MaxOut)."
-    standard.__doc__ = f"torchvision's ResNet-{depth} taking images in [0, 1]."
-    common = dict(family="resnet", input_size=(224, 224), min_size=_MIN_SIZE)
-    register_model(f"resnet{depth}", kind="bcos", **common)(v1)
-    register_model(f"resnet{depth}_v2", kind="bcos_v2", **common)(v2)
-    register_model(f"standard_resnet{depth}", kind="standard", **common)(standard)
+    name = {"v1": f"resnet{depth}", "v2": f"resnet{depth}_v2",
+            "standard": f"standard_resnet{depth}"}[variant]
+    if variant == "standard":
+        o = resolve_options(STANDARD_OPTIONS, options, name)
+        return StandardResNet(_TV_BLOCK[block], layers, num_classes, in_channels, o["mean"],
+                              o["std"], min_size=_MIN_SIZE, name=name)
+    p = bcos_policy(variant, V1_OPTIONS if variant == "v1" else V2_OPTIONS, options,
+                    name=name, num_classes=num_classes)
+    return BcosResNet(
+        block, layers, num_classes, in_channels, policy=p, min_size=_MIN_SIZE, name=name,
+    )
 
 
-for _depth in _RESNET_CFGS:
-    _register_depth(_depth)
+# The paper's (v1) B-cos ResNets.
+@register_model(kind="bcos", options=V1_OPTIONS, **_COMMON)
+def resnet18(**kw: Any) -> BcosResNet:
+    """B-cos ResNet-18, v1 (paper) style; see the module docstring."""
+    return _create(18, "v1", **kw)
+
+
+@register_model(kind="bcos", options=V1_OPTIONS, **_COMMON)
+def resnet34(**kw: Any) -> BcosResNet:
+    """B-cos ResNet-34, v1 (paper) style."""
+    return _create(34, "v1", **kw)
+
+
+@register_model(kind="bcos", options=V1_OPTIONS, **_COMMON)
+def resnet50(**kw: Any) -> BcosResNet:
+    """B-cos ResNet-50, v1 (paper) style."""
+    return _create(50, "v1", **kw)
+
+
+@register_model(kind="bcos", options=V1_OPTIONS, **_COMMON)
+def resnet101(**kw: Any) -> BcosResNet:
+    """B-cos ResNet-101, v1 (paper) style."""
+    return _create(101, "v1", **kw)
+
+
+@register_model(kind="bcos", options=V1_OPTIONS, **_COMMON)
+def resnet152(**kw: Any) -> BcosResNet:
+    """B-cos ResNet-152, v1 (paper) style."""
+    return _create(152, "v1", **kw)
+
+
+# B-cos v2 ResNets (module names of the `bcos` package: load_bcos_v2 maps them 1:1).
+@register_model(kind="bcos_v2", options=V2_OPTIONS, **_COMMON)
+def resnet18_v2(**kw: Any) -> BcosResNet:
+    """B-cos ResNet-18, v2 style (uncentred BN, B=2, no MaxOut)."""
+    return _create(18, "v2", **kw)
+
+
+@register_model(kind="bcos_v2", options=V2_OPTIONS, **_COMMON)
+def resnet34_v2(**kw: Any) -> BcosResNet:
+    """B-cos ResNet-34, v2 style."""
+    return _create(34, "v2", **kw)
+
+
+@register_model(kind="bcos_v2", options=V2_OPTIONS, **_COMMON)
+def resnet50_v2(**kw: Any) -> BcosResNet:
+    """B-cos ResNet-50, v2 style."""
+    return _create(50, "v2", **kw)
+
+
+@register_model(kind="bcos_v2", options=V2_OPTIONS, **_COMMON)
+def resnet101_v2(**kw: Any) -> BcosResNet:
+    """B-cos ResNet-101, v2 style."""
+    return _create(101, "v2", **kw)
+
+
+@register_model(kind="bcos_v2", options=V2_OPTIONS, **_COMMON)
+def resnet152_v2(**kw: Any) -> BcosResNet:
+    """B-cos ResNet-152, v2 style."""
+    return _create(152, "v2", **kw)
+
+
+# Conventional twins: torchvision's ResNets taking images in [0, 1].
+@register_model(kind="standard", options=STANDARD_OPTIONS, **_COMMON)
+def standard_resnet18(**kw: Any) -> StandardResNet:
+    """torchvision's ResNet-18 taking images in [0, 1]."""
+    return _create(18, "standard", **kw)
+
+
+@register_model(kind="standard", options=STANDARD_OPTIONS, **_COMMON)
+def standard_resnet34(**kw: Any) -> StandardResNet:
+    """torchvision's ResNet-34 taking images in [0, 1]."""
+    return _create(34, "standard", **kw)
+
+
+@register_model(kind="standard", options=STANDARD_OPTIONS, **_COMMON)
+def standard_resnet50(**kw: Any) -> StandardResNet:
+    """torchvision's ResNet-50 taking images in [0, 1]."""
+    return _create(50, "standard", **kw)
+
+
+@register_model(kind="standard", options=STANDARD_OPTIONS, **_COMMON)
+def standard_resnet101(**kw: Any) -> StandardResNet:
+    """torchvision's ResNet-101 taking images in [0, 1]."""
+    return _create(101, "standard", **kw)
+
+
+@register_model(kind="standard", options=STANDARD_OPTIONS, **_COMMON)
+def standard_resnet152(**kw: Any) -> StandardResNet:
+    """torchvision's ResNet-152 taking images in [0, 1]."""
+    return _create(152, "standard", **kw)

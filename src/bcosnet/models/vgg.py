@@ -25,20 +25,13 @@ Shapes: ``N×in_channels×H×W`` images in [0, 1] (native 224×224, at least
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torchvision.models as tvm
 from torch import Tensor, nn
 
-from ..nn import AddInverse, LogitLayer
-from ._common import (
-    ConvFactory,
-    ImageNormalize,
-    bcos_conv_factory,
-    check_images,
-    make_norm,
-    v1_logit_bias,
-    v2_logit_bias,
-)
+from ._common import BcosPolicy, ImageNormalize, bcos_policy, make_conv_stack, resolve_options
+from .base import BcosClassifier
 from .registry import register_model
 
 __all__ = ["BcosVGG", "StandardVGG", "VGG_CFGS"]
@@ -54,23 +47,29 @@ VGG_CFGS: dict[int, list[int | str]] = {
 }
 _MIN_SIZE = (32, 32)  # five 2×2 poolings
 
-#: v1 ImageNet constants (SPEC §1 / supplement C.1.2).
-V1_VGG_SCALE_S = 1000.0
-V1_VGG_TEMPERATURE = 0.1  # log10 T = −1
-V1_MAX_OUT = 2
+#: Default options: v1 ImageNet constants (SPEC §1 / supplement C.1.2: s = 1000,
+#: log10 T = −1, MaxOut 2) and v2 (uncentred BN, no MaxOut/scale, T = 1).
+V1_OPTIONS: dict[str, Any] = dict(
+    b=2.0, max_out=2, scale=1000.0, temperature=0.1, logit_bias=None, cos_eps=0.0,
+    hidden_features=4096,
+)
+V2_OPTIONS: dict[str, Any] = dict(
+    b=2.0, max_out=1, norm="bnu", temperature=1.0, logit_bias=None, hidden_features=4096
+)
+STANDARD_OPTIONS: dict[str, Any] = dict(mean=None, std=None)
+_COMMON = dict(family="vgg", input_size=(224, 224), min_size=_MIN_SIZE)
 
 
-class BcosVGG(nn.Module):
+class BcosVGG(BcosClassifier):
     """A B-cos VGG: ``encoding`` → ``features`` → ``classifier`` (three B-cos convs)
     → global average pooling → ``logit_layer``.
 
     Args:
         cfg: a :data:`VGG_CFGS` entry.
         num_classes, in_channels: outputs and raw image channels.
-        conv: B-cos conv factory.
-        norm: ``None`` (v1) or ``"bnu"`` (v2, after every feature conv).
+        policy: the layers' policy (:func:`~bcosnet.models._common.bcos_policy`): conv factory
+            (B, MaxOut, scale), norm (``None`` v1, ``"bnu"`` v2), temperature and logit bias.
         hidden_features: width of the two hidden head convs (4096 as in VGG).
-        temperature, logit_bias: the logit layer.
         name: for error messages.
     """
 
@@ -80,46 +79,22 @@ class BcosVGG(nn.Module):
         num_classes: int = 1000,
         in_channels: int = 3,
         *,
-        conv: ConvFactory,
-        norm: str | None = None,
+        policy: BcosPolicy,
         hidden_features: int = 4096,
-        temperature: float = 1.0,
-        logit_bias: float = 0.0,
         name: str = "vgg",
     ) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.min_size = _MIN_SIZE
-        self.model_name = name
-        self.num_classes = num_classes
-        self.encoding = AddInverse(in_channels)
-        mods: list[nn.Module] = []
-        c = 2 * in_channels
-        for v in cfg:
-            if v == "M":
-                # The original's max-pool: average pooling keeps the network dynamic linear.
-                mods.append(nn.AvgPool2d(kernel_size=2, stride=2))
-            else:
-                mods.append(conv(c, int(v), 3, 1, 1))
-                if norm is not None:
-                    mods.append(make_norm(norm, int(v)))
-                c = int(v)
-        self.features = nn.Sequential(*mods)
+        super().__init__(num_classes=num_classes, in_channels=in_channels, min_size=_MIN_SIZE,
+                         name=name)
+        conv = policy.conv
+        # "M": the original's max-pool becomes average pooling (dynamic linear).
+        self.features, c = make_conv_stack(policy, 2 * in_channels, cfg)
         # VGG's fully connected head as convolutions applied per location.
-        self.classifier = nn.Sequential(
+        head = nn.Sequential(
             conv(c, hidden_features, 7, 1, 3),
             conv(hidden_features, hidden_features, 1),
             conv(hidden_features, num_classes, 1),
         )
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.logit_layer = LogitLayer(temperature=temperature, bias=logit_bias)
-        self.last_feature_layer = "features"
-
-    def forward(self, x: Tensor) -> Tensor:
-        check_images(x, in_channels=self.in_channels, min_size=self.min_size,  # type: ignore[arg-type]
-                     model=self.model_name)
-        x = self.classifier(self.features(self.encoding(x)))
-        return self.logit_layer(self.avgpool(x).flatten(1))
+        self._set_head(head, policy.temperature, policy.logit_bias)
 
 
 class StandardVGG(tvm.VGG):
@@ -148,62 +123,94 @@ class StandardVGG(tvm.VGG):
         return super().forward(self.normalize(x))
 
 
-def _register_depth(depth: int) -> None:
+def _create(
+    depth: int, variant: str, num_classes: int = 1000, in_channels: int = 3, **options: Any
+) -> nn.Module:
+    """Build VGG-``depth`` of ``variant`` ("v1", "v2" or "standard")."""
     cfg = VGG_CFGS[depth]
-
-    def v1(
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        b: float = 2.0,
-        max_out: int = V1_MAX_OUT,
-        scale_s: float | None = V1_VGG_SCALE_S,
-        temperature: float = V1_VGG_TEMPERATURE,
-        logit_bias: float | None = None,
-        hidden_features: int = 4096,
-        cos_eps: float = 0.0,
-    ) -> BcosVGG:
-        conv = bcos_conv_factory(b=b, max_out=max_out, scale_s=scale_s, cos_eps=cos_eps)
-        return BcosVGG(
-            cfg, num_classes, in_channels, conv=conv, norm=None,
-            hidden_features=hidden_features, temperature=temperature,
-            logit_bias=v1_logit_bias(num_classes) if logit_bias is None else logit_bias,
-            name=f"vgg{depth}",
-        )
-
-    def v2(
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        b: float = 2.0,
-        max_out: int = 1,
-        norm: str | None = "bnu",
-        temperature: float = 1.0,
-        logit_bias: float | None = None,
-        hidden_features: int = 4096,
-    ) -> BcosVGG:
-        return BcosVGG(
-            cfg, num_classes, in_channels, conv=bcos_conv_factory(b=b, max_out=max_out),
-            norm=norm, hidden_features=hidden_features, temperature=temperature,
-            logit_bias=v2_logit_bias(num_classes) if logit_bias is None else logit_bias,
-            name=f"vgg{depth}_bnu_v2",
-        )
-
-    def standard(
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ) -> StandardVGG:
-        return StandardVGG(cfg, num_classes, in_channels, mean, std,
-                           name=f"standard_vgg{depth}")
-
-    v1.__doc__ = f"B-cos VGG-{depth}, v1 (paper) style; see the module docstring."
-    v2.__doc__ = f"B-cos VGG-{depth} with uncentred batch norm, v2 style."
-    standard.__doc__ = f"torchvision's VGG-{depth} taking images in [0, 1]."
-    common = dict(family="vgg", input_size=(224, 224), min_size=_MIN_SIZE)
-    register_model(f"vgg{depth}", kind="bcos", **common)(v1)
-    register_model(f"vgg{depth}_bnu_v2", kind="bcos_v2", **common)(v2)
-    register_model(f"standard_vgg{depth}", kind="standard", **common)(standard)
+    name = {"v1": f"vgg{depth}", "v2": f"vgg{depth}_bnu_v2",
+            "standard": f"standard_vgg{depth}"}[variant]
+    if variant == "standard":
+        o = resolve_options(STANDARD_OPTIONS, options, name)
+        return StandardVGG(cfg, num_classes, in_channels, o["mean"], o["std"], name=name)
+    p = bcos_policy(variant, V1_OPTIONS if variant == "v1" else V2_OPTIONS, options,
+                    name=name, num_classes=num_classes)
+    return BcosVGG(
+        cfg, num_classes, in_channels, policy=p, hidden_features=p.options["hidden_features"],
+        name=name,
+    )
 
 
-for _depth in VGG_CFGS:
-    _register_depth(_depth)
+# The paper's (v1) B-cos VGGs.
+@register_model(kind="bcos", options=V1_OPTIONS, **_COMMON)
+def vgg11(**kw: Any) -> BcosVGG:
+    """B-cos VGG-11, v1 (paper) style; see the module docstring."""
+    return _create(11, "v1", **kw)
+
+
+@register_model(kind="bcos", options=V1_OPTIONS, **_COMMON)
+def vgg13(**kw: Any) -> BcosVGG:
+    """B-cos VGG-13, v1 (paper) style."""
+    return _create(13, "v1", **kw)
+
+
+@register_model(kind="bcos", options=V1_OPTIONS, **_COMMON)
+def vgg16(**kw: Any) -> BcosVGG:
+    """B-cos VGG-16, v1 (paper) style."""
+    return _create(16, "v1", **kw)
+
+
+@register_model(kind="bcos", options=V1_OPTIONS, **_COMMON)
+def vgg19(**kw: Any) -> BcosVGG:
+    """B-cos VGG-19, v1 (paper) style."""
+    return _create(19, "v1", **kw)
+
+
+# B-cos v2 VGGs with uncentred batch norm (the `bcos` package's vgg*_bnu).
+@register_model(kind="bcos_v2", options=V2_OPTIONS, **_COMMON)
+def vgg11_bnu_v2(**kw: Any) -> BcosVGG:
+    """B-cos VGG-11 with uncentred batch norm, v2 style."""
+    return _create(11, "v2", **kw)
+
+
+@register_model(kind="bcos_v2", options=V2_OPTIONS, **_COMMON)
+def vgg13_bnu_v2(**kw: Any) -> BcosVGG:
+    """B-cos VGG-13 with uncentred batch norm, v2 style."""
+    return _create(13, "v2", **kw)
+
+
+@register_model(kind="bcos_v2", options=V2_OPTIONS, **_COMMON)
+def vgg16_bnu_v2(**kw: Any) -> BcosVGG:
+    """B-cos VGG-16 with uncentred batch norm, v2 style."""
+    return _create(16, "v2", **kw)
+
+
+@register_model(kind="bcos_v2", options=V2_OPTIONS, **_COMMON)
+def vgg19_bnu_v2(**kw: Any) -> BcosVGG:
+    """B-cos VGG-19 with uncentred batch norm, v2 style."""
+    return _create(19, "v2", **kw)
+
+
+# Conventional twins: torchvision's VGGs taking images in [0, 1].
+@register_model(kind="standard", options=STANDARD_OPTIONS, **_COMMON)
+def standard_vgg11(**kw: Any) -> StandardVGG:
+    """torchvision's VGG-11 taking images in [0, 1]."""
+    return _create(11, "standard", **kw)
+
+
+@register_model(kind="standard", options=STANDARD_OPTIONS, **_COMMON)
+def standard_vgg13(**kw: Any) -> StandardVGG:
+    """torchvision's VGG-13 taking images in [0, 1]."""
+    return _create(13, "standard", **kw)
+
+
+@register_model(kind="standard", options=STANDARD_OPTIONS, **_COMMON)
+def standard_vgg16(**kw: Any) -> StandardVGG:
+    """torchvision's VGG-16 taking images in [0, 1]."""
+    return _create(16, "standard", **kw)
+
+
+@register_model(kind="standard", options=STANDARD_OPTIONS, **_COMMON)
+def standard_vgg19(**kw: Any) -> StandardVGG:
+    """torchvision's VGG-19 taking images in [0, 1]."""
+    return _create(19, "standard", **kw)

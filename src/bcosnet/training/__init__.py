@@ -20,15 +20,13 @@ from .config import (
     OptimConfig,
     ScheduleConfig,
     TrainConfig,
-    config_from_dict,
     config_to_dict,
-    load_config,
     merge_config,
 )
 from .distributed import DistEnv, ShardedSampler, init_distributed
 from .ema import ModelEMA
 from .losses import classification_loss, combined_loss, one_hot_targets
-from .presets import PRESETS, get_preset, list_presets
+from .presets import PRESETS, config_from_dict, get_preset, list_presets, load_config
 from .schedules import build_scheduler, lr_factor
 from .trainer import CHECKPOINT_NAME, NonFiniteLossError, TrainResult, evaluate_model, train
 

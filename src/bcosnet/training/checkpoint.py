@@ -15,13 +15,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from .._utils.io import atomic_write
+from .._utils.io import atomic_write_text as _atomic_write_text
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -39,100 +41,32 @@ __all__ = [
 CHECKPOINT_FORMAT = "bcosnet-checkpoint-1"
 
 
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Any) -> Path:
-    """Write through ``write(tmp_path)`` to a temp file in the same folder, fsync,
-    then ``os.replace`` — a crash leaves either the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
 def atomic_save(obj: dict[str, Any], path: str | os.PathLike) -> Path:
-    """``torch.save`` ``obj`` to ``path`` atomically."""
-    return _atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` ``obj`` to ``path`` atomically (see :mod:`bcosnet._utils.io`)."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     """Write ``text`` to ``path`` atomically."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    return _atomic_write(Path(path), write)
+    return _atomic_write_text(path, text)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)`` (data only, no code)."""
+    from ..models.weights import read_checkpoint_file
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {p} not found")
-    try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"cannot load checkpoint {p}: {e}. The file is corrupt, truncated or not a "
-            f"weights-only torch checkpoint."
-        ) from e
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"checkpoint {p} holds a {type(ckpt).__name__}, expected a dict")
-    return ckpt
+    return dict(read_checkpoint_file(p, map_location))
 
 
 def check_compatible(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint"
                      ) -> None:
     """Raise ``ValueError`` listing missing/unexpected keys and shape mismatches."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k}: model {tuple(own[k].shape)} vs {what} {tuple(state[k].shape)}"
-        for k in own
-        if k in state and hasattr(state[k], "shape") and tuple(own[k].shape) != tuple(
-            state[k].shape)
-    ]
-    if missing or unexpected or shapes:
+    from ..models.weights import check_fits
 
-        def fmt(items: list[str]) -> str:
-            more = f" (+{len(items) - 10} more)" if len(items) > 10 else ""
-            return ", ".join(items[:10]) + more
-
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {fmt(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {fmt(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches: {fmt(shapes)}")
-        raise ValueError(
-            f"{what} does not fit the model ({type(model).__name__}): " + "; ".join(parts)
-            + ". Build the model with the name/options the checkpoint was trained with."
-        )
+    check_fits(model, state, what)
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint"
@@ -180,7 +114,7 @@ def export_safetensors(
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     meta = {k: json.dumps(v) for k, v in metadata.items()}
-    return _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def load_checkpoint_model(
@@ -194,33 +128,19 @@ def load_checkpoint_model(
     ``use_ema``).  Returns the model in eval mode, with ``model.model_info`` and
     ``model.class_names`` set."""
     from ..models import create_model
+    from ..models.weights import read_state_dict
 
     p = Path(path)
-    if p.suffix == ".safetensors":
-        if not p.is_file():
-            raise FileNotFoundError(f"weights file {p} not found")
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(p), framework="pt") as f:
-            raw_meta = f.metadata() or {}
-        meta = {k: json.loads(v) for k, v in raw_meta.items()}
-        if "model_name" not in meta:
-            raise ValueError(
-                f"{p} has no 'model_name' metadata; it was not exported by bcosnet. Build the "
-                f"model yourself and load the tensors with safetensors.torch.load_file."
-            )
-        state = load_file(str(p), device=str(map_location))
-    else:
-        ckpt = load_checkpoint(p, map_location)
-        if "model_name" not in ckpt or "model" not in ckpt:
-            raise ValueError(
-                f"{p} is not a bcosnet training checkpoint (no 'model_name'/'model' entries)"
-            )
-        meta = {k: ckpt.get(k) for k in ("model_name", "model_options", "num_classes", "classes")}
-        state = ckpt["ema"] if (use_ema and ckpt.get("ema") is not None) else ckpt["model"]
-    model = create_model(meta["model_name"], meta.get("num_classes"),
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} not found")
+    state, meta = read_state_dict(p, use_ema=use_ema)
+    if not meta.get("model_name"):
+        raise ValueError(
+            f"{p} records no model name: it is not a bcosnet training checkpoint or export. "
+            f"Load it with bcosnet.create_model(NAME, weights={str(p)!r}) (plain and `bcos` "
+            f"v2 state dicts load that way)."
+        )
+    model = create_model(meta["model_name"], meta.get("num_classes"), weights=state,
                          **(meta.get("model_options") or {}))
-    load_model_state(model, state, what=str(p))
     model.class_names = list(meta.get("classes") or [])  # type: ignore[assignment]
-    return model.eval()
+    return model.to(map_location).eval()

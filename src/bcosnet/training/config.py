@@ -13,11 +13,9 @@ onto it key by key (unknown keys are errors that list the valid ones)::
 from __future__ import annotations
 
 import dataclasses
-import os
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -26,9 +24,7 @@ __all__ = [
     "OptimConfig",
     "ScheduleConfig",
     "TrainConfig",
-    "config_from_dict",
     "config_to_dict",
-    "load_config",
     "merge_config",
 ]
 
@@ -292,33 +288,4 @@ def merge_config(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
                 dst[k] = v
 
     merge(d, overrides, "")
-    return config_from_dict(d)
-
-
-def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Build a :class:`TrainConfig` from a (nested) dict.  A ``preset`` key starts
-    from that named preset and applies the rest on top."""
-    data = dict(data)
-    preset = data.pop("preset", None)
-    if preset is not None:
-        from .presets import get_preset
-
-        return merge_config(get_preset(preset), data)
-    return _from_dict(TrainConfig, data).validate()
-
-
-def load_config(path: str | os.PathLike) -> TrainConfig:
-    """Read a YAML config file (see the module docstring for the layout)."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file {p} not found")
-    with open(p) as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{p} must contain a mapping of config keys, got {type(data).__name__}")
-    try:
-        return config_from_dict(data)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{p}: {e}") from e
+    return _from_dict(TrainConfig, d).validate()

@@ -23,11 +23,22 @@ fresh :class:`TrainConfig` that YAML files and CLI flags may override.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from .config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
+from .config import (
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+    _from_dict,
+    merge_config,
+)
 
-__all__ = ["PRESETS", "get_preset", "list_presets"]
+__all__ = ["PRESETS", "config_from_dict", "get_preset", "list_presets", "load_config"]
 
 _IMAGENET_ARCHS = {
     # preset arch name: (v1 model, v2 model or None, image size)
@@ -102,7 +113,7 @@ def _fmnist(standard: bool) -> TrainConfig:
 
 def _smoke() -> TrainConfig:
     return TrainConfig(
-        model=ModelConfig("fmnist_bcos", options={"width": 8, "log10_temperature": 2.0}),
+        model=ModelConfig("fmnist_bcos", options={"width": 8, "temperature": 100.0}),
         data=DataConfig(dataset="synthetic", synthetic_samples=128, synthetic_classes=4),
         optim=OptimConfig(name="adam", lr=3e-3, batch_size=32),
         schedule=ScheduleConfig(name="cosine", min_lr=1e-5),
@@ -133,9 +144,36 @@ def list_presets() -> list[str]:
 def get_preset(name: str) -> TrainConfig:
     """A fresh :class:`TrainConfig` for the preset ``name``."""
     if name not in PRESETS:
-        import difflib
+        from .._utils.validate import did_you_mean
 
-        close = difflib.get_close_matches(name, list(PRESETS), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown preset {name!r}.{hint} Available: {', '.join(list_presets())}")
+        raise ValueError(f"unknown preset {name!r}{did_you_mean(name, list(PRESETS))}; "
+                         f"available: {', '.join(list_presets())}")
     return PRESETS[name]().validate()
+
+
+# ----------------------------------------------------------------------------- config files
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a (nested) dict.  A ``preset`` key starts
+    from that named preset and applies the rest on top."""
+    data = dict(data)
+    preset = data.pop("preset", None)
+    if preset is not None:
+        return merge_config(get_preset(preset), data)
+    return _from_dict(TrainConfig, data).validate()
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a YAML config file (see the module docstring for the layout)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {p} not found")
+    with open(p) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{p} must contain a mapping of config keys, got {type(data).__name__}")
+    try:
+        return config_from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{p}: {e}") from e

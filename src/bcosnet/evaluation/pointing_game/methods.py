@@ -50,8 +50,9 @@ def make_attribution_fn(model: nn.Module, method: MethodSpec, **settings: Any) -
 
     ``targets`` is N (one class per image; maps N×[C×]H×W) or, where
     :func:`supports_multi_target` holds for the returned callable, N×T (maps
-    N×T×[C×]H×W): ``"bcos"`` always, a named method when its class sets
-    ``supports_multi_target = True``.
+    N×T×[C×]H×W): ``"bcos"`` and every ``bcosnet.attribution`` method (the
+    library's target rule), unless a method class sets
+    ``supports_multi_target = False``.
     """
     if callable(method):
         if settings:
@@ -76,7 +77,10 @@ def make_attribution_fn(model: nn.Module, method: MethodSpec, **settings: Any) -
         return impl.attribute(images, target=targets)
 
     fn.__name__ = method
-    fn.supports_multi_target = supports_multi_target(impl)  # type: ignore[attr-defined]
+    # bcosnet.attribution follows one target rule: an N×T target tensor gives N×T maps
+    # from one set of passes; a method class may still opt out with the attribute False.
+    fn.supports_multi_target = bool(  # type: ignore[attr-defined]
+        getattr(impl, "supports_multi_target", True))
     return fn
 
 

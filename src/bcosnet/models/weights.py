@@ -1,0 +1,286 @@
+"""Weights belong to the registry (the torchvision way).
+
+A :class:`Weights` entry names a released set of weights of one registered
+model: where it comes from, its SHA-256 prefix, the input transform it was
+trained with and the accuracy its release reports.  ``create_model(name,
+weights=...)`` loads
+
+* a registered entry by name (``"bcos_v2_imagenet"``, or ``"DEFAULT"``: the
+  model's first entry) — downloaded once into torch's hub cache and checked
+  against its hash;
+* a file: a bcosnet training checkpoint (``.pt``, its EMA weights when present),
+  a bcosnet ``.safetensors`` export, a plain ``state_dict()`` saved with
+  ``torch.save`` (ours or a ``bcos`` v2 one: its ``*.linear.weight`` keys are
+  renamed), or a URL of such a file;
+* a state dict already in memory.
+
+Every file is read as data: ``torch.load(weights_only=True)`` or safetensors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Weights", "WeightsSource", "check_fits", "get_weights", "list_weights",
+           "load_weights", "read_checkpoint_file", "read_state_dict", "register_weights"]
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A released set of weights of one registered model.
+
+    Attributes:
+        name: the entry's name (``create_model(model, weights=name)``).
+        url: where the file is downloaded from.
+        sha256_prefix: the hash prefix the download must match (torch.hub's
+            convention: it is also the part after the last ``-`` of the file name).
+        source: who released it, where (for citation).
+        num_classes: classes of the checkpoint.
+        key_format: ``"bcos_v2"`` (the ``bcos`` package's key names, renamed on
+            load) or ``"bcosnet"``.
+        transforms: the evaluation transform the weights expect, in words.
+        metrics: accuracy the release reports (e.g. ``{"imagenet_top1": 68.736}``);
+            reported by the source, not measured here.
+        model_options: options the model must be built with for these weights.
+    """
+
+    name: str
+    url: str
+    sha256_prefix: str
+    source: str
+    num_classes: int
+    key_format: str = "bcosnet"
+    transforms: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+
+#: ``weights=`` accepts: an entry name or "DEFAULT", a :class:`Weights`, a path,
+#: a URL or a state dict.
+WeightsSource = Union[str, os.PathLike, Weights, Mapping[str, Any]]  # noqa: UP007
+
+_WEIGHTS: dict[str, dict[str, Weights]] = {}
+_URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_HASH_RE = re.compile(r"-([a-f0-9]{6,})\.")
+# Containers some training code wraps the weights in.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def register_weights(model: str, weights: Weights) -> Weights:
+    """Attach ``weights`` to the registered model ``model``."""
+    entries = _WEIGHTS.setdefault(model, {})
+    if weights.name in entries:
+        raise ValueError(f"{model!r} already has weights named {weights.name!r}")
+    entries[weights.name] = weights
+    return weights
+
+
+def list_weights(model: str) -> list[str]:
+    """Names of the registered weights of ``model`` (first = ``"DEFAULT"``)."""
+    return list(_WEIGHTS.get(model, {}))
+
+
+def get_weights(model: str, name: str) -> Weights:
+    """The entry ``name`` (or ``"DEFAULT"``) of ``model``; a clear error otherwise."""
+    entries = _WEIGHTS.get(model, {})
+    if not entries:
+        raise ValueError(
+            f"{model!r} has no registered weights; pass weights= a file path, a URL or a "
+            f"state dict"
+        )
+    if name == "DEFAULT":
+        return next(iter(entries.values()))
+    if name not in entries:
+        raise ValueError(
+            f"{model!r} has no weights named {name!r}; registered: {', '.join(entries)} "
+            f"(or 'DEFAULT'), or pass a file path / URL / state dict"
+        )
+    return entries[name]
+
+
+# ----------------------------------------------------------------------------- reading
+def read_checkpoint_file(path: Path, map_location: Any = "cpu") -> Mapping[str, Any]:
+    """A ``.pt``/``.pth`` (``torch.load(weights_only=True)``) or ``.safetensors`` file
+    as a mapping; a clear ``ValueError`` for a missing, corrupt or unsafe file."""
+    if not path.is_file():
+        raise ValueError(f"weights file {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device=str(map_location))
+        except Exception as e:
+            raise ValueError(f"could not read {str(path)!r} as safetensors: {e}") from e
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt file, pickle with code objects, ...
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(
+            f"could not read checkpoint {str(path)!r} as tensors only ({type(e).__name__}: "
+            f"{first}); the file is corrupt, truncated, not a weights-only torch checkpoint, "
+            f"or holds code (only weights load)"
+        ) from e
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def _download(url: str, *, check_hash: bool, model_dir: str | os.PathLike | None,
+              progress: bool) -> Mapping[str, Any]:
+    try:
+        return torch.hub.load_state_dict_from_url(
+            url, model_dir=None if model_dir is None else str(model_dir), map_location="cpu",
+            progress=progress,
+            check_hash=check_hash and bool(_HASH_RE.search(url.rsplit("/", 1)[-1])),
+            weights_only=True,
+        )
+    except RuntimeError as e:
+        if "invalid hash value" in str(e):
+            raise ValueError(
+                f"the file downloaded from {url} does not match the SHA-256 prefix in its "
+                f"name ({e}); it is corrupt or not the expected checkpoint — retry, or check "
+                f"the URL"
+            ) from e
+        raise ValueError(f"could not load a state dict from {url}: {e}") from e
+    except Exception as e:  # unpickling errors, bad zip files, network errors
+        raise ValueError(f"could not load a state dict from {url} ({type(e).__name__}: {e})"
+                         ) from e
+
+
+def read_state_dict(
+    source: str | os.PathLike | Mapping[str, Any],
+    *,
+    use_ema: bool = True,
+    check_hash: bool = True,
+    model_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read weights from a path, URL or mapping: ``(state_dict, meta)``.
+
+    ``meta`` holds what a bcosnet training checkpoint records (``model_name``,
+    ``model_options``, ``num_classes``, ``classes``), empty for a plain state
+    dict.  Training checkpoints give their EMA weights when present and ``use_ema``.
+    """
+    if isinstance(source, Mapping):
+        obj: Mapping[str, Any] = source
+    elif isinstance(source, str) and _URL_RE.match(source):
+        obj = _download(source, check_hash=check_hash, model_dir=model_dir, progress=progress)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        obj = read_checkpoint_file(path)
+        if path.suffix == ".safetensors":
+            import json
+
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                raw = f.metadata() or {}
+            meta = {k: json.loads(v) for k, v in raw.items()
+                    if k in ("model_name", "model_options", "num_classes", "classes")}
+            return dict(obj), meta
+    else:
+        raise TypeError(
+            f"weights must be a registered name, a path, a URL or a state dict, got "
+            f"{type(source).__name__}"
+        )
+    meta: dict[str, Any] = {}
+    if "model_name" in obj and isinstance(obj.get("model"), Mapping):  # a training checkpoint
+        meta = {k: obj.get(k) for k in ("model_name", "model_options", "num_classes", "classes")}
+        ema = obj.get("ema")
+        obj = ema if (use_ema and isinstance(ema, Mapping)) else obj["model"]
+    else:
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(
+                isinstance(v, Tensor) for v in inner.values()
+            ):
+                obj = inner
+                break
+    bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise ValueError(
+            f"a state dict maps names to tensors; these entries are not tensors: {bad[:5]} — "
+            f"is this a checkpoint of another tool? Extract its model state dict first"
+        )
+    return dict(obj), meta
+
+
+def _looks_like_bcos_v2(state: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> bool:
+    return any(k.endswith(".linear.weight") and k not in target for k in state)
+
+
+def load_weights(
+    model: nn.Module,
+    weights: WeightsSource,
+    *,
+    model_name: str,
+    use_ema: bool = True,
+    check_hash: bool = True,
+    model_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Load ``weights`` into ``model`` (built as ``model_name``) strictly; return the
+    checkpoint's metadata.  Raises ``ValueError`` naming missing/unexpected keys,
+    shape mismatches, or a checkpoint recorded for another model."""
+    from .bcos_v2 import convert_bcos_v2_state_dict
+
+    what = "weights"
+    key_format = None
+    if isinstance(weights, str) and not _URL_RE.match(weights) and not Path(weights).exists() \
+            and (weights == "DEFAULT" or weights in list_weights(model_name)
+                 or not any(c in weights for c in "/\\.")):
+        weights = get_weights(model_name, weights)
+    if isinstance(weights, Weights):
+        what, key_format = f"weights {weights.name!r} ({weights.source})", weights.key_format
+        state, meta = read_state_dict(weights.url, check_hash=check_hash, model_dir=model_dir,
+                                      progress=progress)
+    else:
+        if isinstance(weights, (str, os.PathLike)):
+            what = str(weights)
+        state, meta = read_state_dict(weights, use_ema=use_ema, check_hash=check_hash,
+                                      model_dir=model_dir, progress=progress)
+    found = meta.get("model_name")
+    if found and found != model_name:
+        raise ValueError(
+            f"{what} was trained as {found!r}, not {model_name!r} — build {found!r} (or "
+            f"load it with bcosnet.training.load_checkpoint_model)"
+        )
+    target = model.state_dict()
+    if key_format == "bcos_v2" or (key_format is None and _looks_like_bcos_v2(state, target)):
+        try:
+            state = convert_bcos_v2_state_dict(state, target)
+        except ValueError as e:
+            raise ValueError(f"{what} ({model_name}): {e}") from e
+        model.load_state_dict(state, strict=False)  # strictness checked by the converter
+        return meta
+    check_fits(model, state, what)
+    model.load_state_dict(state)
+    return meta
+
+
+def check_fits(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: model {tuple(own[k].shape)} vs {what} {tuple(state[k].shape)}"
+              for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        def fmt(items: list[str]) -> str:
+            return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
+
+        parts = [f"{label}: {fmt(items)}" for label, items in (
+            ("missing keys", missing), ("unexpected keys", unexpected),
+            ("shape mismatches", shapes)) if items]
+        raise ValueError(
+            f"{what} does not fit the model ({type(model).__name__}): " + "; ".join(parts)
+            + ". Build the model with the name/options/num_classes the weights were trained "
+              "with."
+        )

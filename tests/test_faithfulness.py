@@ -1,0 +1,101 @@
+"""Deletion/insertion (evaluation/faithfulness.py) against from-the-definition
+computations on a linear model whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import bcosnet
+from bcosnet.evaluation.faithfulness import deletion_insertion, faithfulness_table, pixel_order
+
+
+class Linear(nn.Module):
+    """logit_c(x) = Σ_p W[c, p] · x[p]: pixel p contributes W[c, p]·x[p] exactly."""
+
+    def __init__(self, k: int, c: int, h: int, w: int, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.weight = nn.Parameter(torch.randn(k, c, h, w, generator=g, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("nchw,kchw->nk", x, self.weight)
+
+
+def _setup(n: int = 3, h: int = 6, w: int = 5):
+    torch.manual_seed(0)
+    model = Linear(4, 2, h, w)
+    x = torch.rand(n, 2, h, w, dtype=torch.float64)
+    t = torch.tensor([0, 3, 1][:n])
+    contrib = (x * model.weight[t]).sum(1).detach()  # N×H×W, exact per-pixel contributions
+    return model, x, t, contrib
+
+
+def test_deletion_curve_equals_the_definition() -> None:
+    model, x, t, contrib = _setup()
+    maps = torch.rand(contrib.shape, dtype=torch.float64)  # an arbitrary (tie-free) ranking
+    res = deletion_insertion(model, x, maps, t, steps=10, output="logit")
+    hw = contrib[0].numel()
+    for i in range(x.shape[0]):
+        order = np.argsort(-maps[i].flatten().numpy(), kind="stable")
+        c = contrib[i].flatten().numpy()[order]
+        total = c.sum()
+        for k in range(11):
+            m = round(k * hw / 10)
+            # black baseline: deleting a pixel removes its contribution
+            assert res.deletion[i, k].item() == pytest.approx(total - c[:m].sum(), abs=1e-9)
+            assert res.insertion[i, k].item() == pytest.approx(c[:m].sum(), abs=1e-9)
+    np.testing.assert_allclose(res.deletion_auc.numpy(),
+                               np.trapezoid(res.deletion.numpy(), res.fractions.numpy(), axis=1))
+
+
+def test_the_exact_contributions_are_the_most_faithful_order() -> None:
+    model, x, t, contrib = _setup()
+    best = deletion_insertion(model, x, contrib, t, steps=30, output="logit")
+    rand = deletion_insertion(model, x, torch.zeros_like(contrib), t, steps=30, output="logit")
+    worst = deletion_insertion(model, x, -contrib, t, steps=30, output="logit")
+    assert (best.deletion_auc < rand.deletion_auc).all()
+    assert (rand.deletion_auc < worst.deletion_auc).all()
+    assert (best.insertion_auc > rand.insertion_auc).all()
+    # removing the largest contributions first gives the lowest score at every step
+    assert (best.deletion <= rand.deletion + 1e-12).all()
+
+
+def test_pixel_order_breaks_ties_by_seed() -> None:
+    const = torch.zeros(2, 4, 4)
+    a, b = pixel_order(const, seed=1), pixel_order(const, seed=2)
+    assert torch.equal(a.sort(1).values, torch.arange(16).expand(2, -1))  # permutations
+    assert not torch.equal(a, b) and torch.equal(a, pixel_order(const, seed=1))
+    ranked = pixel_order(torch.arange(16.0).view(1, 4, 4))
+    assert torch.equal(ranked[0], torch.arange(15, -1, -1))
+
+
+def test_bcos_net_scores_sigmoid_and_the_table() -> None:
+    torch.manual_seed(0)
+    model = bcosnet.create_model("fmnist_bcos", width=4).eval()
+    x = torch.rand(2, 1, 12, 12)
+    t = torch.tensor([1, 2])
+    ex = bcosnet.explain(model, x, target=t[:, None])
+    table = faithfulness_table(
+        model, x, t,
+        {"bcos": lambda im, tg: ex.contributions[:, 0], "random": "random"}, steps=4,
+    )
+    with torch.no_grad():
+        p = model(x).sigmoid().gather(1, t[:, None])[:, 0].double()
+    assert table["bcos"].output == "sigmoid"
+    torch.testing.assert_close(table["bcos"].deletion[:, 0], p, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(table["random"].insertion[:, -1], p, rtol=1e-5, atol=1e-6)
+    std = bcosnet.create_model("standard_fmnist_bcos", width=4).eval()
+    assert deletion_insertion(std, x, torch.rand(2, 12, 12), t, steps=2).output == "softmax"
+
+
+def test_bad_input_says_what_to_change() -> None:
+    model, x, t, contrib = _setup()
+    with pytest.raises(ValueError, match="upsample"):
+        deletion_insertion(model, x, contrib[:, :3], t)
+    with pytest.raises(ValueError, match="steps"):
+        deletion_insertion(model, x, contrib, t, steps=0)
+    with pytest.raises(ValueError, match="one class per image"):
+        deletion_insertion(model, x, contrib, torch.tensor([0, 1]))
