@@ -12,7 +12,7 @@
    confidently (sigmoid(logit) > 0.5) and correctly classified test images,
    every method — the B-cos network's own explanation and the eight post-hoc
    methods on the B-cos network, the eight post-hoc methods on the twin — with
-   per-method grid counts (default 250 grids, 15 for IntGrad, occlusion, RISE
+   per-method grid counts (default 250 grids, 50 for IntGrad, occlusion, RISE
    and LIME: cut from the paper's 500 for time; the report says so), plus a Fig. A2-style
    panel of every method's map on one grid;
 5. a report (``report.html`` + ``report.md``) in the output folder.
@@ -59,10 +59,10 @@ PAPER_GRIDS = 500
 #: The main job's grid counts: the paper's 500 cut to fit the job into ~45 minutes
 #: on 2 CPU cores (training included).  IntGrad (50 steps × 9 targets = 450 backward
 #: passes per grid) and the perturbation methods (441–500 forward passes per grid)
-#: cost 20–60× a gradient method; docs/evaluation.md gives the measured cost per grid.
+#: cost 5–20× a gradient method; docs/evaluation.md gives the measured cost per grid.
 DEFAULT_GRIDS = 250
 EXPENSIVE_METHODS = ("intgrad", *PERTURBATION_METHODS)
-DEFAULT_GRIDS_PER_METHOD: dict[str, int] = dict.fromkeys(EXPENSIVE_METHODS, 15)
+DEFAULT_GRIDS_PER_METHOD: dict[str, int] = dict.fromkeys(EXPENSIVE_METHODS, 50)
 #: Per-method settings for 28 px images: quickshift's default max_dist (200) cuts a
 #: 56 px grid of Fashion-MNIST images into 5–9 super-pixels, too few for LIME's
 #: top 5; max_dist 4 gives 29–42.  Occlusion: 4 px patches, stride 4.
@@ -82,7 +82,7 @@ class MainConfig:
         dataset: ``"fashion-mnist"`` (the default, real data) or ``"synthetic"``.
         max_steps: optional cap on optimiser steps per network (quick runs).
         grids: pointing-game grids per method (the first ``grids`` of one grid set);
-            ``grids_per_method`` overrides it per method (default: 15 for
+            ``grids_per_method`` overrides it per method (default: 50 for
             IntGrad, occlusion, RISE and LIME); ``grid_n``: cells per side (3).
         confidence_threshold: grid images need sigmoid(logit) > this (None: off).
         methods_bcos / methods_standard: attribution methods per network.
