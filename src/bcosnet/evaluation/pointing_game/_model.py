@@ -1,15 +1,17 @@
-"""Model helpers of the pointing game: device, eval mode, logits, fingerprints."""
+"""Model helpers of the pointing game: device, logits, fingerprints (eval mode and the
+first output come from :mod:`bcosnet._utils.modules`)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from ..._utils.modules import eval_mode, first_output
+
 
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     for p in model.parameters():
@@ -21,24 +23,13 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.get_default_dtype()
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Evaluate in eval mode (BatchNorm statistics fixed), restore each module's mode after."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
+_eval_mode = eval_mode  # the shared helper (bcosnet._utils.modules)
 
 
 def _logits_of(out: Any) -> Tensor:
-    if isinstance(out, (tuple, list)):  # e.g. Inception's (logits, aux)
-        out = out[0]
-    if not isinstance(out, Tensor) or out.dim() != 2:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"the model must return N×K logits, got {shape}")
+    out = first_output(out)  # e.g. Inception's (logits, aux)
+    if out.dim() != 2:
+        raise ValueError(f"the model must return N×K logits, got {tuple(out.shape)}")
     return out
 
 
