@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bcosnet.cli import main
-from bcosnet.cli.main import parse_grid_counts
+from bcosnet.cli._common import parse_grid_counts
 from bcosnet.pipeline import ALL_METHODS, MainConfig
 
 

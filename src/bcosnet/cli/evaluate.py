@@ -58,7 +58,7 @@ def _accuracy_args(a: argparse.ArgumentParser) -> None:
 
 
 def _localisation_args(a: argparse.ArgumentParser) -> None:
-    from .main import parse_grid_counts
+    from ._common import parse_grid_counts
 
     a.add_argument("--checkpoint", required=True,
                    help="training checkpoint (.pt) or exported weights (.safetensors)")

@@ -11,25 +11,10 @@ from ..pipeline import (
     DEFAULT_GRIDS_PER_METHOD,
     MainConfig,
 )
+from ._common import parse_grid_counts
 
 
 _DEFAULT_COUNTS = ",".join(f"{k}={v}" for k, v in DEFAULT_GRIDS_PER_METHOD.items())
-
-
-def parse_grid_counts(text: str) -> dict[str, int]:
-    """``"occlusion=100,rise=100"`` -> ``{"occlusion": 100, "rise": 100}``."""
-    out: dict[str, int] = {}
-    if text.strip().lower() == "none":
-        return out
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        name, sep, value = part.partition("=")
-        if not sep or not value.strip().isdigit():
-            raise argparse.ArgumentTypeError(
-                f"grid counts look like 'occlusion=100,rise=100', got {part!r}")
-        out[name.strip()] = int(value)
-    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
