@@ -17,9 +17,12 @@ def test_main_job_end_to_end_and_rerun(tmp_path):
         dataset="synthetic",
         time_limit_min=2.0,
         max_steps=40,
-        grids=2,
-        methods_bcos=("bcos", "grad"),
-        methods_standard=("grad",),
+        grids=3,
+        grids_per_method={"occlusion": 1},
+        grid_n=2,  # the synthetic data has 4 classes
+        confidence_threshold=None,
+        methods_bcos=("bcos", "grad", "occlusion"),
+        methods_standard=("grad", "occlusion"),
         examples=1,
         progress=False,
     )
@@ -38,6 +41,11 @@ def test_main_job_end_to_end_and_rerun(tmp_path):
         median = results["pointing_game"]["B-cos"][method]["median"]
         assert 0.0 <= median <= 1.0
     assert "bcos" not in results["pointing_game"]["standard"]
+    # grids per method and what was cut are stated; the Fig. A2-style panel is there
+    assert results["pointing_game_grids"]["B-cos"] == {"bcos": 3, "grad": 3, "occlusion": 1}
+    assert "occlusion 1 grids instead of the paper's 500" in text
+    assert (out / "pointing_game" / "panel.png").stat().st_size > 1000
+    assert "Fig. A2-style panel" in text
     assert (out / "explanations" / "example_0.png").stat().st_size > 1000
 
     # Re-running reuses every finished stage: same checkpoints, same results.

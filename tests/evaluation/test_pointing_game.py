@@ -221,9 +221,10 @@ def test_threshold_excludes_correct_but_unconfident_images() -> None:
     no_thr = _expected_rankings(table, data[1], None)
     thr = _expected_rankings(table, data[1], 0.5)
     assert sum(map(len, thr.values())) < sum(map(len, no_thr.values()))  # the data has such images
-    all_used = make_grid_dataset(model, data, n=1, num_grids=None, progress=False)
-    thr_used = make_grid_dataset(model, data, n=1, num_grids=None, confidence_threshold=0.5,
+    all_used = make_grid_dataset(model, data, n=1, num_grids=None, confidence_threshold=None,
                                  progress=False)
+    thr_used = make_grid_dataset(model, data, n=1, num_grids=None, progress=False)  # default 0.5
+    assert thr_used.confidence_threshold == 0.5 and thr_used.confidence_score == "sigmoid"
     assert len(all_used) == sum(map(len, no_thr.values()))
     assert len(thr_used) == sum(map(len, thr.values()))
 
@@ -236,7 +237,8 @@ def test_grid_construction_invariants_hold_for_random_data(seed, n, k, threshold
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         grids = make_grid_dataset(model, data, n=n, num_grids=num_grids, seed=seed,
-                                  confidence_threshold=threshold, progress=False)
+                                  confidence_threshold=threshold, allow_fewer=True,
+                                  progress=False)
     if num_grids is not None:
         assert len(grids) <= num_grids
     _check_grid_properties(grids, table, data[1], threshold)
@@ -251,11 +253,31 @@ def test_seed_reproducibility() -> None:
     assert not torch.equal(a.classes, c.classes)
 
 
-def test_too_few_images_warns_and_reports_count() -> None:
-    model, data, _ = make_fake(seed=0, num=30, k=5)
-    with pytest.warns(UserWarning, match="made .* of 1000 requested"):
-        grids = make_grid_dataset(model, data, n=2, num_grids=1000, progress=False)
-    assert grids.num_grids == len(grids) < 1000 and grids.requested == 1000
+def test_too_few_confident_images_is_an_error_that_says_how_many_grids_are_available() -> None:
+    model, data, table = make_fake(seed=0, num=30, k=5)
+    available = len(make_grid_dataset(model, data, n=2, num_grids=None, progress=False))
+    assert 0 < available < 1000
+    with pytest.raises(ValueError, match=f"only {available} 2×2 grids can be made, 1000 were "
+                                         r"requested.*sigmoid\(logit\) > 0.5.*num_grids="
+                                         f"{available}"):
+        make_grid_dataset(model, data, n=2, num_grids=1000, progress=False)
+    with pytest.warns(UserWarning, match=f"only {available} 2×2 grids"):
+        grids = make_grid_dataset(model, data, n=2, num_grids=1000, allow_fewer=True,
+                                  progress=False)
+    assert grids.num_grids == len(grids) == available and grids.requested == 1000
+
+
+def test_too_few_confident_classes_is_an_error_that_says_how_many_there_are() -> None:
+    model, data, table = make_fake(seed=0, num=30, k=5)
+    # a threshold only the single most confident image of each class passes
+    conf = table.gather(1, data[1][:, None])[:, 0].sigmoid()
+    ok = table.argmax(1) == data[1]
+    per_class = {c: conf[ok & (data[1] == c)].max().item() for c in range(5)
+                 if (ok & (data[1] == c)).any()}
+    strict = sorted(per_class.values())[-3] - 1e-9  # 3 classes keep an image
+    with pytest.raises(ValueError, match=r"only 3 of the 5 classes have a correctly classified "
+                                         r"image with sigmoid\(logit\) >"):
+        make_grid_dataset(model, data, n=2, confidence_threshold=float(strict), progress=False)
 
 
 def test_grid_needs_enough_classes() -> None:
@@ -353,15 +375,15 @@ def test_make_attribution_fn_passes_callables_and_rejects_settings_for_them() ->
 
 def test_resume_after_interruption_and_skip_finished(tmp_path) -> None:
     model, data, _ = make_fake(seed=9, num=120, k=6)
-    kw = dict(n=2, num_grids=5, batch_size=2, progress=False)
+    kw = dict(n=2, num_grids=5, batch_size=2, confidence_threshold=None, progress=False)
     fresh = grid_pointing_game(model, data, {"m": oracle, "u": uniform}, **kw)
-    total_batches = math.ceil(5 * 4 / 2)
+    total_batches = math.ceil(5 / 2)  # batches of 2 grids, one call per cell (per-target loop)
 
     calls = {"n": 0}
 
     def failing(images, targets):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == 2 * 4 + 1:  # the first call of the third batch
             raise RuntimeError("interrupted")
         return oracle(images, targets)
 
@@ -370,7 +392,7 @@ def test_resume_after_interruption_and_skip_finished(tmp_path) -> None:
         grid_pointing_game(model, data, {"m": failing, "u": uniform}, results_dir=tmp_path,
                            checkpoint_interval_s=0, **kw)
     partial = json.loads((tmp_path / "m.partial.json").read_text())
-    assert len(partial["scores"]) == 3 * 2
+    assert len(partial["scores"]) == 2 * 2 * 4  # two batches of two grids of four cells
     assert (tmp_path / "grids.json").exists()
 
     counted = {"m": 0, "u": 0}
@@ -385,7 +407,7 @@ def test_resume_after_interruption_and_skip_finished(tmp_path) -> None:
     res = grid_pointing_game(model, data, {"m": count(oracle, "m"), "u": count(uniform, "u")},
                              results_dir=tmp_path, checkpoint_interval_s=0, **kw)
     assert model.calls == forwards  # grids were loaded, not rebuilt
-    assert counted == {"m": total_batches - 3, "u": total_batches}
+    assert counted == {"m": (total_batches - 2) * 4, "u": total_batches * 4}
     for name in ("m", "u"):
         np.testing.assert_array_equal(res.scores[name], fresh.scores[name])
     assert not (tmp_path / "m.partial.json").exists()

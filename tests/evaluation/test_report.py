@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from bcosnet.evaluation import PointingGameResult, Report, ReportFigure, write_report
 from bcosnet.evaluation.report import format_number
@@ -166,3 +170,104 @@ def test_bad_report_input_is_explained(tmp_path) -> None:
 )
 def test_number_format(value, text) -> None:
     assert format_number(value) == text
+
+
+# --------------------------------------------------------------------------- in a browser
+
+
+_CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+_CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars",
+]
+# Appended to a copy of the report: writes what the browser made of the page into the DOM.
+_PROBE = """<script>
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var table = document.getElementById("localisation");
+  var out = {images: imgs.map(function (i) { return {alt: i.alt, w: i.naturalWidth,
+                                                     h: i.naturalHeight, done: i.complete}; }),
+             rows: table ? table.tBodies[0].rows.length : -1,
+             head: table ? Array.prototype.map.call(table.tHead.rows[0].cells,
+                                                   function (c) { return c.textContent; }) : []};
+  var pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.style.display = "none";  // in the DOM dump, not in the screenshot
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [_CHROMIUM, *_CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def _synthetic_report(tmp_path: Path) -> Path:
+    """A report with a tiny two-network, nine-method result and an A2-style panel."""
+    from bcosnet.evaluation import GridDataset
+    from bcosnet.evaluation.pointing_game import plot_method_panel
+
+    g = np.random.default_rng(0)
+    methods = ["bcos", "grad", "ixg", "intgrad", "deeplift", "gradcam", "occlusion", "rise",
+               "lime"]
+    classes = np.tile(np.arange(9), (4, 1))
+
+    def result(ms: list[str]) -> PointingGameResult:
+        scores = {m: g.uniform(0, 1, (4 if m not in ("occlusion", "rise", "lime") else 2, 9))
+                  for m in ms}
+        return PointingGameResult(n=3, classes=classes, scores=scores, settings={
+            "n": 3, "num_grids": 4, "confidence_threshold": 0.5, "smoothing": None,
+            "grids_per_method": {m: s.shape[0] for m, s in scores.items()},
+            "multi_target": dict.fromkeys(ms, True),
+            "seconds_per_grid": dict.fromkeys(ms, 0.5)})
+
+    # the panel from callables on a 3×3 grid of 4-px cells (fast, no model training)
+    images = torch.rand(9, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    grids = GridDataset.from_dict(
+        {"n": 3, "cell_size": [4, 4], "source_indices": list(range(9)),
+         "classes": list(range(9)), "confidences": [1.0] * 9}, (images, torch.arange(9)))
+
+    def make(k: float):
+        def fn(x, t):
+            return x * k - 0.3
+        return fn
+
+    model = torch.nn.Linear(1, 1)
+    panel = tmp_path / "panel.png"
+    plot_method_panel({"B-cos": (model, {m: make(i + 1) for i, m in enumerate(methods)}),
+                       "standard": (model, {m: make(1) for m in methods[1:]})},
+                      grids, cell=4, path=panel)
+    files = write_report(tmp_path / "report", Report(
+        title="Browser check", text="Synthetic numbers.",
+        pointing_game={"B-cos": result(methods), "standard": result(methods[1:])},
+        pointing_game_text="occlusion, rise, lime: 2 grids instead of the paper's 500.",
+        pointing_game_figures=[("Fig. A2-style panel", panel)],
+        figures=[("an explanation", _png(tmp_path / "e.png"))]))
+    return files.html
+
+
+@pytest.mark.skipif(_CHROMIUM is None, reason="needs the Debian package chromium "
+                    "(scripts/setup.sh installs it when run as root)")
+def test_report_renders_in_headless_chromium(tmp_path) -> None:
+    html_path = _synthetic_report(tmp_path)
+    probe = tmp_path / "probe.html"
+    probe.write_text(html_path.read_text(encoding="utf-8").replace("</body>",
+                                                                   _PROBE + "\n</body>"))
+    shot = tmp_path / "report.png"  # a screenshot as a test artifact, from the same load
+    r = _chromium(["--virtual-time-budget=5000", "--dump-dom", f"--screenshot={shot}",
+                   "--window-size=1280,2400", probe.as_uri()], tmp_path / "profile")
+    m = re.search(r'<pre id="probe"[^>]*>(.*?)</pre>', r.stdout, re.S)
+    assert m, f"no probe output from chromium (rc {r.returncode}): {r.stderr[-2000:]}"
+    out = json.loads(html.unescape(m.group(1)))
+    assert len(out["images"]) == 3  # box plot, panel, explanation
+    for img in out["images"]:
+        assert img["done"] and img["w"] > 0 and img["h"] > 0, img
+    assert out["rows"] == 9 + 8  # one row per (network, method)
+    assert {"method", "grids", "median", "mean"} <= set(out["head"])
+    assert shot.read_bytes()[:8] == PNG, r.stderr[-2000:]
+    print(f"report screenshot: {shot}")

@@ -1,8 +1,9 @@
-"""``bcosnet evaluate``: evaluation sub-commands (``accuracy``; others may add more
-through :data:`EVALUATORS`).
+"""``bcosnet evaluate``: evaluation sub-commands (``accuracy``, ``localisation``;
+others may add more through :data:`EVALUATORS`).
 
     bcosnet evaluate accuracy --checkpoint runs/fmnist/checkpoint.pt
     bcosnet evaluate accuracy --checkpoint model.safetensors --dataset cifar10 --data data/c10
+    bcosnet evaluate localisation --checkpoint runs/fmnist/checkpoint.pt --out runs/fmnist/pg
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["register", "run_accuracy", "EVALUATORS"]
+__all__ = ["register", "run_accuracy", "run_localisation", "EVALUATORS"]
 
 #: name → (add-arguments function, run function); other modules may extend it.
 EVALUATORS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
@@ -27,6 +28,14 @@ def register(subparsers: Any) -> None:
     a = sub.add_parser("accuracy", help="top-1/top-5 and per-class test accuracy")
     _accuracy_args(a)
     a.set_defaults(func=run_accuracy)
+    loc = sub.add_parser(
+        "localisation", help="the grid pointing game (SPEC §5; Figs. B1/B2)",
+        description="The grid pointing game on the paper's protocol by default: 3×3 grids, "
+        "500 of them, images with sigmoid(logit) > 0.5, every method (bcos only on B-cos "
+        "networks), smoothing by the cell size. Progress bars show each method's ETA; "
+        "re-running with the same --out resumes.")
+    _localisation_args(loc)
+    loc.set_defaults(func=run_localisation)
     for name, (add_args, fn) in EVALUATORS.items():
         s = sub.add_parser(name)
         add_args(s)
@@ -46,6 +55,107 @@ def _accuracy_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("--per-class", action="store_true", help="print per-class accuracy")
     a.add_argument("--json", help="also write the result to this JSON file")
     a.add_argument("--threads", type=int)
+
+
+def _localisation_args(a: argparse.ArgumentParser) -> None:
+    from ._common import parse_grid_counts
+
+    a.add_argument("--checkpoint", required=True,
+                   help="training checkpoint (.pt) or exported weights (.safetensors)")
+    a.add_argument("--dataset", help="data set name (default: the checkpoint's)")
+    a.add_argument("--data", help="data root (default: the checkpoint's)")
+    a.add_argument("--out", required=True,
+                   help="results folder: grids, per-method scores, box plot; re-running "
+                        "with the same folder resumes")
+    a.add_argument("--methods", default="all",
+                   help="comma-separated methods or 'all' (default: every method; bcos only "
+                        "for B-cos networks)")
+    a.add_argument("--grid-n", type=int, default=3, help="cells per side (default: 3)")
+    a.add_argument("--grids", type=int, default=500, help="grids (default: 500, the paper's)")
+    a.add_argument("--grids-per-method", type=parse_grid_counts, default={},
+                   help="fewer grids for some methods, e.g. 'occlusion=100,rise=100'")
+    a.add_argument("--threshold", type=float, default=0.5,
+                   help="confidence threshold on sigmoid(true-class logit) (default: 0.5)")
+    a.add_argument("--no-threshold", action="store_true", help="no confidence threshold")
+    a.add_argument("--smoothing", default="auto",
+                   help="'auto' (the paper's rule for the cell size), 'none' or an odd kernel")
+    a.add_argument("--batch-size", type=int, default=8, help="grids per attribution call")
+    a.add_argument("--allow-fewer", action="store_true",
+                   help="play as many grids as can be made when fewer than --grids can")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    a.add_argument("--threads", type=int)
+    a.add_argument("--no-progress", action="store_true")
+
+
+def _is_bcos(model: Any) -> bool:
+    from ..explanations.core import find_input_encoding
+
+    return find_input_encoding(model) is not None
+
+
+def run_localisation(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..evaluation import ScoreSummary, grid_pointing_game, plot_pointing_game
+    from ..pipeline import ALL_METHODS, METHOD_SETTINGS
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, ds, dataset = _load_model_and_test_set(args)
+    bcos_net = _is_bcos(model)
+    if args.methods == "all":
+        methods = [m for m in ALL_METHODS if bcos_net or m != "bcos"]
+    else:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    smoothing: Any = args.smoothing
+    if smoothing == "none":
+        smoothing = None
+    elif smoothing != "auto":
+        if not smoothing.isdigit():
+            raise ValueError(f"--smoothing must be 'auto', 'none' or an odd int, got {smoothing!r}")
+        smoothing = int(smoothing)
+    counts = {m: min(k, args.grids) for m, k in args.grids_per_method.items()}
+    res = grid_pointing_game(
+        model, ds, methods, n=args.grid_n, num_grids=args.grids, grids_per_method=counts,
+        seed=args.seed, confidence_threshold=None if args.no_threshold else args.threshold,
+        allow_fewer=args.allow_fewer, smoothing=smoothing, batch_size=args.batch_size,
+        method_settings={m: s for m, s in METHOD_SETTINGS.items() if m in methods},
+        results_dir=args.out, progress=not args.no_progress,
+    )
+    plot_pointing_game(res, f"{args.out}/boxplot.png")
+    st = res.settings
+    print(f"{args.checkpoint}: {dataset} test, {st['n']}×{st['n']} grids, confidence threshold "
+          f"{st['confidence_threshold']}, smoothing {st['smoothing']}")
+    print(f"  {'method':<10} {'grids':>5} {'median':>7} {'mean':>7} {'Q1':>7} {'Q3':>7}")
+    for m, s in res.summary().items():
+        assert isinstance(s, ScoreSummary)
+        print(f"  {m:<10} {res.grids_per_method[m]:>5} {s.median:7.4f} {s.mean:7.4f} "
+              f"{s.q1:7.4f} {s.q3:7.4f}")
+    print(f"  (uniform baseline {res.baseline:.4f}); results in {args.out}")
+    return 0
+
+
+def _load_model_and_test_set(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    from ..data import build_datasets
+    from ..training import load_checkpoint, load_checkpoint_model
+
+    model = load_checkpoint_model(args.checkpoint, use_ema=not args.no_ema)
+    data_cfg: dict[str, Any] = {}
+    if not args.checkpoint.endswith(".safetensors"):
+        data_cfg = (load_checkpoint(args.checkpoint).get("config") or {}).get("data", {})
+    dataset = args.dataset or data_cfg.get("dataset")
+    if not dataset:
+        raise ValueError("the weights file does not record its data set; pass --dataset "
+                         "(and --data)")
+    root = args.data if args.data is not None else data_cfg.get("root")
+    splits = build_datasets(
+        dataset, root, image_size=data_cfg.get("image_size"), augment=False,
+        synthetic_samples=data_cfg.get("synthetic_samples", 256),
+        synthetic_classes=data_cfg.get("synthetic_classes", 4),
+        synthetic_channels=data_cfg.get("synthetic_channels", 1),
+    )
+    return model, splits.test, dataset
 
 
 def run_accuracy(args: argparse.Namespace) -> int:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from ..pipeline import ALL_METHODS, BCOS_METHODS, STANDARD_METHODS, MainConfig
+from ..pipeline import (
+    ALL_METHODS,
+    BCOS_METHODS,
+    DEFAULT_GRIDS,
+    DEFAULT_GRIDS_PER_METHOD,
+    MainConfig,
+)
+from ._common import parse_grid_counts
+
+
+_DEFAULT_COUNTS = ",".join(f"{k}={v}" for k, v in DEFAULT_GRIDS_PER_METHOD.items())
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,22 +23,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the main job: train, explain and evaluate on Fashion-MNIST, write a report",
         description=(
             "Train a B-cos network and its conventional twin on Fashion-MNIST, explain their "
-            "predictions, play the grid pointing game with the B-cos explanation and post-hoc "
-            "methods, and write OUT/report.html. Re-running skips finished stages."
+            "predictions, play the grid pointing game on the paper's protocol (3×3 grids, "
+            "confidence threshold, every method) and write OUT/report.html. Re-running skips "
+            "finished stages and resumes interrupted ones."
         ),
     )
-    p.add_argument("--out", default="outputs/main", help="output folder (default: %(default)s)")
-    p.add_argument("--time-limit-min", type=float, default=10.0,
-                   help="training budget per network in minutes (default: %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="a minutes-long run: 2 min training per network, 20 grids (3 for "
+                        "intgrad/occlusion/rise/lime), output folder outputs/main-quick")
+    p.add_argument("--out", default=None, help="output folder (default: outputs/main)")
+    p.add_argument("--time-limit-min", type=float, default=None,
+                   help="training budget per network in minutes (default: 10)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="cap on optimiser steps per network (quick runs)")
-    p.add_argument("--grids", type=int, default=50,
-                   help="pointing-game grids (default: %(default)s)")
-    p.add_argument("--grid-n", type=int, default=2, help="grid cells per side (default: 2)")
+    p.add_argument("--grids", type=int, default=None,
+                   help=f"pointing-game grids per method (default: {DEFAULT_GRIDS}; the "
+                        "paper: 500)")
+    p.add_argument("--grids-per-method", type=parse_grid_counts, default=None,
+                   help="per-method grid counts, e.g. 'intgrad=100,occlusion=100' "
+                        f"(default: {_DEFAULT_COUNTS}; 'none': --grids for every method)")
+    p.add_argument("--grid-n", type=int, default=3, help="grid cells per side (default: 3)")
+    p.add_argument("--no-threshold", action="store_true",
+                   help="no confidence threshold (default: sigmoid(logit) > 0.5, the paper's)")
     p.add_argument("--methods", default=None,
-                   help=f"comma-separated methods (default: {','.join(BCOS_METHODS)}; "
-                        f"available: {','.join(ALL_METHODS)}; 'bcos' is used for the B-cos "
-                        "network only; 'all' for every method)")
+                   help=f"comma-separated methods (default: all: {','.join(BCOS_METHODS)}; "
+                        "'bcos' is used for the B-cos network only)")
     p.add_argument("--dataset", default="fashion-mnist",
                    help="fashion-mnist (default) or synthetic (a quick plumbing check)")
     p.add_argument("--seed", type=int, default=0)
@@ -39,25 +58,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..pipeline import run_main
 
-    methods_bcos, methods_std = BCOS_METHODS, STANDARD_METHODS
+    overrides: dict = {"dataset": args.dataset, "seed": args.seed, "grid_n": args.grid_n,
+                       "progress": not args.no_progress}
     if args.methods:
         chosen = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         if chosen == ("all",):
             chosen = ALL_METHODS
-        methods_bcos = chosen
-        methods_std = tuple(m for m in chosen if m != "bcos")
-    cfg = MainConfig(
-        out_dir=args.out,
-        time_limit_min=args.time_limit_min,
-        max_steps=args.max_steps,
-        grids=args.grids,
-        grid_n=args.grid_n,
-        methods_bcos=methods_bcos,
-        methods_standard=methods_std,
-        dataset=args.dataset,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
+        unknown = sorted(set(chosen) - set(ALL_METHODS))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; available: {', '.join(ALL_METHODS)}")
+        overrides["methods_bcos"] = chosen
+        overrides["methods_standard"] = tuple(m for m in chosen if m != "bcos")
+    for key, value in (("out_dir", args.out), ("time_limit_min", args.time_limit_min),
+                       ("max_steps", args.max_steps), ("grids", args.grids)):
+        if value is not None:
+            overrides[key] = value
+    if args.grids_per_method is not None:
+        overrides["grids_per_method"] = args.grids_per_method
+    if args.no_threshold:
+        overrides["confidence_threshold"] = None
+    cfg = MainConfig.quick(**overrides) if args.quick else MainConfig(**overrides)
     report = run_main(cfg)
     print(f"report written to {report}")
     return 0

@@ -30,13 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .pointing_game import (
-    PointingGameResult,
-    _atomic_write_bytes,
-    _atomic_write_json,
-    _atomic_write_text,
-    plot_pointing_game,
-)
+from .._utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .pointing_game import PointingGameResult, plot_pointing_game
 
 __all__ = ["Report", "ReportFigure", "ReportFiles", "format_number", "write_report"]
 
@@ -73,6 +68,10 @@ class Report:
             dict of :meth:`PointingGameResult.to_dict` (summaries alone suffice
             for the table; scores are needed for the box plot).
         pointing_game_figure: a ready box-plot file; None: drawn from the scores.
+        pointing_game_figures: more figures of the pointing-game section (as
+            ``figures``), e.g. the Fig. A2-style panel of every method's maps.
+        pointing_game_text: notes shown with the pointing-game table (e.g. what was
+            cut for time); the settings each result records are listed below it.
         figures: :class:`ReportFigure`, ``(caption, path)`` pairs or dicts with
             ``path`` and ``caption`` (example explanations etc.).
     """
@@ -85,6 +84,9 @@ class Report:
         default_factory=dict
     )
     pointing_game_figure: str | os.PathLike | None = None
+    pointing_game_text: str = ""
+    pointing_game_figures: Sequence[
+        ReportFigure | tuple[str, str | os.PathLike] | Mapping[str, Any]] = ()
     figures: Sequence[ReportFigure | tuple[str, str | os.PathLike] | Mapping[str, Any]] = ()
 
     @classmethod
@@ -163,10 +165,28 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
     return cols
 
 
-def _pg_tables(pg: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, PointingGameResult]]:
-    """Summary rows and the results that have scores (for the box plot)."""
+#: Settings of a pointing-game result shown in the report, with their labels.
+_PG_SETTINGS = {
+    "n": "grid cells per side",
+    "num_grids": "grids made",
+    "requested_grids": "grids requested",
+    "confidence_threshold": "confidence threshold (None: off)",
+    "confidence_score": "threshold applies to",
+    "smoothing": "smoothing kernel (None: none)",
+    "smoothing_rule": "smoothing rule",
+    "cell_size": "cell size (px)",
+    "seed": "seed",
+    "method_settings": "method settings",
+}
+
+
+def _pg_tables(
+    pg: Mapping[str, Any],
+) -> tuple[list[dict[str, Any]], dict[str, PointingGameResult], list[dict[str, Any]]]:
+    """Summary rows, the results that have scores (for the box plot), settings rows."""
     rows: list[dict[str, Any]] = []
     plottable: dict[str, PointingGameResult] = {}
+    setting_rows: list[dict[str, Any]] = []
     for label, r in pg.items():
         if isinstance(r, Mapping) and any(
             "scores" in v for v in r.get("methods", {}).values()
@@ -174,22 +194,36 @@ def _pg_tables(pg: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, P
             r = PointingGameResult.from_dict(r)
         if isinstance(r, PointingGameResult):
             plottable[label] = r
-            n, grids = r.n, r.num_grids
+            n, settings = r.n, dict(r.settings)
+            per_method = r.grids_per_method
             summaries = {m: s.to_dict() for m, s in r.summary().items()}
         elif isinstance(r, Mapping) and "n" in r and "methods" in r:
-            n, grids = int(r["n"]), r.get("num_grids")
+            n, settings = int(r["n"]), dict(r.get("settings", {}))
             summaries = {m: dict(v["summary"]) for m, v in r["methods"].items()}
+            per_method = {m: v.get("grids", r.get("num_grids")) for m, v in r["methods"].items()}
         else:
             raise TypeError(
                 f"pointing_game[{label!r}] must be a PointingGameResult or its to_dict() form"
             )
+        multi = settings.get("multi_target") or {}
+        secs = settings.get("seconds_per_grid") or {}
         for m, s in summaries.items():
-            rows.append({
-                "model": label, "method": m, "grid": f"{n}×{n}", "grids": grids,
+            row = {
+                "model": label, "method": m, "grid": f"{n}×{n}", "grids": per_method.get(m),
                 "cells": s.get("count"), "median": s.get("median"), "Q1": s.get("q1"),
                 "Q3": s.get("q3"), "mean": s.get("mean"), "baseline 1/n²": 1.0 / (n * n),
-            })
-    return rows, plottable
+            }
+            if multi or secs:
+                row["all cells in one call"] = {True: "yes", False: "no"}.get(multi.get(m), "–")
+                row["s / grid"] = secs.get(m)
+            rows.append(row)
+        for key, text in _PG_SETTINGS.items():
+            if key in settings:
+                v = settings[key]
+                setting_rows.append({"model": label, "setting": text,
+                                     "value": v if isinstance(v, (int, float, str)) or v is None
+                                     else json.dumps(v)})
+    return rows, plottable, setting_rows
 
 
 def _figure_list(figs: Any) -> list[ReportFigure]:
@@ -221,7 +255,7 @@ def _place_figure(src: Path, out_dir: Path, fig_dir: Path, index: int) -> Path:
         pass
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", src.name)
     dst = fig_dir / f"{index:02d}_{stem}"
-    _atomic_write_bytes(dst, src.read_bytes())
+    atomic_write_bytes(dst, src.read_bytes())
     return dst
 
 
@@ -242,7 +276,7 @@ def _md_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _html_table(rows: list[dict[str, Any]]) -> str:
+def _html_table(rows: list[dict[str, Any]], table_id: str | None = None) -> str:
     cols = _columns(rows)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
     body = "".join(
@@ -252,7 +286,8 @@ def _html_table(rows: list[dict[str, Any]]) -> str:
         ) + "</tr>\n"
         for r in rows
     )
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
+    ident = f' id="{html.escape(table_id)}"' if table_id else ""
+    return f"<table{ident}>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
 
 
 def _html_image(path: Path, rel: str, caption: str, embed: bool) -> str:
@@ -316,7 +351,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
 
     acc_rows = _accuracy_rows(report.accuracy)
-    pg_rows, plottable = _pg_tables(report.pointing_game)
+    pg_rows, plottable, pg_settings = _pg_tables(report.pointing_game)
     pg_fig: Path | None = None
     if report.pointing_game_figure is not None:
         pg_fig = _place_figure(Path(report.pointing_game_figure), out, fig_dir, 0)
@@ -326,6 +361,10 @@ def write_report(
     figures = [
         (f, _place_figure(Path(f.path), out, fig_dir, i + 1))
         for i, f in enumerate(_figure_list(report.figures))
+    ]
+    pg_figures = [
+        (f, _place_figure(Path(f.path), out, fig_dir, 50 + i))
+        for i, f in enumerate(_figure_list(report.pointing_game_figures))
     ]
 
     def rel(p: Path) -> str:
@@ -343,7 +382,7 @@ def write_report(
     if acc_rows:
         md += ["## Accuracy", "", _md_table(acc_rows), ""]
         hb += ["<h2>Accuracy</h2>", _html_table(acc_rows)]
-    if pg_rows or pg_fig is not None:
+    if pg_rows or pg_fig is not None or pg_figures:
         intro = (
             "Grid pointing game: the fraction of positive attribution inside the cell of "
             "the explained class (1 = perfect localisation; the dashed line is the "
@@ -351,13 +390,24 @@ def write_report(
         )
         md += ["## Grid pointing game", "", intro, ""]
         hb += ["<h2>Grid pointing game</h2>", f"<p>{html.escape(intro)}</p>"]
+        for p in _paragraphs(report.pointing_game_text):
+            md += [p, ""]
+            hb.append(f"<p>{html.escape(p)}</p>")
         if pg_rows:
             md += [_md_table(pg_rows), ""]
-            hb.append(_html_table(pg_rows))
+            hb.append(_html_table(pg_rows, table_id="localisation"))
+        if pg_settings:
+            md += ["Settings used:", "", _md_table(pg_settings), ""]
+            hb += ["<p>Settings used:</p>", _html_table(pg_settings)]
         if pg_fig is not None:
             md += [f"![Grid pointing game scores per method]({rel(pg_fig)})", ""]
             hb.append(_html_image(pg_fig, rel(pg_fig), "Grid pointing game scores per method",
                                   embed_images))
+        for f, p in pg_figures:
+            md += [f"![{f.caption or p.name}]({rel(p)})", ""]
+            if f.caption:
+                md += [f"*{f.caption}*", ""]
+            hb.append(_html_image(p, rel(p), f.caption, embed_images))
     if figures:
         md += ["## Explanations", ""]
         hb.append("<h2>Explanations</h2>")
@@ -377,15 +427,18 @@ def write_report(
         "metadata": {str(k): _jsonable(v) for k, v in report.metadata.items()},
         "accuracy": [{k: _jsonable(v) for k, v in r.items()} for r in acc_rows],
         "pointing_game": [{k: _jsonable(v) for k, v in r.items()} for r in pg_rows],
-        "figures": [rel(p) for _, p in figures] + ([rel(pg_fig)] if pg_fig else []),
+        "pointing_game_settings": [{k: _jsonable(v) for k, v in r.items()} for r in pg_settings],
+        "figures": [rel(p) for _, p in figures] + ([rel(pg_fig)] if pg_fig else [])
+        + [rel(p) for _, p in pg_figures],
     }
     md_path, html_path, json_path = out / f"{name}.md", out / f"{name}.html", out / f"{name}.json"
-    _atomic_write_json(json_path, numbers)
-    _atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
-    _atomic_write_text(html_path, doc)
+    atomic_write_json(json_path, numbers)
+    atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
+    atomic_write_text(html_path, doc)
     return ReportFiles(
         markdown=md_path, html=html_path, json=json_path,
-        figures=([pg_fig] if pg_fig else []) + [p for _, p in figures],
+        figures=([pg_fig] if pg_fig else []) + [p for _, p in pg_figures]
+        + [p for _, p in figures],
     )
 
 

@@ -1,0 +1,419 @@
+"""Grid data: the n×n grid images of distinct, confidently and correctly
+classified classes (SPEC §5), the per-class confidence rankings and the
+confidence threshold."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ._model import _eval_mode, _logits_of, _model_device_dtype
+
+__all__ = ["GridDataset", "TooFewClassesError", "make_grid_dataset"]
+
+
+class TooFewClassesError(ValueError):
+    """Fewer classes than n² have a usable (correct, confident) image: no grid can be made.
+
+    Attributes: ``needed`` (n²), ``usable`` (class -> number of usable images),
+    ``confidence_threshold``.
+    """
+
+    def __init__(self, message: str, *, needed: int, usable: dict[int, int],
+                 confidence_threshold: float | None) -> None:
+        super().__init__(message)
+        self.needed, self.usable = needed, usable
+        self.confidence_threshold = confidence_threshold
+
+
+def _check_n(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (grid side) must be a positive int such as 2 or 3, got {n!r}")
+    return n
+
+
+def _as_image(x: Any, index: int) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"dataset item {index} is a {type(x).__name__}, not a tensor — give the dataset a "
+            "transform that returns C×H×W float tensors in [0, 1] (e.g. ToTensor())"
+        )
+    if x.dim() != 3 or not x.is_floating_point():
+        raise ValueError(
+            f"dataset item {index} must be a C×H×W float image tensor, got shape "
+            f"{tuple(x.shape)} and dtype {x.dtype}"
+        )
+    return x
+
+
+class _TensorSource:
+    """Random access to a pair of tensors ``(images N×C×H×W, labels N)``."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        if not isinstance(images, Tensor) or images.dim() != 4:
+            raise ValueError("a tensor data set must be (images N×C×H×W, labels N)")
+        labels = torch.as_tensor(labels)
+        if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
+            )
+        self.images, self.labels = images, labels.long()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+
+def _as_source(dataset: Any) -> Any:
+    if isinstance(dataset, (tuple, list)) and len(dataset) == 2 and isinstance(dataset[0], Tensor):
+        return _TensorSource(dataset[0], dataset[1])
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise TypeError(
+            "dataset must be a map-style data set (len() and [i] -> (image, label)) or a pair "
+            f"(images N×C×H×W, labels N), got {type(dataset).__name__}"
+        )
+    return dataset
+
+
+def _iter_batches(source: Any, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """(images, labels) batches in data-set order."""
+    if isinstance(source, _TensorSource):
+        for s in range(0, len(source), batch_size):
+            yield source.images[s : s + batch_size], source.labels[s : s + batch_size]
+        return
+    loader = torch.utils.data.DataLoader(source, batch_size=batch_size, shuffle=False)
+    for batch in loader:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise ValueError("dataset items must be (image, label) pairs")
+        yield batch[0], torch.as_tensor(batch[1])
+
+
+def _fetch_image(source: Any, index: int) -> Tensor:
+    if isinstance(source, _TensorSource):
+        return source.images[index]
+    item = source[index]
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise ValueError("dataset items must be (image, label) pairs")
+    return _as_image(item[0], index)
+
+
+@dataclass
+class GridDataset:
+    """n×n grid images of distinct, correctly classified classes.
+
+    The grid images are built on demand from ``source`` (so 500 ImageNet grids
+    need not sit in memory); :attr:`images` materialises all of them.
+
+    Attributes (G grids, n² cells per grid, row-major cell order):
+        source: the data set the cell images come from.
+        n: cells per side.
+        source_indices: G×n² long, the data-set index of each cell's image.
+        classes: G×n² long, each cell's (true and predicted) class.
+        confidences: G×n² float, the model's true-class logit of each cell's image.
+        cell_size: (H, W) of one cell in pixels.
+        requested: number of grids asked for (None: as many as possible).
+        seed, confidence_threshold, confidence_score: the construction settings.
+    """
+
+    source: Any
+    n: int
+    source_indices: Tensor
+    classes: Tensor
+    confidences: Tensor
+    cell_size: tuple[int, int]
+    requested: int | None = None
+    seed: int = 0
+    confidence_threshold: float | None = None
+    confidence_score: str = "sigmoid"
+
+    def __len__(self) -> int:
+        return int(self.source_indices.shape[0])
+
+    @property
+    def num_grids(self) -> int:
+        """How many grids were made (may be fewer than :attr:`requested`)."""
+        return len(self)
+
+    @property
+    def boxes(self) -> Tensor:
+        """n²×4 long: each cell's box ``(top, left, bottom, right)`` in pixels (end-exclusive)."""
+        h, w = self.cell_size
+        return torch.tensor(
+            [
+                [r * h, c * w, (r + 1) * h, (c + 1) * w]
+                for r in range(self.n)
+                for c in range(self.n)
+            ],
+            dtype=torch.long,
+        )
+
+    def get_images(self, indices: Sequence[int] | Tensor) -> Tensor:
+        """len(indices)×C×nH×nW grid images for the given grid indices."""
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        flat = self.source_indices[idx].reshape(-1).tolist()
+        if isinstance(self.source, _TensorSource):
+            cells = self.source.images[torch.tensor(flat, dtype=torch.long)]
+        else:
+            cells = torch.stack([_fetch_image(self.source, i) for i in flat])
+        n = self.n
+        g, c, h, w = len(idx), cells.shape[1], cells.shape[2], cells.shape[3]
+        if (h, w) != tuple(self.cell_size):
+            raise ValueError(
+                f"data-set images are {h}×{w}, the grids were made from {self.cell_size} images"
+            )
+        # g·n·n×C×H×W -> g×C×(n·H)×(n·W), cell k at row k // n, column k % n
+        return cells.reshape(g, n, n, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(g, c, n * h, n * w)
+
+    @property
+    def images(self) -> Tensor:
+        """G×C×nH×nW: all grid images (materialised on each access)."""
+        return self.get_images(range(len(self)))
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        """(grid image C×nH×nW, classes n²)."""
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"grid {i} out of range (0..{len(self) - 1})")
+        return self.get_images([i])[0], self.classes[i]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable description (everything but the source data set)."""
+        return {
+            "n": self.n,
+            "cell_size": list(self.cell_size),
+            "requested": self.requested,
+            "seed": self.seed,
+            "confidence_threshold": self.confidence_threshold,
+            "confidence_score": self.confidence_score,
+            "source_indices": self.source_indices.tolist(),
+            "classes": self.classes.tolist(),
+            "confidences": self.confidences.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: Any) -> GridDataset:
+        """Rebuild from :meth:`to_dict` output and the same source data set."""
+        n = int(d["n"])
+        sq = n * n
+        return cls(
+            source=_as_source(source),
+            n=n,
+            source_indices=torch.tensor(d["source_indices"], dtype=torch.long).reshape(-1, sq),
+            classes=torch.tensor(d["classes"], dtype=torch.long).reshape(-1, sq),
+            confidences=torch.tensor(d["confidences"], dtype=torch.float64).reshape(-1, sq),
+            cell_size=(int(d["cell_size"][0]), int(d["cell_size"][1])),
+            requested=d.get("requested"),
+            seed=int(d.get("seed", 0)),
+            confidence_threshold=d.get("confidence_threshold"),
+            confidence_score=str(d.get("confidence_score", "sigmoid")),
+        )
+
+
+def _class_rankings(
+    model: nn.Module,
+    source: Any,
+    *,
+    confidence_threshold: float | None,
+    confidence_score: str,
+    batch_size: int,
+    progress: bool,
+) -> tuple[dict[int, list[int]], dict[int, list[float]], tuple[int, int], int]:
+    """Per class: correctly classified data-set indices, most confident first."""
+    device, dtype = _model_device_dtype(model)
+    logits_true: list[Tensor] = []
+    correct: list[Tensor] = []
+    labels_all: list[Tensor] = []
+    cell_size: tuple[int, int] | None = None
+    num_classes = 0
+    with _eval_mode(model), torch.no_grad():
+        bar = tqdm(total=len(source), desc="grid data: classifying", disable=not progress)
+        for images, labels in _iter_batches(source, batch_size):
+            if images.dim() != 4 or not images.is_floating_point():
+                raise ValueError(
+                    "dataset images must be C×H×W float tensors in [0, 1], got a batch of "
+                    f"shape {tuple(images.shape)} and dtype {images.dtype}"
+                )
+            if cell_size is None:
+                cell_size = (int(images.shape[2]), int(images.shape[3]))
+            labels = labels.long().reshape(-1)
+            out = _logits_of(model(images.to(device=device, dtype=dtype))).detach().cpu()
+            num_classes = out.shape[1]
+            if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+                raise ValueError(
+                    f"labels must lie in 0..{num_classes - 1} (the model has {num_classes} "
+                    f"outputs), got {int(labels.min())}..{int(labels.max())}"
+                )
+            true = out.gather(1, labels[:, None])[:, 0]
+            ok = out.argmax(1) == labels
+            if confidence_threshold is not None:
+                prob = torch.sigmoid(true) if confidence_score == "sigmoid" else (
+                    out.double().softmax(1).gather(1, labels[:, None])[:, 0])
+                ok &= prob > confidence_threshold
+            logits_true.append(true.double())
+            correct.append(ok)
+            labels_all.append(labels)
+            bar.update(len(labels))
+        bar.close()
+    if cell_size is None:
+        raise ValueError("the data set is empty")
+    conf = torch.cat(logits_true).numpy()
+    ok_all = torch.cat(correct).numpy()
+    lab = torch.cat(labels_all).numpy()
+    ranking: dict[int, list[int]] = {}
+    scores: dict[int, list[float]] = {}
+    for c in range(num_classes):
+        idx = np.flatnonzero((lab == c) & ok_all)
+        # Descending confidence; the stable sort breaks ties by data-set order.
+        order = idx[np.argsort(-conf[idx], kind="stable")]
+        if len(order):
+            ranking[c] = order.tolist()
+            scores[c] = conf[order].tolist()
+    return ranking, scores, cell_size, num_classes
+
+
+def make_grid_dataset(
+    model: nn.Module,
+    dataset: Any,
+    n: int = 3,
+    num_grids: int | None = 500,
+    *,
+    seed: int = 0,
+    confidence_threshold: float | None = 0.5,
+    confidence_score: str = "sigmoid",
+    allow_fewer: bool = False,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> GridDataset:
+    """Build the pointing-game grids (SPEC §5).
+
+    For each class, the test images that ``model`` classifies correctly are
+    ranked by confidence (true-class logit, descending).  With the default
+    ``confidence_threshold=0.5`` only images with ``sigmoid(logit) > 0.5``
+    (logit > 0) take part — the official CVPR 2022 code's rule, applied to
+    B-cos and conventional networks alike: a class takes part only while its
+    next unused image passes.  Each grid draws n² distinct classes at random
+    among the classes that still have an unused image (a ``torch.Generator``
+    seeded with ``seed``) and takes each class's most confident unused image;
+    cell k of the grid (row-major) holds the k-th drawn class.  No image is used
+    twice, and the grids for ``num_grids=m`` are the first m of those for any
+    larger request.
+
+    Args:
+        model: classifier taking images in [0, 1], returning N×K logits.  Run in
+            eval mode (its modes are restored afterwards) on its own device.
+        dataset: map-style data set of ``(image C×H×W in [0, 1], label)`` with
+            equal-sized images and deterministic transforms, or a pair
+            ``(images N×C×H×W, labels N)``.
+        n: cells per side (the paper: 3 on ImageNet, 2 on CIFAR-10).
+        num_grids: how many grids to make; None: as many as possible.  When
+            fewer can be made (fewer than n² classes have an unused image left),
+            this raises ValueError saying how many are available, unless
+            ``allow_fewer`` (then a warning; :attr:`GridDataset.num_grids` says
+            how many were made).
+        seed: seed of the class sampling.
+        confidence_threshold: p in [0, 1) (default 0.5, the paper's), or None
+            for no threshold (every correctly classified image).
+        confidence_score: what the threshold applies to: ``"sigmoid"`` of the
+            true-class logit (default; the official code, for every model) or
+            ``"softmax"`` probability of the true class (an option for
+            conventional softmax networks).
+        allow_fewer: make as many grids as possible when fewer than requested
+            are available, with a warning, instead of raising.
+        batch_size: images per forward pass when ranking.
+        progress: show tqdm progress bars.
+
+    Returns:
+        A :class:`GridDataset`.
+    """
+    n = _check_n(n)
+    if num_grids is not None and (
+        isinstance(num_grids, bool) or not isinstance(num_grids, int) or num_grids < 0
+    ):
+        raise ValueError(f"num_grids must be a non-negative int or None, got {num_grids!r}")
+    if confidence_threshold is not None and not 0.0 <= float(confidence_threshold) < 1.0:
+        raise ValueError(
+            f"confidence_threshold must be None or a probability in [0, 1) such as 0.5, "
+            f"got {confidence_threshold!r}"
+        )
+    if confidence_score not in ("sigmoid", "softmax"):
+        raise ValueError(
+            f"confidence_score must be 'sigmoid' or 'softmax', got {confidence_score!r}"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    source = _as_source(dataset)
+    ranking, conf, cell_size, num_classes = _class_rankings(
+        model, source, confidence_threshold=confidence_threshold,
+        confidence_score=confidence_score, batch_size=batch_size, progress=progress,
+    )
+    sq = n * n
+    if num_classes < sq:
+        raise ValueError(
+            f"a {n}×{n} grid needs {sq} distinct classes but the model has {num_classes}; "
+            f"use a smaller n"
+        )
+    usable = {c: len(r) for c, r in ranking.items()}
+    thr = "" if confidence_threshold is None else (
+        f" with {confidence_score}(logit) > {confidence_threshold:g}"
+        if confidence_score == "sigmoid" else f" with softmax > {confidence_threshold:g}")
+    if len(usable) < sq:
+        raise TooFewClassesError(
+            f"a {n}×{n} grid needs {sq} distinct classes, but only {len(usable)} of the "
+            f"{num_classes} classes have a correctly classified image{thr} (images per class: "
+            f"{dict(sorted(usable.items()))}); use a smaller n, a better-trained model or "
+            "confidence_threshold=None",
+            needed=sq, usable=usable, confidence_threshold=confidence_threshold,
+        )
+    gen = torch.Generator().manual_seed(seed)
+    next_unused = dict.fromkeys(ranking, 0)
+    grids_idx: list[list[int]] = []
+    grids_cls: list[list[int]] = []
+    grids_conf: list[list[float]] = []
+    while num_grids is None or len(grids_idx) < num_grids:
+        available = sorted(c for c, k in next_unused.items() if k < len(ranking[c]))
+        if len(available) < sq:
+            break
+        pick = torch.randperm(len(available), generator=gen)[:sq].tolist()
+        chosen = [available[p] for p in pick]
+        grids_cls.append(chosen)
+        grids_idx.append([ranking[c][next_unused[c]] for c in chosen])
+        grids_conf.append([conf[c][next_unused[c]] for c in chosen])
+        for c in chosen:
+            next_unused[c] += 1
+    made = len(grids_idx)
+    if num_grids is not None and made < num_grids:
+        msg = (
+            f"only {made} {n}×{n} grids can be made, {num_grids} were requested: after "
+            f"{made} grids fewer than {sq} classes have a correctly classified image{thr} left "
+            f"(usable images per class: {dict(sorted(usable.items()))})"
+        )
+        if not allow_fewer:
+            raise ValueError(
+                f"{msg}; pass num_grids={made} (or None, or allow_fewer=True), a smaller n, "
+                "or confidence_threshold=None"
+            )
+        warnings.warn(msg, stacklevel=2)
+    return GridDataset(
+        source=source,
+        n=n,
+        source_indices=torch.tensor(grids_idx, dtype=torch.long).reshape(made, sq),
+        classes=torch.tensor(grids_cls, dtype=torch.long).reshape(made, sq),
+        confidences=torch.tensor(grids_conf, dtype=torch.float64).reshape(made, sq),
+        cell_size=cell_size,
+        requested=num_grids,
+        seed=seed,
+        confidence_threshold=None if confidence_threshold is None else float(confidence_threshold),
+        confidence_score=confidence_score,
+    )
+
+
