@@ -19,7 +19,7 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   fi
 fi
 
-# Headless Chromium for the report test (tests/test_report.py opens report.html in it).
+# Headless Chromium for the report test (tests/evaluation/test_report.py opens report.html in it).
 if ! command -v chromium >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing Debian package chromium (report test)"

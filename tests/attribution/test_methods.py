@@ -403,7 +403,7 @@ def test_rise_on_constant_model_is_uniform():
     assert abs(sal.mean().item() - 2.0) < 0.2
 
 
-# LIME tests: tests/test_attribution_perturbation.py
+# LIME tests: tests/attribution/test_perturbation.py
 
 
 # ----------------------------------------------------------------------------- occlusion

@@ -19,7 +19,7 @@ Layout (DenseNet-BC, Huang et al. 2017), changed as in the B-cos papers::
   s = 100, ``log10 T = −3``, ``b = log(p/(1 − p))`` with ``p = max(1/K, 0.01)``
   (``log(0.01/0.99)`` for ImageNet).  The stem keeps ``F0 = 64`` features (96
   for DenseNet-161) whatever the growth rate g: with that, the parameter counts
-  of Tab. B1 are reproduced (see ``tests/test_models_densenet.py``).
+  of Tab. B1 are reproduced (see ``tests/models/test_densenet.py``).
 * ``kind="bcos_v2"`` (``densenet121_v2`` ...; the ``bcos`` package's released
   ImageNet models): B = 2, no MaxOut, no scale, bias-free *uncentred* batch norm
   in the bracketed places, T = 1, ``b = −log(K − 1)``.  Module names mirror the
