@@ -46,8 +46,9 @@ def test_compiled_fmnist_bcos_trains_and_explains_like_eager():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-6)
     # explain() accepts the compiled model (it explains through the original module:
     # hooks registered per call are invisible to graphs compiled before them)
-    e0 = bcosnet.explain(model, x, [2, 7])
-    e1 = bcosnet.explain(compiled, x, [2, 7])
+    t = torch.tensor([[2, 7]]).expand(x.shape[0], -1)  # classes 2 and 7 of every image
+    e0 = bcosnet.explain(model, x, t)
+    e1 = bcosnet.explain(compiled, x, t)
     torch.testing.assert_close(e1.weights, e0.weights, rtol=1e-5, atol=1e-9)
     torch.testing.assert_close(e1.logits, e0.logits, rtol=1e-5, atol=1e-6)
     assert e1.completeness_error.abs().max() < 1e-4
@@ -73,9 +74,10 @@ def test_bf16_autocast_explanations_on_cpu_are_nearly_complete(name, size):
         with torch.no_grad():
             model(x)
     model.eval()
-    e32 = bcosnet.explain(model, x, [1, 6])
+    t = torch.tensor([[1, 6]]).expand(x.shape[0], -1)  # classes 1 and 6 of every image
+    e32 = bcosnet.explain(model, x, t)
     with torch.autocast("cpu", torch.bfloat16):
-        e16 = bcosnet.explain(model, x, [1, 6])
+        e16 = bcosnet.explain(model, x, t)
     assert _completeness_rel(e16) < 1e-2
     assert _rel(e16.weights, e32.weights) < 0.3
     # and the float32 explanation is complete to rounding (the reference point)

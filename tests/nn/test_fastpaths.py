@@ -78,7 +78,7 @@ def test_several_targets_in_one_batched_backward_equal_single_target_explanation
     torch.manual_seed(3)
     model = bcosnet.create_model("fmnist_bcos").double().eval()
     x = torch.rand(3, 1, 12, 12, dtype=torch.float64)
-    many = bcosnet.explain(model, x, [7, 2, 5])
+    many = bcosnet.explain(model, x, [[7, 2, 5]] * 3)  # three classes for every image
     for j, t in enumerate([7, 2, 5]):
         one = bcosnet.explain(model, x, t)
         torch.testing.assert_close(many.weights[:, j], one.weights[:, 0], rtol=1e-10, atol=0)
