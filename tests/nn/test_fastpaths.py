@@ -87,7 +87,6 @@ def test_several_targets_in_one_batched_backward_equal_single_target_explanation
 
     enc = torch.cat([x, 1 - x], 1).requires_grad_(True)
     with explanation_mode(model):
-        out = model.features(enc)
-        logits = model.logits(model.pool(model.classifier(out)).flatten(1))
+        logits = model.forward_head(model.forward_body(enc))
     (g,) = torch.autograd.grad(logits[:, 2].sum(), enc)
     torch.testing.assert_close(many.weights[:, 1], g, rtol=1e-10, atol=1e-14)
