@@ -216,189 +216,178 @@ def train(config: TrainConfig, *, datasets: DataSplits | None = None) -> TrainRe
         torch.set_num_threads(cfg.threads)
     env = init_distributed(cfg.device)
     try:
-        return _train(cfg, env, datasets, tqdm)
+        run = _Run(cfg, env, datasets, tqdm)
+        run.resume()
+        run.train_epochs()
+        return run.finish()
     finally:
         env.close()
 
 
-def _train(cfg: TrainConfig, env: DistEnv, datasets: DataSplits | None, tqdm: Any) -> TrainResult:
-    out_dir = Path(cfg.out_dir)
-    ckpt_path = out_dir / CHECKPOINT_NAME
-    resuming = cfg.resume and ckpt_path.is_file()
-    if ckpt_path.is_file() and not cfg.resume:
-        raise ValueError(
-            f"{ckpt_path} already exists: pass resume=True (CLI: --resume) to continue that run, "
-            f"or choose another out_dir (CLI: --out-dir)"
-        )
-    if env.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # Temp files of a write interrupted by a crash (the real files are intact).
-        for stale in out_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):
-            stale.unlink(missing_ok=True)
+class _Run:
+    """One training run, in named steps: set-up (``__init__``), :meth:`resume`,
+    :meth:`train_epochs` (each epoch: :meth:`_epoch` of :meth:`_step` calls, then
+    :meth:`_end_of_epoch`: evaluation and checkpoint), :meth:`finish` (final
+    evaluation, checkpoint, safetensors export)."""
 
-    if cfg.optim.batch_size % env.world_size:
-        raise ValueError(
-            f"batch size {cfg.optim.batch_size} is not divisible by the {env.world_size} "
-            f"processes; the batch size is global, choose a multiple of the process count"
-        )
-    local_bs = cfg.optim.batch_size // env.world_size
-
-    # ---- data
-    d = cfg.data
-    data = datasets or build_datasets(
-        d.dataset, d.root, image_size=d.image_size, augment=d.augment, download=d.download,
-        skip_corrupt=d.skip_corrupt, synthetic_samples=d.synthetic_samples,
-        synthetic_classes=d.synthetic_classes, synthetic_channels=d.synthetic_channels,
-    )
-    num_classes = cfg.model.num_classes or len(data.classes)
-    train_ds = EpochSeededDataset(data.train, cfg.seed)
-    sampler = ShardedSampler(len(train_ds), env.world_size, env.rank, shuffle=True, seed=cfg.seed)
-    steps_per_epoch = math.ceil(len(sampler) / local_bs)
-    total_steps = cfg.epochs * steps_per_epoch
-
-    # ---- model, optimiser, schedule
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model.name, num_classes, **cfg.model.options)
-    dtype, ac_dtype = _precision(cfg, env.device)
-    model = model.to(device=env.device, dtype=dtype)
-    optimizer = _build_optimizer(model, cfg)
-    limit_s = cfg.time_limit_min * 60.0 if cfg.time_limit_min else None
-    clock = {"t0": time.monotonic(), "progress": 0.0}  # time-fitted schedule state
-    fit_time = cfg.schedule.fit_time_limit and limit_s is not None
-    scheduler = build_scheduler(
-        optimizer, cfg.schedule, total_steps, steps_per_epoch,
-        progress=(lambda: clock["progress"]) if fit_time else None,
-    )
-    ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay else None
-    scaler = (torch.amp.GradScaler(env.device.type)
-              if ac_dtype == torch.float16 and env.device.type == "cuda" else None)
-
-    epoch, step, step_in_epoch, train_time_prev = 0, 0, 0, 0.0
-    if resuming:
-        ckpt = load_checkpoint(ckpt_path, map_location=env.device)
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{ckpt_path} is not a bcosnet training checkpoint "
-                             f"(format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
-        if ckpt.get("model_name") != cfg.model.name:
+    def __init__(self, cfg: TrainConfig, env: DistEnv, datasets: DataSplits | None,
+                 tqdm: Any) -> None:
+        self.cfg, self.env, self.tqdm = cfg, env, tqdm
+        self.out_dir = Path(cfg.out_dir)
+        self.ckpt_path = self.out_dir / CHECKPOINT_NAME
+        self.resuming = cfg.resume and self.ckpt_path.is_file()
+        if self.ckpt_path.is_file() and not cfg.resume:
             raise ValueError(
-                f"{ckpt_path} was trained with model {ckpt.get('model_name')!r}, the config "
-                f"asks for {cfg.model.name!r}; resume with the same model or a new out_dir"
+                f"{self.ckpt_path} already exists: pass resume=True (CLI: --resume) to continue "
+                f"that run, or choose another out_dir (CLI: --out-dir)"
             )
-        load_model_state(model, ckpt["model"], what=str(ckpt_path))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ema is not None and ckpt.get("ema") is not None:
-            ema.load_state_dict(ckpt["ema"])
-        if scaler is not None and ckpt.get("scaler") is not None:
-            scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        epoch, step, step_in_epoch = ckpt["epoch"], ckpt["step"], ckpt["step_in_epoch"]
-        train_time_prev = float(ckpt.get("train_time_s", 0.0))
+        if env.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            # Temp files of a write interrupted by a crash (the real files are intact).
+            for stale in self.out_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):
+                stale.unlink(missing_ok=True)
+        if cfg.optim.batch_size % env.world_size:
+            raise ValueError(
+                f"batch size {cfg.optim.batch_size} is not divisible by the {env.world_size} "
+                f"processes; the batch size is global, choose a multiple of the process count"
+            )
+        self.local_bs = cfg.optim.batch_size // env.world_size
+        self._build_data(datasets)
+        self._build_model()
+        self.epoch, self.step, self.step_in_epoch, self.train_time_prev = 0, 0, 0, 0.0
+        self.log = _MetricsLog(self.out_dir, env.is_main, cfg.tensorboard)
+        self.history: list[dict[str, Any]] = []
+        self.info = {
+            "model_name": cfg.model.name,
+            "model_options": dict(cfg.model.options),
+            "num_classes": self.num_classes,
+            "classes": list(self.data.classes),
+        }
+        self.stop_reason = "completed"
+        self.epoch_stats: dict[str, float] = {}
 
-    net: nn.Module = model
-    if env.distributed:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[env.device.index] if env.device.type == "cuda" else None
+    # ------------------------------------------------------------------ set-up
+    def _build_data(self, datasets: DataSplits | None) -> None:
+        cfg, env, d = self.cfg, self.env, self.cfg.data
+        self.data = datasets or build_datasets(
+            d.dataset, d.root, image_size=d.image_size, augment=d.augment, download=d.download,
+            skip_corrupt=d.skip_corrupt, synthetic_samples=d.synthetic_samples,
+            synthetic_classes=d.synthetic_classes, synthetic_channels=d.synthetic_channels,
         )
-    loader = DataLoader(
-        train_ds, batch_size=local_bs, sampler=sampler, num_workers=cfg.data.num_workers,
-        pin_memory=env.device.type == "cuda", drop_last=False,
-    )
-    log = _MetricsLog(out_dir, env.is_main, cfg.tensorboard)
-    history: list[dict[str, Any]] = []
-    info = {
-        "model_name": cfg.model.name,
-        "model_options": dict(cfg.model.options),
-        "num_classes": num_classes,
-        "classes": list(data.classes),
-    }
+        self.num_classes = cfg.model.num_classes or len(self.data.classes)
+        self.train_ds = EpochSeededDataset(self.data.train, cfg.seed)
+        self.sampler = ShardedSampler(len(self.train_ds), env.world_size, env.rank, shuffle=True,
+                                      seed=cfg.seed)
+        self.steps_per_epoch = math.ceil(len(self.sampler) / self.local_bs)
+        self.loader = DataLoader(
+            self.train_ds, batch_size=self.local_bs, sampler=self.sampler,
+            num_workers=d.num_workers, pin_memory=env.device.type == "cuda", drop_last=False,
+        )
 
-    def save(metrics: dict[str, float] | None = None, elapsed: float = 0.0) -> None:
-        if not env.is_main:
+    def _build_model(self) -> None:
+        cfg, env = self.cfg, self.env
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.model.name, self.num_classes, **cfg.model.options)
+        self.dtype, self.ac_dtype = _precision(cfg, env.device)
+        self.model = model.to(device=env.device, dtype=self.dtype)
+        self.optimizer = _build_optimizer(self.model, cfg)
+        self.limit_s = cfg.time_limit_min * 60.0 if cfg.time_limit_min else None
+        self.clock = {"t0": time.monotonic(), "progress": 0.0}  # time-fitted schedule state
+        self.fit_time = bool(cfg.schedule.fit_time_limit and self.limit_s is not None)
+        self.scheduler = build_scheduler(
+            self.optimizer, cfg.schedule, cfg.epochs * self.steps_per_epoch,
+            self.steps_per_epoch,
+            progress=(lambda: self.clock["progress"]) if self.fit_time else None,
+        )
+        self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        self.scaler = (torch.amp.GradScaler(env.device.type)
+                       if self.ac_dtype == torch.float16 and env.device.type == "cuda" else None)
+        self.net: nn.Module = self.model
+        if env.distributed:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[env.device.index] if env.device.type == "cuda" else None
+            )
+        self.autocast = (torch.autocast(env.device.type, dtype=self.ac_dtype)
+                         if self.ac_dtype is not None else contextlib.nullcontext())
+
+    # ------------------------------------------------------------------ resume / checkpoint
+    def resume(self) -> None:
+        """Load model, optimiser, schedule, EMA, scaler, RNG and position from the
+        checkpoint when resuming."""
+        if not self.resuming:
+            return
+        path = self.ckpt_path
+        ckpt = load_checkpoint(path, map_location=self.env.device)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a bcosnet training checkpoint "
+                             f"(format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
+        if ckpt.get("model_name") != self.cfg.model.name:
+            raise ValueError(
+                f"{path} was trained with model {ckpt.get('model_name')!r}, the config "
+                f"asks for {self.cfg.model.name!r}; resume with the same model or a new out_dir"
+            )
+        load_model_state(self.model, ckpt["model"], what=str(path))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        if self.scaler is not None and ckpt.get("scaler") is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        self.epoch, self.step, self.step_in_epoch = (ckpt["epoch"], ckpt["step"],
+                                                     ckpt["step_in_epoch"])
+        self.train_time_prev = float(ckpt.get("train_time_s", 0.0))
+
+    def checkpoint(self, metrics: dict[str, float] | None = None, elapsed: float = 0.0) -> None:
+        """Write the checkpoint atomically (main process only)."""
+        if not self.env.is_main:
             return
         atomic_save(
             {
                 "format": CHECKPOINT_FORMAT,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "rng": get_rng_state(),
-                "epoch": epoch,
-                "step": step,
-                "step_in_epoch": step_in_epoch,
-                "train_time_s": train_time_prev + elapsed,
-                "config": config_to_dict(cfg),
+                "epoch": self.epoch,
+                "step": self.step,
+                "step_in_epoch": self.step_in_epoch,
+                "train_time_s": self.train_time_prev + elapsed,
+                "config": config_to_dict(self.cfg),
                 "metrics": metrics or {},
-                **info,
+                **self.info,
             },
-            ckpt_path,
+            self.ckpt_path,
         )
 
-    log.write({"event": "start", "step": step, "epoch": epoch, "world_size": env.world_size,
-               "resumed": resuming, "config": config_to_dict(cfg)})
-    ac = (torch.autocast(env.device.type, dtype=ac_dtype) if ac_dtype is not None
-          else contextlib.nullcontext())
-    stop_reason = "completed"
-    t0 = clock["t0"] = time.monotonic()
-    epoch_stats: dict[str, float] = {}
+    # ------------------------------------------------------------------ training
+    def train_epochs(self) -> None:
+        """Epochs until done, ``max_steps`` or the time limit."""
+        cfg = self.cfg
+        self.log.write({"event": "start", "step": self.step, "epoch": self.epoch,
+                        "world_size": self.env.world_size, "resumed": self.resuming,
+                        "config": config_to_dict(cfg)})
+        self.t0 = self.clock["t0"] = time.monotonic()
+        while self.epoch < cfg.epochs and self.stop_reason == "completed":
+            self._epoch()
+        self.train_time = time.monotonic() - self.t0
 
-    while epoch < cfg.epochs and stop_reason == "completed":
-        sampler.set_epoch(epoch, start=step_in_epoch * local_bs)
-        train_ds.set_epoch(epoch)
-        net.train()
+    def _epoch(self) -> None:
+        cfg, env = self.cfg, self.env
+        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * self.local_bs)
+        self.train_ds.set_epoch(self.epoch)
+        self.net.train()
         sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss·n, correct, n
         t_epoch, seen = time.monotonic(), 0
         run_loss = run_correct = 0.0
-        bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/"
-                   f"{cfg.epochs}", disable=not (cfg.progress and env.is_main), leave=False)
-        for x, y in loader:
-            x = x.to(env.device, dtype, non_blocking=True)
-            y = y.to(env.device, non_blocking=True)
-            with ac:
-                out = net(x)
-                loss, logits = combined_loss(out, y, cfg.loss, cfg.aux_weight)
-            batch = torch.stack([
-                loss.detach().double() * len(y),
-                (logits.detach().argmax(1) == y).sum().double(),
-                torch.tensor(float(len(y)), dtype=torch.float64, device=env.device),
-                (~torch.isfinite(loss.detach())).double(),
-            ])
-            all_reduce_sum(batch, env)
-            # One host sync per step for all four numbers (loss, correct, n, non-finite).
-            b_loss, b_correct, b_n, b_bad = batch.tolist()
-            if b_bad > 0:
-                msg = (f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1}; "
-                       f"stopped without updating the weights. The last good checkpoint is "
-                       + (f"{ckpt_path} (step {_ckpt_step(ckpt_path)})" if ckpt_path.is_file()
-                          else "none (no checkpoint was written yet)")
-                       + ". Lower the learning rate, enable grad_clip or check the data.")
-                log.write({"event": "error", "step": step, "epoch": epoch, "message": msg})
-                log.close()
-                raise NonFiniteLossError(msg)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            if fit_time:
-                # Every process must use the same learning rate: share the largest clock.
-                clock["progress"] = _max_over_processes((time.monotonic() - t0) / limit_s, env)
-            scheduler.step()
-            if ema is not None:
-                ema.update(model)
-            step += 1
-            step_in_epoch += 1
-            sums += batch[:3]
+        bar = self.tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch,
+                        desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                        disable=not (cfg.progress and env.is_main), leave=False)
+        for x, y in self.loader:
+            batch, (b_loss, b_correct, b_n) = self._step(x, y)
+            sums += batch
             run_loss, run_correct = run_loss + b_loss, run_correct + b_correct
             seen += int(b_n)
             ips = seen / max(time.monotonic() - t_epoch, 1e-9)
@@ -407,71 +396,141 @@ def _train(cfg: TrainConfig, env: DistEnv, datasets: DataSplits | None, tqdm: An
                 bar.set_postfix(loss=f"{run_loss / max(seen, 1):.4f}",
                                 acc=f"{run_correct / max(seen, 1):.3f}",
                                 img_s=f"{ips:.0f}", refresh=False)
-            if cfg.log_every_steps and step % cfg.log_every_steps == 0:
-                log.write({"event": "train", "epoch": epoch, "step": step,
-                           "loss": b_loss / b_n,
-                           "acc": b_correct / b_n,
-                           "lr": optimizer.param_groups[0]["lr"], "img_per_s": ips})
-            if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0:
-                save(elapsed=time.monotonic() - t0)
-            if cfg.max_steps is not None and step >= cfg.max_steps:
-                stop_reason = "max_steps"
-            elif limit_s is not None and (
-                clock["progress"] >= 1.0 if fit_time
-                else broadcast_flag(time.monotonic() - t0 >= limit_s, env)
-            ):
-                stop_reason = "time_limit"
-            if stop_reason != "completed":
+            if cfg.log_every_steps and self.step % cfg.log_every_steps == 0:
+                self.log.write({"event": "train", "epoch": self.epoch, "step": self.step,
+                                "loss": b_loss / b_n, "acc": b_correct / b_n,
+                                "lr": self.optimizer.param_groups[0]["lr"], "img_per_s": ips})
+            if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
+                self.checkpoint(elapsed=time.monotonic() - self.t0)
+            self.stop_reason = self._stop_reason()
+            if self.stop_reason != "completed":
                 break
         bar.close()
         if sums[2] > 0:
-            epoch_stats = {"train_loss": sums[0].item() / sums[2].item(),
-                           "train_acc": sums[1].item() / sums[2].item()}
-        if step_in_epoch >= steps_per_epoch:
-            epoch, step_in_epoch = epoch + 1, 0
-            rec = {"event": "epoch", "epoch": epoch, "step": step, **epoch_stats,
+            self.epoch_stats = {"train_loss": sums[0].item() / sums[2].item(),
+                                "train_acc": sums[1].item() / sums[2].item()}
+        self._end_of_epoch(t_epoch, seen)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+        """One optimiser step; returns (loss·n, correct, n) summed over processes, as a
+        tensor and as numbers.  A non-finite loss stops the run *before* the update."""
+        cfg, env = self.cfg, self.env
+        x = x.to(env.device, self.dtype, non_blocking=True)
+        y = y.to(env.device, non_blocking=True)
+        with self.autocast:
+            out = self.net(x)
+            loss, logits = combined_loss(out, y, cfg.loss, cfg.aux_weight)
+        batch = torch.stack([
+            loss.detach().double() * len(y),
+            (logits.detach().argmax(1) == y).sum().double(),
+            torch.tensor(float(len(y)), dtype=torch.float64, device=env.device),
+            (~torch.isfinite(loss.detach())).double(),
+        ])
+        all_reduce_sum(batch, env)
+        # One host sync per step for all four numbers (loss, correct, n, non-finite).
+        values = batch.tolist()
+        if values[3] > 0:
+            msg = (f"non-finite loss ({loss.item()}) at epoch {self.epoch + 1}, step "
+                   f"{self.step + 1}; stopped without updating the weights. The last good "
+                   f"checkpoint is "
+                   + (f"{self.ckpt_path} (step {_ckpt_step(self.ckpt_path)})"
+                      if self.ckpt_path.is_file() else "none (no checkpoint was written yet)")
+                   + ". Lower the learning rate, enable grad_clip or check the data.")
+            self.log.write({"event": "error", "step": self.step, "epoch": self.epoch,
+                            "message": msg})
+            self.log.close()
+            raise NonFiniteLossError(msg)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.fit_time:
+            # Every process must use the same learning rate: share the largest clock.
+            self.clock["progress"] = _max_over_processes(
+                (time.monotonic() - self.t0) / self.limit_s, env)  # type: ignore[operator]
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        self.step_in_epoch += 1
+        return batch[:3], values[:3]
+
+    def _stop_reason(self) -> str:
+        if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps:
+            return "max_steps"
+        if self.limit_s is not None and (
+            self.clock["progress"] >= 1.0 if self.fit_time
+            else broadcast_flag(time.monotonic() - self.t0 >= self.limit_s, self.env)
+        ):
+            return "time_limit"
+        return "completed"
+
+    def _end_of_epoch(self, t_epoch: float, seen: int) -> None:
+        """A finished epoch: evaluate when due, log, checkpoint.  An epoch cut short
+        by max_steps / the time limit only checkpoints its position."""
+        cfg = self.cfg
+        if self.step_in_epoch >= self.steps_per_epoch:
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+            rec = {"event": "epoch", "epoch": self.epoch, "step": self.step, **self.epoch_stats,
                    "epoch_time_s": time.monotonic() - t_epoch,
                    "img_per_s": seen / max(time.monotonic() - t_epoch, 1e-9)}
-            final = epoch >= cfg.epochs or stop_reason != "completed"
-            if cfg.eval_every_epochs and epoch % cfg.eval_every_epochs == 0 and not final:
-                ev = evaluate_model(
-                    ema.module if ema is not None else model, data.test, env=env,
-                    batch_size=cfg.data.eval_batch_size, dtype=dtype, autocast_dtype=ac_dtype,
-                    loss=cfg.loss, num_workers=cfg.data.num_workers, progress=cfg.progress)
+            final = self.epoch >= cfg.epochs or self.stop_reason != "completed"
+            if cfg.eval_every_epochs and self.epoch % cfg.eval_every_epochs == 0 and not final:
+                ev = self.evaluate()
                 rec.update(test_acc=ev["acc"], test_loss=ev["loss"])
-            history.append(rec)
-            log.write(rec)
-            if env.is_main:
-                tqdm.write(_fmt_record(rec))
-            save(elapsed=time.monotonic() - t0)
-        elif stop_reason != "completed":
-            save(elapsed=time.monotonic() - t0)
-    train_time = time.monotonic() - t0
+            self.history.append(rec)
+            self.log.write(rec)
+            if self.env.is_main:
+                self.tqdm.write(_fmt_record(rec))
+            self.checkpoint(elapsed=time.monotonic() - self.t0)
+        elif self.stop_reason != "completed":
+            self.checkpoint(elapsed=time.monotonic() - self.t0)
 
-    # ---- final evaluation, checkpoint, export
-    t1 = time.monotonic()
-    eval_model = ema.module if ema is not None else model
-    ev = evaluate_model(eval_model, data.test, env=env, batch_size=cfg.data.eval_batch_size,
-                        dtype=dtype, autocast_dtype=ac_dtype, loss=cfg.loss,
-                        num_workers=cfg.data.num_workers, progress=cfg.progress)
-    eval_time = time.monotonic() - t1
-    metrics = {"test_acc": ev["acc"], "test_loss": ev["loss"], "test_n": ev["n"], **epoch_stats}
-    save(metrics, elapsed=train_time)
-    weights: Path | None = None
-    if env.is_main:
-        weights = export_safetensors(
-            {k: v.to(torch.float32) if v.is_floating_point() else v
-             for k, v in eval_model.state_dict().items()},
-            out_dir / WEIGHTS_NAME, info,
-        )
-    rec = {"event": "final", "epoch": epoch, "step": step, "stop_reason": stop_reason,
-           "train_time_s": train_time, "eval_time_s": eval_time, **metrics}
-    history.append(rec)
-    log.write(rec)
-    log.close()
-    env.barrier()
-    return TrainResult(out_dir, ckpt_path, weights, metrics, epoch, step, train_time, eval_time,
-                       stop_reason, history)
+    # ------------------------------------------------------------------ evaluation / finish
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def evaluate(self) -> dict[str, float]:
+        cfg = self.cfg
+        return evaluate_model(
+            self.eval_model, self.data.test, env=self.env, batch_size=cfg.data.eval_batch_size,
+            dtype=self.dtype, autocast_dtype=self.ac_dtype, loss=cfg.loss,
+            num_workers=cfg.data.num_workers, progress=cfg.progress)
+
+    def finish(self) -> TrainResult:
+        """Final evaluation, checkpoint with the metrics, safetensors export, result."""
+        t1 = time.monotonic()
+        ev = self.evaluate()
+        eval_time = time.monotonic() - t1
+        metrics = {"test_acc": ev["acc"], "test_loss": ev["loss"], "test_n": ev["n"],
+                   **self.epoch_stats}
+        self.checkpoint(metrics, elapsed=self.train_time)
+        weights: Path | None = None
+        if self.env.is_main:
+            weights = export_safetensors(
+                {k: v.to(torch.float32) if v.is_floating_point() else v
+                 for k, v in self.eval_model.state_dict().items()},
+                self.out_dir / WEIGHTS_NAME, self.info,
+            )
+        rec = {"event": "final", "epoch": self.epoch, "step": self.step,
+               "stop_reason": self.stop_reason, "train_time_s": self.train_time,
+               "eval_time_s": eval_time, **metrics}
+        self.history.append(rec)
+        self.log.write(rec)
+        self.log.close()
+        self.env.barrier()
+        return TrainResult(self.out_dir, self.ckpt_path, weights, metrics, self.epoch, self.step,
+                           self.train_time, eval_time, self.stop_reason, self.history)
 
 
 def _max_over_processes(value: float, env: DistEnv) -> float:
