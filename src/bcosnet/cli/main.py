@@ -13,7 +13,6 @@ from ..pipeline import (
 )
 from ._common import parse_grid_counts
 
-
 _DEFAULT_COUNTS = ",".join(f"{k}={v}" for k, v in DEFAULT_GRIDS_PER_METHOD.items())
 
 

@@ -40,29 +40,38 @@ from .registry import register_model
 __all__ = ["BcosResNet", "BasicBlock", "Bottleneck", "StandardResNet"]
 
 
-class BasicBlock(nn.Module):
-    """Two 3×3 B-cos convs (each optionally followed by a norm) plus the shortcut."""
+class _ResidualBlock(nn.Module):
+    """``branch(x) + shortcut(x)``: a sum of dynamic linear maps is dynamic linear,
+    so no ReLU is needed.  Subclasses build ``branch`` and set ``downsample``."""
 
     expansion = 1
+    downsample: nn.Module | None
+
+    def branch(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.branch(x) + identity
+
+
+class BasicBlock(_ResidualBlock):
+    """Two 3×3 B-cos convs (each optionally followed by a norm) plus the shortcut."""
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, *, policy: BcosPolicy) -> None:
         super().__init__()
-        conv, norm = policy.conv, policy.norm
-        self.conv1 = conv(inplanes, planes, 3, stride, 1)
-        self.bn1 = make_norm(norm, planes)
-        self.conv2 = conv(planes, planes, 3, 1, 1)
-        self.bn2 = make_norm(norm, planes)
+        self.conv1 = policy.conv(inplanes, planes, 3, stride, 1)
+        self.bn1 = make_norm(policy.norm, planes)
+        self.conv2 = policy.conv(planes, planes, 3, 1, 1)
+        self.bn2 = make_norm(policy.norm, planes)
         self.downsample = downsample
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
-        identity = x if self.downsample is None else self.downsample(x)
-        # A sum of dynamic linear maps is dynamic linear: no ReLU needed.
-        return out + identity
+    def branch(self, x: Tensor) -> Tensor:
+        return self.bn2(self.conv2(self.bn1(self.conv1(x))))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
     """1×1 → 3×3 (strided, "ResNet v1.5") → 1×1 B-cos convs plus the shortcut."""
 
     expansion = 4
@@ -70,22 +79,17 @@ class Bottleneck(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, *, policy: BcosPolicy) -> None:
         super().__init__()
-        conv, norm = policy.conv, policy.norm
-        width = planes
-        self.conv1 = conv(inplanes, width, 1)
-        self.bn1 = make_norm(norm, width)
-        self.conv2 = conv(width, width, 3, stride, 1)
-        self.bn2 = make_norm(norm, width)
-        self.conv3 = conv(width, planes * self.expansion, 1)
-        self.bn3 = make_norm(norm, planes * self.expansion)
+        conv, norm, out = policy.conv, policy.norm, planes * self.expansion
+        self.conv1 = conv(inplanes, planes, 1)
+        self.bn1 = make_norm(norm, planes)
+        self.conv2 = conv(planes, planes, 3, stride, 1)
+        self.bn2 = make_norm(norm, planes)
+        self.conv3 = conv(planes, out, 1)
+        self.bn3 = make_norm(norm, out)
         self.downsample = downsample
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.bn1(self.conv1(x))
-        out = self.bn2(self.conv2(out))
-        out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return out + identity
+    def branch(self, x: Tensor) -> Tensor:
+        return self.bn3(self.conv3(self.bn2(self.conv2(self.bn1(self.conv1(x))))))
 
 
 class BcosResNet(BcosClassifier):

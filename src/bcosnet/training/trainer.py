@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._utils.modules import eval_mode, first_output
 from ..data import DataSplits, EpochSeededDataset, build_datasets
 from ..models import create_model
 from .checkpoint import (
@@ -173,26 +174,23 @@ def evaluate_model(
     from .._utils.progress import progress as tqdm
 
     env = env or DistEnv()
-    was_training = model.training
-    model.eval()
     sampler = ShardedSampler(len(dataset), env.world_size, env.rank, shuffle=False, pad=False)  # type: ignore[arg-type]
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
     dev = env.device
     sums = torch.zeros(3, dtype=torch.float64, device=dev)
     ac = (torch.autocast(dev.type, dtype=autocast_dtype) if autocast_dtype is not None
           else contextlib.nullcontext())
-    for x, y in tqdm(loader, desc="eval", leave=False, disable=not (progress and env.is_main)):
-        x, y = x.to(dev, dtype), y.to(dev)
-        with ac:
-            out = model(x)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        lval, _ = combined_loss(out, y, loss)
-        sums[0] += lval.double() * len(y)
-        sums[1] += (out.argmax(1) == y).sum()
-        sums[2] += len(y)
+    with eval_mode(model):
+        for x, y in tqdm(loader, desc="eval", leave=False,
+                         disable=not (progress and env.is_main)):
+            x, y = x.to(dev, dtype), y.to(dev)
+            with ac:
+                out = first_output(model(x))
+            lval, _ = combined_loss(out, y, loss)
+            sums[0] += lval.double() * len(y)
+            sums[1] += (out.argmax(1) == y).sum()
+            sums[2] += len(y)
     all_reduce_sum(sums, env)
-    model.train(was_training)
     n = max(sums[2].item(), 1.0)
     return {"acc": sums[1].item() / n, "loss": sums[0].item() / n, "n": int(sums[2].item())}
 
