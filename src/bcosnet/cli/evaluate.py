@@ -136,7 +136,8 @@ def run_localisation(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model_and_test_set(args: argparse.Namespace) -> tuple[Any, Any, str]:
+def _load_model_and_splits(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """The checkpoint's model, the train/test splits of its data set, and its name."""
     from ..data import build_datasets
     from ..training import load_checkpoint, load_checkpoint_model
 
@@ -155,34 +156,23 @@ def _load_model_and_test_set(args: argparse.Namespace) -> tuple[Any, Any, str]:
         synthetic_classes=data_cfg.get("synthetic_classes", 4),
         synthetic_channels=data_cfg.get("synthetic_channels", 1),
     )
+    return model, splits, dataset
+
+
+def _load_model_and_test_set(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    model, splits, dataset = _load_model_and_splits(args)
     return model, splits.test, dataset
 
 
 def run_accuracy(args: argparse.Namespace) -> int:
     import torch
 
-    from ..data import build_datasets
     from ..evaluation.accuracy import accuracy
-    from ..training import load_checkpoint, load_checkpoint_model
     from ..training.checkpoint import atomic_write_text
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_checkpoint_model(args.checkpoint, use_ema=not args.no_ema)
-    data_cfg: dict[str, Any] = {}
-    if not args.checkpoint.endswith(".safetensors"):
-        data_cfg = (load_checkpoint(args.checkpoint).get("config") or {}).get("data", {})
-    dataset = args.dataset or data_cfg.get("dataset")
-    if not dataset:
-        raise ValueError("the weights file does not record its data set; pass --dataset "
-                         "(and --data)")
-    root = args.data if args.data is not None else data_cfg.get("root")
-    splits = build_datasets(
-        dataset, root, image_size=data_cfg.get("image_size"), augment=False,
-        synthetic_samples=data_cfg.get("synthetic_samples", 256),
-        synthetic_classes=data_cfg.get("synthetic_classes", 4),
-        synthetic_channels=data_cfg.get("synthetic_channels", 1),
-    )
+    model, splits, dataset = _load_model_and_splits(args)
     ds = splits.test if args.split == "test" else splits.train
     if args.split == "train":
         ds.transform = None  # type: ignore[attr-defined]
