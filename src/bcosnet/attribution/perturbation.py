@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from .._utils.progress import progress as tqdm
 from .base import (
     AttributionMethod,
     Baseline,

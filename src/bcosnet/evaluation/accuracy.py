@@ -58,7 +58,7 @@ def accuracy(
         topk: the k of top-k accuracies (k larger than K counts every image).
         device: where to run (default: the model's parameters' device).
     """
-    from tqdm.auto import tqdm
+    from .._utils.progress import progress as tqdm
 
     if any(k < 1 for k in topk):
         raise ValueError(f"topk values must be >= 1, got {topk}")

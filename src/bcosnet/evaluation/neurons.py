@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from .._utils.modules import eval_mode, resolve_layer
+from .._utils.progress import progress as tqdm
 
 __all__ = [
     "TopActivations",

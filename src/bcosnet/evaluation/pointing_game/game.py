@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..._utils.io import atomic_write_json
+from ..._utils.progress import progress as tqdm
 from ._model import _eval_mode, _fingerprint, _model_device_dtype, _model_fingerprint
 from .grids import GridDataset, _check_n, make_grid_dataset
 from .methods import AttributionFn, _normalise_methods, make_attribution_fn, supports_multi_target

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from ..._utils.progress import progress as tqdm
 from ._model import _eval_mode, _logits_of, _model_device_dtype
 
 __all__ = ["GridDataset", "TooFewClassesError", "make_grid_dataset"]
