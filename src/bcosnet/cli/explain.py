@@ -71,11 +71,25 @@ def load_model(
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f"checkpoint {checkpoint} not found")
+        from ..training import load_checkpoint_model
+
         if model_name is not None:
             from ..models import create_model
+            from ..models.weights import read_state_dict
 
+            # A bcosnet checkpoint/export records the options its model was built
+            # with (width, class count, ...): build it from those, not the defaults.
+            state, meta = read_state_dict(checkpoint)
+            found = meta.get("model_name")
+            if found and found != model_name:
+                raise ValueError(
+                    f"{checkpoint} is a bcosnet checkpoint of {found!r}, not of --model "
+                    f"{model_name!r}: drop --model (the checkpoint names its model) or pass "
+                    f"--model {found}"
+                )
+            if found:
+                return load_checkpoint_model(checkpoint).eval()
             return create_model(model_name, num_classes, weights=checkpoint).eval()
-        from ..training import load_checkpoint_model
 
         return load_checkpoint_model(checkpoint).eval()
     from ..models import create_model
