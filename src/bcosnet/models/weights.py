@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["Weights", "WeightsSource", "check_fits", "get_weights", "guess_model_names",
-           "list_weights", "load_weights", "read_checkpoint_file", "read_state_dict", "register_weights"]
+           "list_weights", "load_weights", "read_checkpoint_file", "read_state_dict",
+           "register_weights"]
 
 
 @dataclass(frozen=True)
