@@ -37,9 +37,14 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *, sync: bool = True
+                 ) -> Path:
     """Write ``path`` through ``write(tmp_path)`` (which creates the temporary file's
     content), then fsync and ``os.replace``.  Returns the path.
+
+    ``sync=False`` skips the two fsyncs: still never half-written when a process
+    dies (the rename is atomic), but not proof against a power cut — for many
+    small, re-creatable files (``bcosnet explain`` on a folder).
 
     A full disk (``ENOSPC``/``EDQUOT``) raises an ``OSError`` naming the file and
     saying that its previous content, if any, is intact."""
@@ -49,8 +54,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
     os.close(fd)
     try:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if sync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results and reports are meant to be read
         os.replace(tmp, path)
     except BaseException as e:
@@ -69,13 +75,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
                 str(path),
             ) from e
         raise
-    _fsync_dir(path.parent)
+    if sync:
+        _fsync_dir(path.parent)
     return path
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, sync: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write` for ``sync``)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), sync=sync)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
