@@ -13,6 +13,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,8 +64,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *, sync: 
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         no_space = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
-        if not no_space and isinstance(e, RuntimeError):  # torch.save wraps the OSError
-            no_space = "No space left on device" in str(e) or "file write failed" in str(e)
+        if not no_space and isinstance(e, RuntimeError):  # torch.save hides the OSError
+            with contextlib.suppress(OSError):
+                no_space = ("No space left on device" in str(e)
+                            or shutil.disk_usage(path.parent).free < (1 << 20))
         if no_space:
             raise OSError(
                 errno.ENOSPC,
