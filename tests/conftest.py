@@ -72,3 +72,13 @@ def structured_images():
         r, c = 3 + 5 * i, 20 - 5 * i
         images[i, 0, r:r + 6, c:c + 6] = 1.0
     return images
+
+
+@pytest.fixture
+def reliability(request):
+    """Record the bad inputs / faults a test tries (see tests/reliability/record.py)."""
+    from tests.reliability.record import Recorder
+
+    rec = Recorder(request.node.nodeid)
+    yield rec
+    rec.flush()

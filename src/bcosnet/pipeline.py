@@ -21,12 +21,28 @@
 same stages with 2-minute trainings and a few grids.
 
 Every stage writes its results atomically and is skipped when re-run (training
-resumes from its last checkpoint if it was interrupted).
+resumes from its last checkpoint if it was interrupted).  Reuse is keyed by the
+settings that produced a result:
+
+* training: the training config recorded in each network's checkpoint, less
+  what only says how to run (``threads``, ``progress``, device, loader workers,
+  logging and checkpoint intervals, output folder).  A re-run whose
+  ``time_limit_min``, ``seed``, ``dataset``, ``max_steps`` or ``train_overrides``
+  differ is refused (:class:`MainSettingsError`, naming each difference): use
+  another ``out_dir`` or delete the folder;
+* accuracy, figures and the panel: a fingerprint of the networks' checkpoint
+  files (and the data set / grid file); recomputed when it differs;
+* the pointing game keys each method's results by model, grids and settings
+  itself; other ``grid_n`` / ``confidence_threshold`` / method settings are
+  refused with the folder to delete.  More or fewer grids reuse what is there.
+
+The output folder is locked while the job runs (a second job on it is refused).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -35,11 +51,12 @@ from typing import Any
 
 import torch
 
-from ._utils.io import atomic_write_json
+from ._utils.io import atomic_write_json, folder_lock
 
 __all__ = [
     "ALL_METHODS",
     "BCOS_METHODS",
+    "MainSettingsError",
     "PAPER_GRIDS",
     "PERTURBATION_METHODS",
     "STANDARD_METHODS",
@@ -125,6 +142,60 @@ class MainConfig:
         return {m: int(self.grids_per_method.get(m, self.grids)) for m in methods}
 
 
+class MainSettingsError(ValueError):
+    """The output folder holds results of other settings than the ones asked for."""
+
+
+#: Training-config fields that say how to run, not what is computed: a re-run may
+#: change them and still reuse (or resume) a network.
+EXECUTION_FIELDS = ("out_dir", "resume", "threads", "progress", "tensorboard", "device",
+                    "log_every_steps", "checkpoint_every_steps", "data.root", "data.download",
+                    "data.num_workers", "data.eval_batch_size")
+
+
+def _result_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A training config (as a dict), flattened, less :data:`EXECUTION_FIELDS`."""
+    flat: dict[str, Any] = {}
+
+    def walk(d: dict[str, Any], prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict) and k != "options":
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(config, "")
+    return {k: v for k, v in flat.items() if k not in EXECUTION_FIELDS}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return [f"{k}: {old.get(k, '(unset)')!r} then, {new.get(k, '(unset)')!r} now"
+            for k in sorted(set(old) | set(new))
+            if json.dumps(old.get(k), sort_keys=True, default=str)
+            != json.dumps(new.get(k), sort_keys=True, default=str)]
+
+
+def _file_fingerprint(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _stage_current(out: Path, stage: str, key: dict[str, Any]) -> bool:
+    """Whether the cached ``stage`` in ``out`` was made with ``key`` (``stages.json``)."""
+    f = out / "stages.json"
+    stages = json.loads(f.read_text()) if f.is_file() else {}
+    return stages.get(stage) == json.loads(json.dumps(key, default=str))
+
+
+def _stage_record(out: Path, stage: str, key: dict[str, Any]) -> None:
+    f = out / "stages.json"
+    stages = json.loads(f.read_text()) if f.is_file() else {}
+    stages[stage] = json.loads(json.dumps(key, default=str))
+    atomic_write_json(f, stages, indent=2)
+
+
 def _atomic_json(obj: Any, path: Path) -> None:
     atomic_write_json(path, obj, indent=2)
 
@@ -133,14 +204,9 @@ def _log(msg: str) -> None:
     print(f"[bcosnet main] {msg}", flush=True)
 
 
-def _train_stage(cfg: MainConfig, preset: str, run_dir: Path) -> dict[str, Any]:
-    """Train (or resume, or skip when finished) one network; returns its summary."""
-    from .training import get_preset, train
+def _train_config(cfg: MainConfig, preset: str, run_dir: Path) -> Any:
+    from .training import get_preset
 
-    done = run_dir / "train_done.json"
-    if done.is_file():
-        _log(f"{preset}: already trained ({done}), skipping")
-        return json.loads(done.read_text())
     tc = get_preset(preset)
     tc.out_dir = str(run_dir)
     tc.resume = True
@@ -157,6 +223,39 @@ def _train_stage(cfg: MainConfig, preset: str, run_dir: Path) -> dict[str, Any]:
         tc.model.num_classes = None  # the data set's own class count
     for key, value in cfg.train_overrides.items():
         setattr(tc, key, value)
+    return tc
+
+
+def _check_training_settings(cfg: MainConfig, tc: Any, run_dir: Path) -> None:
+    """Refuse to reuse or resume a network trained with other settings."""
+    from .training import load_checkpoint
+    from .training.config import config_to_dict
+
+    ckpt = run_dir / "checkpoint.pt"
+    if not ckpt.is_file():
+        return
+    then = _result_settings(dict(load_checkpoint(ckpt).get("config") or {}))
+    now = _result_settings(json.loads(json.dumps(config_to_dict(tc))))
+    diff = _differences(then, now)
+    if diff:
+        raise MainSettingsError(
+            f"{run_dir} holds a network trained with other settings — "
+            + "; ".join(diff)
+            + f". Use another output folder (--out), delete {cfg.out_dir} to start over, "
+            "or re-run with the earlier settings to reuse (or resume) it."
+        )
+
+
+def _train_stage(cfg: MainConfig, preset: str, run_dir: Path) -> dict[str, Any]:
+    """Train (or resume, or skip when finished) one network; returns its summary."""
+    from .training import train
+
+    tc = _train_config(cfg, preset, run_dir)
+    _check_training_settings(cfg, tc, run_dir)
+    done = run_dir / "train_done.json"
+    if done.is_file():
+        _log(f"{preset}: already trained ({done}), skipping")
+        return json.loads(done.read_text())
     _log(f"training {tc.model.name} (preset {preset}) for up to {cfg.time_limit_min:g} min")
     result = train(tc)
     summary = {
@@ -174,26 +273,29 @@ def _train_stage(cfg: MainConfig, preset: str, run_dir: Path) -> dict[str, Any]:
 
 
 def _figures_stage(cfg: MainConfig, model: torch.nn.Module, test: Any, classes: list[str],
-                   fig_dir: Path) -> list[tuple[str, Path]]:
+                   fig_dir: Path, key: dict[str, Any]) -> list[tuple[str, Path]]:
     from .evaluation import top_class_scores
     from .explanations.figures import plot_class_grid, plot_prediction_summary, save_figure
 
     fig_dir.mkdir(parents=True, exist_ok=True)
+    fresh = not _stage_current(fig_dir.parent, "figures", key)  # other networks: redraw
     figures: list[tuple[str, Path]] = []
     for i in range(cfg.examples):
         path = fig_dir / f"example_{i}.png"
-        if not path.is_file():
+        if fresh or not path.is_file():
             image = test[i][0]
             fig = plot_prediction_summary(model, image, class_names=classes)
             save_figure(fig, path)
         figures.append((f"Fig. A1 — test image {i}: prediction, explanation W(x) in colour, "
                         "contributions, and Σ contributions + bias = logit", path))
     path = fig_dir / "most_confident.png"
-    if not path.is_file():
+    if fresh or not path.is_file():
         loader = torch.utils.data.DataLoader(test, batch_size=500)
         top = top_class_scores(model, loader, k=3, progress=cfg.progress)
         fig = plot_class_grid(model, test, top, count=len(classes), class_names=classes)
         save_figure(fig, path)
+    if fresh:
+        _stage_record(fig_dir.parent, "figures", key)
     figures.append(("Fig. A3 — the three most confidently classified test images per class "
                     "and their explanations", path))
     return figures
@@ -207,7 +309,11 @@ def _panel_stage(cfg: MainConfig, models: dict[str, torch.nn.Module], test: Any,
 
     path = grid_dir.parent / "panel.png"
     grids = GridDataset.from_dict(json.loads((grid_dir / "grids.json").read_text()), test)
-    if not path.is_file():
+    key = {"networks": settings.get("_networks"),
+           "grids": _file_fingerprint(grid_dir / "grids.json"),
+           "methods": [list(cfg.methods_bcos), list(cfg.methods_standard)]}
+    out = grid_dir.parent.parent
+    if not path.is_file() or not _stage_current(out, "panel", key):
         rows = {"B-cos": (models["B-cos"], list(cfg.methods_bcos)),
                 "standard": (models["standard"], list(cfg.methods_standard))}
         every = tuple(dict.fromkeys((*cfg.methods_bcos, *cfg.methods_standard)))
@@ -215,6 +321,7 @@ def _panel_stage(cfg: MainConfig, models: dict[str, torch.nn.Module], test: Any,
                           method_settings={m: s for m, s in METHOD_SETTINGS.items()
                                            if m in every},
                           smoothing=settings.get("smoothing"), path=path)
+        _stage_record(out, "panel", key)
     n = grids.n
     return (f"Fig. A2-style panel — grid 0 of the B-cos network's {n}×{n} grids; each method's "
             f"map of the framed (centre) cell's class on the B-cos network (top) and the "
@@ -252,18 +359,40 @@ def _cuts_text(cfg: MainConfig, pg: dict[str, Any], stage_s: dict[str, float]) -
     return "\n\n".join(lines)
 
 
+def _settings_checked(play: Any, threshold: float | None, folder: Path, cfg: MainConfig) -> Any:
+    """``play(threshold, folder)``; the pointing game's refusal of results made with
+    other settings or networks, reworded for the main job."""
+    try:
+        return play(threshold, folder)
+    except ValueError as e:
+        if "use another results_dir" not in str(e) and "delete it" not in str(e):
+            raise
+        raise MainSettingsError(
+            f"the pointing-game results in {folder} were made with other settings or "
+            f"networks ({e}). Use another output folder (--out), or delete {folder} to "
+            "replay the pointing game with the settings given now."
+        ) from e
+
+
 def run_main(cfg: MainConfig | None = None) -> Path:
-    """Run the main job; returns the path of the HTML report."""
+    """Run the main job; returns the path of the HTML report.  Raises
+    :class:`MainSettingsError` when the output folder holds results of other
+    settings, and :class:`~bcosnet._utils.io.FolderBusyError` when another job
+    is running in it."""
+    cfg = cfg or MainConfig()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    with folder_lock(out, "bcosnet main job"):
+        return _run_main(cfg, out)
+
+
+def _run_main(cfg: MainConfig, out: Path) -> Path:
     from .data import build_datasets
     from .evaluation import Report, accuracy, grid_pointing_game, write_report
     from .evaluation.pointing_game import TooFewClassesError
     from .training import load_checkpoint_model
 
-    cfg = cfg or MainConfig()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
     # 1. training
@@ -274,10 +403,13 @@ def run_main(cfg: MainConfig | None = None) -> Path:
     models = {k: load_checkpoint_model(v["checkpoint"]) for k, v in runs.items()}
     splits = build_datasets(cfg.dataset, augment=False)
     test, classes = splits.test, list(splits.classes)
+    # Derived results are keyed by the networks they were computed from.
+    networks = _file_fingerprint(*(Path(v["checkpoint"]) for v in runs.values()))
+    derived_key = {"networks": networks, "dataset": cfg.dataset}
 
     # 2. accuracy
     acc_path = out / "accuracy.json"
-    if acc_path.is_file():
+    if acc_path.is_file() and _stage_current(out, "accuracy", derived_key):
         acc = json.loads(acc_path.read_text())
     else:
         acc = {}
@@ -285,10 +417,12 @@ def run_main(cfg: MainConfig | None = None) -> Path:
             res = accuracy(model, test, topk=(1,), progress=cfg.progress)
             acc[name] = float(res.top1)
         _atomic_json(acc, acc_path)
+        _stage_record(out, "accuracy", derived_key)
     _log("test accuracy: " + ", ".join(f"{k} {100 * v:.2f} %" for k, v in acc.items()))
 
     # 3. explanations
-    figures = _figures_stage(cfg, models["B-cos"], test, classes, out / "explanations")
+    figures = _figures_stage(cfg, models["B-cos"], test, classes, out / "explanations",
+                             derived_key)
 
     # 4. grid pointing game
     pg: dict[str, Any] = {}
@@ -312,7 +446,7 @@ def run_main(cfg: MainConfig | None = None) -> Path:
             )
 
         try:
-            pg[name] = play(cfg.confidence_threshold, pg_dirs[name])
+            pg[name] = _settings_checked(play, cfg.confidence_threshold, pg_dirs[name], cfg)
         except TooFewClassesError as e:
             if cfg.confidence_threshold is None:
                 raise
@@ -325,7 +459,7 @@ def run_main(cfg: MainConfig | None = None) -> Path:
                 f"{e.needed}), so its pointing game ran WITHOUT the confidence threshold.")
             pg_dirs[name] = pg_dirs[name].with_name(pg_dirs[name].name + "-nothreshold")
             try:
-                pg[name] = play(None, pg_dirs[name])
+                pg[name] = _settings_checked(play, None, pg_dirs[name], cfg)
             except TooFewClassesError as e2:
                 _log(f"{e2}; no pointing game for the {name} network")
                 notes.append(f"{name} network: NO pointing game — even without the threshold "
@@ -335,7 +469,8 @@ def run_main(cfg: MainConfig | None = None) -> Path:
         stage_s[name] = time.perf_counter() - t_pg
     panel = None
     if "B-cos" in pg:
-        panel = _panel_stage(cfg, models, test, pg_dirs["B-cos"], pg["B-cos"].settings)
+        panel = _panel_stage(cfg, models, test, pg_dirs["B-cos"],
+                             {**pg["B-cos"].settings, "_networks": networks})
     # 5. report
     def n_params(m: torch.nn.Module) -> int:
         return sum(p.numel() for p in m.parameters())

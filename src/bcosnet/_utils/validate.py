@@ -37,6 +37,7 @@ def check_image_batch(
     model: str | None = None,
     allow_empty: bool = False,
     finite: bool = False,
+    like: Any = None,
 ) -> None:
     """Raise a clear error unless ``x`` is a floating-point ``N×C×H×W`` image batch.
 
@@ -47,6 +48,8 @@ def check_image_batch(
         model: the model's name, for the message.
         allow_empty: accept N = 0.
         finite: also refuse NaN/Inf (costs a pass over the data).
+        like: a model (its first floating-point parameter or buffer) or a tensor
+            whose dtype and device the images must have.
     """
     who = model or "images"
     if not isinstance(x, Tensor):
@@ -86,5 +89,26 @@ def check_image_batch(
                 f"{who} needs images of at least {min_size[0]}×{min_size[1]} pixels, got "
                 f"{h}×{w} — resize the images (e.g. torchvision.transforms.Resize)"
             )
+    ref = _reference_tensor(like)
+    if ref is not None and (x.dtype != ref.dtype or x.device != ref.device):
+        what = "dtype" if x.dtype != ref.dtype else "device"
+        have, want = (x.dtype, ref.dtype) if what == "dtype" else (x.device, ref.device)
+        raise TypeError(
+            f"{who}: the images' {what} is {have} but the model's weights are {want} — "
+            f"convert the images (x.to({_to_arg(want)})) or the model (model.to({_to_arg(have)}))"
+        )
     if finite and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{who}: the images contain NaN or Inf values; pass finite pixels")
+
+
+def _to_arg(v: Any) -> str:
+    return str(v) if isinstance(v, torch.dtype) else repr(str(v))
+
+
+def _reference_tensor(like: Any) -> Tensor | None:
+    if like is None or isinstance(like, Tensor):
+        return like
+    for t in (*like.parameters(), *like.buffers()):
+        if t.is_floating_point():
+            return t
+    return None

@@ -126,9 +126,18 @@ def to_rgba(
             f"smooth must be odd so the box filter keeps the map centred, got {smooth}; "
             f"use {smooth + 1} or {smooth - 1}"
         )
-    if not 0 < float(percentile) <= 100:
-        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-    weights = weights.detach()
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) \
+            or not 0 < float(percentile) <= 100:
+        raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
+    if inputs is not None and not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor (the encoded images, ex.inputs) or "
+                        f"None, got {type(inputs).__name__}")
+    if not bool(torch.isfinite(weights).all()):
+        raise ValueError("weights contain NaN or Inf; explain finite images with a finite "
+                         "model (in float16, try float32 or bfloat16)")
+    out_dtype = weights.dtype
+    # Half precision cannot hold eps (1e-12) nor the squared norms: decode in float32.
+    weights = weights.detach().to(torch.promote_types(weights.dtype, torch.float32))
 
     if positive_only:
         if inputs is None:
@@ -164,7 +173,7 @@ def to_rgba(
     alpha = torch.where(q > 0, flat / q.clamp_min(eps), torch.zeros_like(flat)).clamp(0, 1)
     alpha = alpha.reshape(weights.shape[:-3] + weights.shape[-2:])
     rgba = torch.cat([colour, alpha.unsqueeze(-3)], dim=-3)
-    return rgba.movedim(-3, -1).contiguous()
+    return rgba.movedim(-3, -1).to(out_dtype).contiguous()
 
 
 def _percentile(flat: Tensor, percentile: float) -> Tensor:

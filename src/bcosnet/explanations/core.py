@@ -363,6 +363,14 @@ def explain(
                     bias = _neuron_values(captured["act"], channel, location).expand(  # type: ignore[arg-type]
                         x.shape[0], -1
                     )
+    except RuntimeError as e:
+        if "not enough memory" in str(e) or "out of memory" in str(e).lower():
+            raise MemoryError(
+                f"explaining {images.shape[0]} image(s) of {images.shape[-2]}×"
+                f"{images.shape[-1]} pixels needs more memory than is free ({e}); pass fewer "
+                "images at a time (split the batch) or downscale them"
+            ) from e
+        raise
     finally:
         for h in handles:
             h.remove()

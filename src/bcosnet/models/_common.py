@@ -310,12 +310,14 @@ def make_norm(norm: str | None, num_features: int) -> nn.Module:
 
 # ----------------------------------------------------------------------------- input checks
 def check_images(
-    x: Tensor, *, in_channels: int, min_size: tuple[int, int], model: str = "model"
+    x: Tensor, *, in_channels: int, min_size: tuple[int, int], model: str = "model",
+    like: Any = None,
 ) -> None:
     """Raise a clear error unless ``x`` is a floating-point ``N×in_channels×H×W``
-    batch with ``H, W >= min_size``.  Called first in every zoo model's ``forward``."""
+    batch with ``H, W >= min_size`` (and the dtype/device of ``like``: a module or
+    tensor).  Called first in every zoo model's ``forward``."""
     check_image_batch(x, in_channels=in_channels, min_size=min_size, model=model,
-                      allow_empty=True)
+                      allow_empty=True, like=like)
 
 
 class ImageNormalize(nn.Module):
@@ -363,7 +365,7 @@ class ImageNormalize(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, in_channels=self.in_channels, min_size=self.min_size,  # type: ignore[arg-type]
-                     model=self.model_name)
+                     model=self.model_name, like=self.mean)
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def extra_repr(self) -> str:

@@ -73,7 +73,7 @@ class BcosClassifier(nn.Module):
     def check_input(self, x: Any) -> None:
         """Raise a clear error unless ``x`` is an ``N×in_channels×H×W`` batch, large enough."""
         check_images(x, in_channels=self.in_channels, min_size=self.min_size,  # type: ignore[arg-type]
-                     model=self.model_name)
+                     model=self.model_name, like=self)
 
     def forward_body(self, x: Tensor) -> Tensor:
         """Encoded input ``N×2C×H×W`` → last feature map (``self.features`` by default)."""

@@ -106,7 +106,7 @@ class FMNISTStandardNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_images(x, in_channels=self.in_channels, min_size=(4, 4),
-                     model="standard_fmnist_bcos")
+                     model="standard_fmnist_bcos", like=self)
         x = self.features((x - 0.5) / 0.5)
         return self.pool(self.classifier(x)).flatten(1)
 

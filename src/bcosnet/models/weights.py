@@ -29,8 +29,9 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Weights", "WeightsSource", "check_fits", "get_weights", "list_weights",
-           "load_weights", "read_checkpoint_file", "read_state_dict", "register_weights"]
+__all__ = ["Weights", "WeightsSource", "check_fits", "get_weights", "guess_model_names",
+           "list_weights", "load_weights", "read_checkpoint_file", "read_state_dict",
+           "register_weights"]
 
 
 @dataclass(frozen=True)
@@ -254,19 +255,76 @@ def load_weights(
             f"load it with bcosnet.training.load_checkpoint_model)"
         )
     target = model.state_dict()
-    if key_format == "bcos_v2" or (key_format is None and _looks_like_bcos_v2(state, target)):
-        try:
-            state = convert_bcos_v2_state_dict(state, target)
-        except ValueError as e:
-            raise ValueError(f"{what} ({model_name}): {e}") from e
-        model.load_state_dict(state, strict=False)  # strictness checked by the converter
-        return meta
-    check_fits(model, state, what)
+    try:
+        if key_format == "bcos_v2" or (key_format is None and _looks_like_bcos_v2(state, target)):
+            try:
+                state = convert_bcos_v2_state_dict(state, target)
+            except ValueError as e:
+                raise ValueError(f"{what} ({model_name}): {e}") from e
+            model.load_state_dict(state, strict=False)  # strictness checked by the converter
+            return meta
+        check_fits(model, state, what, model_name=model_name)
+    except ValueError as e:
+        if found:  # the checkpoint says how its model was built
+            raise ValueError(
+                f"{e} The checkpoint records num_classes={meta.get('num_classes')} and "
+                f"model_options={meta.get('model_options') or {}}: pass those to create_model, "
+                f"or use bcosnet.training.load_checkpoint_model(path)") from e.__cause__
+        raise ValueError(f"{e}{_found_hint(state, model_name)}") from e.__cause__
     model.load_state_dict(state)
     return meta
 
 
-def check_fits(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
+def _key_set(keys: Any) -> frozenset[str]:
+    """Parameter names with the ``bcos`` v2 ``.linear.weight`` spelling folded in and
+    a wrapper prefix (``module.``) dropped, so that both releases compare equal."""
+    out = set()
+    for k in keys:
+        k = k[len("module."):] if k.startswith("module.") else k
+        out.add(k[: -len(".linear.weight")] + ".weight" if k.endswith(".linear.weight") else k)
+    return frozenset(out)
+
+
+_KEYSETS: dict[str, frozenset[str]] = {}
+
+
+def guess_model_names(state: Mapping[str, Any]) -> list[str]:
+    """Registered models whose parameter names are exactly those of ``state``
+    (built on the ``meta`` device: no memory, ~0.1 s a model; used only to word
+    an error message)."""
+    from .registry import create_model, list_models
+
+    want = _key_set(state)
+    found = []
+    for name in list_models():
+        if name not in _KEYSETS:
+            try:
+                with torch.device("meta"):
+                    _KEYSETS[name] = _key_set(create_model(name).state_dict())
+            except Exception:  # a model that cannot be built on meta: not a candidate
+                _KEYSETS[name] = frozenset()
+        if _KEYSETS[name] == want:
+            found.append(name)
+    return found
+
+
+def _found_hint(state: Mapping[str, Any], expected: str) -> str:
+    try:
+        found = guess_model_names(state)
+    except Exception:  # the hint is a nicety; the error itself must come through
+        return ""
+    others = [n for n in found if n != expected]
+    if not others:
+        return f" (expected a {expected!r} state dict; it matches no registered model's names)" \
+            if not found else ""
+    return (f" — expected {expected!r}, found the parameter names of "
+            f"{', '.join(repr(n) for n in others)}: pass --model/create_model that name")
+
+
+def check_fits(model: nn.Module, state: Mapping[str, Tensor], what: str, *,
+               model_name: str | None = None) -> None:
+    """Raise a ``ValueError`` listing missing/unexpected keys and shape mismatches of
+    ``state`` against ``model`` (named ``model_name`` in the message when given)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -280,7 +338,9 @@ def check_fits(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None
             ("missing keys", missing), ("unexpected keys", unexpected),
             ("shape mismatches", shapes)) if items]
         raise ValueError(
-            f"{what} does not fit the model ({type(model).__name__}): " + "; ".join(parts)
+            f"{what} does not fit the model "
+            f"({repr(model_name) + ', ' if model_name else ''}{type(model).__name__}): "
+            + "; ".join(parts)
             + ". Build the model with the name/options/num_classes the weights were trained "
               "with."
         )

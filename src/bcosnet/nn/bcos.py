@@ -194,7 +194,8 @@ def bcos_scaling(
                 return linear_out.abs().mul_(f).mul_(linear_out)
             detach = True  # same values as the detached formula below
     if detach:
-        cos = linear_out.detach().abs() * sq_norm.detach().rsqrt()
+        # (the norm may be float32 for half-precision outputs: keep the output's dtype)
+        cos = (linear_out.detach().abs() * sq_norm.detach().rsqrt()).to(linear_out.dtype)
         if b == 2.0 and not cos_eps:
             return linear_out * (cos.mul_(scale) if scale != 1.0 else cos)
         if cos_eps:

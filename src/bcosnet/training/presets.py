@@ -169,8 +169,12 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config file {p} not found")
-    with open(p) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(p, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p} is not valid YAML ({' '.join(str(e).split())}); fix the file "
+                         "(see configs/ for examples)") from e
     if not isinstance(data, dict):
         raise ValueError(f"{p} must contain a mapping of config keys, got {type(data).__name__}")
     try:

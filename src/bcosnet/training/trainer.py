@@ -368,6 +368,8 @@ class _Run:
                         "world_size": self.env.world_size, "resumed": self.resuming,
                         "config": config_to_dict(cfg)})
         self.t0 = self.clock["t0"] = time.monotonic()
+        if cfg.max_steps is not None and self.step >= cfg.max_steps:
+            self.stop_reason = "max_steps"  # resumed a finished run: not one step more
         while self.epoch < cfg.epochs and self.stop_reason == "completed":
             self._epoch()
         self.train_time = time.monotonic() - self.t0

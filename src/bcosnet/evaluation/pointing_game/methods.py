@@ -108,7 +108,8 @@ def _normalise_methods(methods: Any) -> dict[str, MethodSpec]:
             f"got {type(methods).__name__}"
         )
     if not out:
-        raise ValueError("no methods given")
+        raise ValueError("no methods given: pass at least one method name (e.g. 'bcos', "
+                         "'grad'), attribution callable or a dict name -> method")
     for name, m in out.items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"method names must be non-empty strings, got {name!r}")

@@ -1,0 +1,104 @@
+"""The main job's cached stages are keyed by the settings that produced them;
+one job at a time per output folder; an interrupted job resumes
+(docs/reliability.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import bcosnet.training
+from bcosnet._utils.io import FolderBusyError, folder_lock
+from bcosnet.pipeline import MainConfig, MainSettingsError, run_main
+
+AREA = "main job"
+
+
+@pytest.fixture
+def tiny_presets(monkeypatch):
+    """The main job's presets with width-8 networks and 96 generated images
+    (learning rates that classify every test image of the generated set after 24
+    steps, so that a 2×2 grid can be made): every stage in seconds."""
+    real = bcosnet.training.get_preset
+
+    def small(name):
+        tc = real(name)
+        tc.model.options = {**tc.model.options, "width": 8}
+        tc.data.synthetic_samples = 96
+        tc.eval_every_epochs = 0
+        tc.optim.lr = 1e-2 if "standard" in name else 3e-3
+        return tc
+
+    monkeypatch.setattr(bcosnet.training, "get_preset", small)
+
+
+def _cfg(out: Path, **kw) -> MainConfig:
+    settings = dict(out_dir=str(out), dataset="synthetic", time_limit_min=1.0, max_steps=24,
+                    grids=2, grids_per_method={}, grid_n=2, confidence_threshold=None,
+                    methods_bcos=("bcos", "grad"), methods_standard=("grad",), examples=1,
+                    progress=False, threads=1, seed=0)
+    settings.update(kw)
+    return MainConfig(**settings)
+
+
+def _mtimes(out: Path) -> dict[str, int]:
+    """Modification times of the cached results (the report and its summaries are
+    rewritten by every run, by design)."""
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted(out.rglob("*"))
+            if p.is_file() and p.suffix in (".pt", ".json", ".png")
+            and p.name not in ("results.json", "report.json", "pointing_game.json")
+            and p.parent.name != "figures"}
+
+
+def test_stages_keyed_by_settings_resumable_and_locked(tmp_path, tiny_presets,
+                                                       reliability) -> None:
+    out = tmp_path / "main"
+    run_main(_cfg(out))
+    before = _mtimes(out)
+    acc = json.loads((out / "accuracy.json").read_text())
+
+    # the same settings (threads / progress are how to run, not what): everything reused
+    run_main(_cfg(out, threads=2, progress=False))
+    assert _mtimes(out) == before
+    reliability.handled(AREA, "re-run with the same settings (other threads)",
+                        "every stage reused, no file rewritten")
+
+    # result-defining settings: refused, naming each difference, nothing touched
+    for change, pattern in (({"seed": 1}, "seed: 0 then, 1 now"),
+                            ({"time_limit_min": 5.0}, "time_limit_min: 1.0 then, 5.0 now"),
+                            ({"max_steps": 30}, "max_steps: 24 then, 30 now"),
+                            ({"train_overrides": {"epochs": 3}}, "epochs: .* then, 3 now")):
+        reliability.refused(AREA, f"re-run into the same folder with {change}",
+                            MainSettingsError, pattern + r".*another output folder",
+                            lambda change=change: run_main(_cfg(out, **change)))
+        assert _mtimes(out) == before
+    # the pointing game's own settings (grid size, threshold): refused with the folder
+    reliability.refused(AREA, "re-run with another confidence_threshold", MainSettingsError,
+                        "pointing-game results in .*pointing_game/bcos.*delete",
+                        lambda: run_main(_cfg(out, confidence_threshold=0.01)))
+    assert _mtimes(out) == before
+
+    # a derived stage made from other networks is recomputed, not reused
+    stages = json.loads((out / "stages.json").read_text())
+    stages["accuracy"]["networks"] = "0" * 16
+    (out / "stages.json").write_text(json.dumps(stages))
+    run_main(_cfg(out))
+    assert (out / "accuracy.json").stat().st_mtime_ns != before["accuracy.json"]
+    assert json.loads((out / "accuracy.json").read_text()) == acc
+    reliability.handled(AREA, "accuracy cached from other networks (fingerprint differs)",
+                        "recomputed")
+
+    # an interrupted training (killed after its last checkpoint) resumes, not refused
+    (out / "standard" / "train_done.json").unlink()
+    run_main(_cfg(out))
+    assert (out / "standard" / "train_done.json").is_file()
+    reliability.handled(AREA, "re-run after an interrupted training, same settings",
+                        "resumed from the checkpoint")
+
+    # two jobs on one folder: the second is refused at once
+    with folder_lock(out, "test"):
+        reliability.refused(AREA, "a second job on the same output folder", FolderBusyError,
+                            "in use by another .*use another output folder",
+                            lambda: run_main(_cfg(out)))
