@@ -27,6 +27,7 @@ BCOS = [n for n in ALL if model_info(n).is_bcos]
 _FAST_NATIVE = ["resnet18", "resnet18_v2", "standard_resnet18", "*cifar*", "*mnist*"]
 # Models too big for a quick float64 completeness check.
 _HEAVY = ["*resnet101*", "*resnet152*", "*vgg*", "*densenet161*", "*densenet169*",
+          "bcosified_resnet34", "bcosified_resnet50", "bcosified_densenet121",
           "*densenet201*", "*inception*"]
 
 

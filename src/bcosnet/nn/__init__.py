@@ -1,6 +1,7 @@
 """Building blocks of B-cos networks (no model logic here)."""
 
 from .bcos import DEFAULT_NORM_EPS, BcosConv2d, BcosLinear, bcos_scaling, v1_scale
+from .bcosified import BcosifiedConv2d
 from .encoding import AddInverse
 from .explanation_mode import (
     ExplainableModule,
@@ -16,6 +17,7 @@ __all__ = [
     "BatchNormUncentered2d",
     "BcosConv2d",
     "BcosLinear",
+    "BcosifiedConv2d",
     "DEFAULT_NORM_EPS",
     "ExplainableModule",
     "LogitLayer",
