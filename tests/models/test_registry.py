@@ -28,6 +28,7 @@ _FAST_NATIVE = ["resnet18", "resnet18_v2", "standard_resnet18", "*cifar*", "*mni
 # Models too big for a quick float64 completeness check.
 _HEAVY = ["*resnet101*", "*resnet152*", "*vgg*", "*densenet161*", "*densenet169*",
           "bcosified_resnet34", "bcosified_resnet50", "bcosified_densenet121",
+          "convnext_tiny_v2", "convnext_small_v2", "convnext_base_v2", "convnext_large_v2",
           "*densenet201*", "*inception*"]
 
 

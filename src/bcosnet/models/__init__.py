@@ -8,6 +8,7 @@ when imported; this package imports every family, so ``create_model`` /
 from . import (  # noqa: F401  (registration)
     bcos_v2,
     cifar,
+    convnext,
     densenet,
     inception,
     mnist,

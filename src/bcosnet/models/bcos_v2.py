@@ -40,6 +40,13 @@ V2_ARCHS: dict[str, str] = {
     # the v2 release has no official weights for them.
     "cifar10_resnet20": "cifar_resnet20_v2",
     "cifar10_resnet56": "cifar_resnet56_v2",
+    # ConvNeXts (bcos.models.convnext; the release's "convnext_tiny"/"convnext_base" are
+    # the position-norm ones, "*_bnu" pass norm="bnu").
+    "convnext_atto": "convnext_atto_v2",
+    "convnext_tiny": "convnext_tiny_v2",
+    "convnext_small": "convnext_small_v2",
+    "convnext_base": "convnext_base_v2",
+    "convnext_large": "convnext_large_v2",
 }
 
 _BASE = "https://github.com/B-cos/B-cos-v2/releases/download/v0.0.1-weights"

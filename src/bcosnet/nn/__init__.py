@@ -10,7 +10,7 @@ from .explanation_mode import (
     explanation_modules,
 )
 from .logit import LogitLayer
-from .norm import BatchNormUncentered2d
+from .norm import BatchNormUncentered2d, PositionNorm2d
 
 __all__ = [
     "AddInverse",
@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_NORM_EPS",
     "ExplainableModule",
     "LogitLayer",
+    "PositionNorm2d",
     "SupportsExplanationMode",
     "bcos_scaling",
     "explanation_mode",

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .explanation_mode import ExplainableModule
 
-__all__ = ["BatchNormUncentered2d"]
+__all__ = ["BatchNormUncentered2d", "PositionNorm2d"]
 
 
 class _BNUncenteredTrain(torch.autograd.Function):
@@ -130,3 +130,44 @@ class BatchNormUncentered2d(ExplainableModule):
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
             f"affine={self.weight is not None}, bias={self.bias is not None}"
         )
+
+
+class PositionNorm2d(ExplainableModule):
+    """Layer norm over the channels at every position (B-cos v2's
+    ``DetachablePositionNorm2d``, the ConvNeXt norm): ``y = weight · (x − μ) / σ``
+    with μ, σ the mean and standard deviation over C at each (h, w).
+
+    Centring is linear, so the network stays dynamic linear; in explanation mode
+    σ is detached.  ``bias`` defaults to off (the v2 models' ``NoBias``).  Parameter
+    names (``weight``, ``bias``) match the ``bcos`` package's.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True,
+                 bias: bool = False, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"num_features must be positive, got {num_features}")
+        self.num_features = num_features
+        self.eps = eps
+        kw = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.ones(num_features, **kw)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_features, **kw)) if (affine and bias) else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"PositionNorm2d expects N×{self.num_features}×H×W, got {tuple(x.shape)}")
+        var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
+        if self.is_in_explanation_mode:
+            var = var.detach()
+        y = (x - mean) / (var + self.eps).sqrt()
+        if self.weight is not None:
+            y = y * self.weight[None, :, None, None]
+        if self.bias is not None:
+            y = y + self.bias[None, :, None, None]
+        return y
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, affine={self.weight is not None}, "
+                f"bias={self.bias is not None}")
