@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (registration)
     mnist,
     resnet,
     vgg,
+    vit,
 )
 from .base import BcosClassifier
 from .bcos_v2 import load_bcos_v2

@@ -117,7 +117,7 @@ class BcosClassifier(nn.Module):
         head = self.get_classifier()
         parent, attr, last = self, self.classifier_name, head
         if isinstance(head, nn.Sequential):
-            parent, attr, last = head, str(len(head) - 1), head[-1]
+            parent, attr, last = head, list(head._modules)[-1], head[-1]
         new = _resized_copy(last, num_classes)
         setattr(parent, attr, new)
         self.num_classes = num_classes

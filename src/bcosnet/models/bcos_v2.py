@@ -47,6 +47,11 @@ V2_ARCHS: dict[str, str] = {
     "convnext_small": "convnext_small_v2",
     "convnext_base": "convnext_base_v2",
     "convnext_large": "convnext_large_v2",
+    # ViTs (bcos.models.vit, the "bcos_*" experiments of vit_final).
+    **{a: f"{a}_v2" for a in (
+        "simple_vit_ti_patch16_224", "simple_vit_s_patch16_224", "simple_vit_b_patch16_224",
+        "simple_vit_l_patch16_224", "vitc_ti_patch1_14", "vitc_s_patch1_14",
+        "vitc_b_patch1_14", "vitc_l_patch1_14")},
 }
 
 _BASE = "https://github.com/B-cos/B-cos-v2/releases/download/v0.0.1-weights"
@@ -67,7 +72,8 @@ V2_URLS: dict[str, str] = {
 }
 
 _HASH_RE = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's hash-prefix convention
-_PREFIXES = ("", "module.", "model.", "_orig_mod.")
+# "0.": the bcos ViTs wrapped with their logit layer (BcosSequential(model, LogitLayer)).
+_PREFIXES = ("", "module.", "model.", "_orig_mod.", "0.")
 
 
 def _resolve_arch(arch: str) -> str:

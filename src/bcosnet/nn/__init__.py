@@ -10,7 +10,12 @@ from .explanation_mode import (
     explanation_modules,
 )
 from .logit import LogitLayer
-from .norm import BatchNormUncentered2d, PositionNorm2d
+from .norm import (
+    BatchNormUncentered2d,
+    DetachableGroupNorm2d,
+    DetachableLayerNorm,
+    PositionNorm2d,
+)
 
 __all__ = [
     "AddInverse",
@@ -19,6 +24,8 @@ __all__ = [
     "BcosLinear",
     "BcosifiedConv2d",
     "DEFAULT_NORM_EPS",
+    "DetachableGroupNorm2d",
+    "DetachableLayerNorm",
     "ExplainableModule",
     "LogitLayer",
     "PositionNorm2d",
