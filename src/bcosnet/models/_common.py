@@ -353,6 +353,8 @@ class ImageNormalize(nn.Module):
         self.in_channels = in_channels
         self.min_size = tuple(min_size)
         self.model_name = model
+        #: the statistics as Python floats (readable also on the meta device)
+        self.stats = (tuple(float(m) for m in mean), tuple(float(s) for s in std))
         # Buffers (not parameters): follow .to(device/dtype), never trained.
         # Non-persistent: torchvision checkpoints load into the twins unchanged.
         self.register_buffer(

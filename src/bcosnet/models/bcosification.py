@@ -172,7 +172,7 @@ def bcosify(
     if isinstance(norm, ImageNormalize):
         if mean is not None or std is not None:
             raise ValueError(f"{name} normalises its input itself; do not pass mean/std")
-        mu, sd = norm.mean.flatten().tolist(), norm.std.flatten().tolist()
+        mu, sd = list(norm.stats[0]), list(norm.stats[1])
         in_channels, min_size = norm.in_channels, min_size or norm.min_size
     elif _is_fmnist_twin(src):
         if mean is not None or std is not None:
