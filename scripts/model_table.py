@@ -61,6 +61,19 @@ with their defaults):
   `aux_logits`; `fmnist_bcos` `width`.
 - B-cos v2: `b`, `max_out` (1), `norm` (`"bnu"` or `None`), `temperature` (1),
   `logit_bias` (default `−log(C − 1)`).
+- B-cos ConvNeXt (`convnext_*_v2`, the v2 code's): `norm` (`"pn"` position norm,
+  the default, or `"bnu"`), `layer_scale` (1e-6), `drop_path` (stochastic depth),
+  `block_setting` (per stage: channels, channels after downsampling, blocks).
+- B-cos ViTs (`simple_vit_*_v2`, `vitc_*_v2` with a conv stem, the v2 code's):
+  `patch_size`, `dim`, `depth`, `heads`, `mlp_dim`, `conv_stem`; queries and keys
+  are detached in explanation mode.  Their sin-cos positional embedding is an
+  input-independent term, so `Σ contributions + bias = logit` holds only with its
+  contribution (see `bcosnet.models.vit`).
+- B-cosified twins (`bcosified_*`, kind B-cos v2; `bcosnet.bcosify`, see
+  docs/bcosify.md): the twin's options plus `source_weights` (the trained twin's
+  weights), `stage` (`"fine-tune"`: B = `b`, biases removed, max → average
+  pooling; `"equivalent"`: B = 1, the twin's function), `b`, `temperature`,
+  `logit_bias`.
 - Conventional twins: `mean`, `std` (ImageNet statistics for RGB; CIFAR-10
   statistics for the CIFAR twins; 0.5/0.5 for other channel counts).
 - Names of earlier versions (`s`, `scale_s`, `gamma` → `scale`;
@@ -68,9 +81,12 @@ with their defaults):
   `FutureWarning`, so old checkpoints load.
 
 Every B-cos model is a `bcosnet.models.BcosClassifier`: `forward_features(x)`
-(images → last feature map), `forward_head(features)` (per-location classifier,
-global average pooling, logit layer), `get_classifier()`, and
-`last_feature_layer` (the module Grad-CAM and the neuron tools use).
+(images → last feature map; tokens for the ViTs), `forward_head(features)`
+(per-location classifier, global average pooling, logit layer), `get_classifier()`,
+`reset_classifier(num_classes)` (a fresh last layer for fine-tuning; the logit
+bias follows the family's rule), and `last_feature_layer` (the module Grad-CAM
+and the neuron tools use).  The conventional twins have `get_classifier()` and
+`reset_classifier(num_classes)` too.
 
 Weights (`bcosnet.models.list_weights(name)`): the official B-cos v2 ImageNet
 checkpoints are registered entries (`bcos_v2_imagenet`: source, SHA-256 prefix,

@@ -7,7 +7,7 @@
 
 from . import attribution, nn
 from .explanations import Explanation, explain, explanation_mode, to_rgba
-from .models import create_model, list_models, register_model
+from .models import bcosify, create_model, list_models, register_model
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,7 @@ __all__ = [
     "Explanation",
     "__version__",
     "attribution",
+    "bcosify",
     "create_model",
     "explain",
     "explanation_mode",

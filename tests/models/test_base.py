@@ -4,6 +4,7 @@ checkpoints written by an earlier bcosnet version."""
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -104,3 +105,59 @@ def test_checkpoints_of_the_previous_version_load(file: str) -> None:
     assert m.logit_layer.temperature == pytest.approx(10.0)
     with torch.no_grad():
         torch.testing.assert_close(m(x), torch.tensor(ref["logits"]), rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- fine-tuning API
+@pytest.mark.parametrize("name", ["fmnist_bcos", "resnet18_v2", "vgg11_bnu_v2"])
+def test_reset_classifier_keeps_features_and_stays_complete(name: str) -> None:
+    torch.manual_seed(0)
+    m = bcosnet.create_model(name, num_classes=5, **SMALL[name]).double().eval()
+    x = torch.rand(3, m.in_channels, 32, 32, dtype=torch.float64)
+    feats = m.forward_features(x)
+    old_head = m.get_classifier()
+    m.reset_classifier(7)
+    assert m.num_classes == 7 and m.model_info.num_classes == 7
+    assert torch.equal(m.forward_features(x), feats)
+    logits = m(x)
+    assert logits.shape == (3, 7)
+    # the new last layer takes the old one's options
+    new_last = m.get_classifier()[-1] if name.startswith("vgg") else m.get_classifier()
+    old_last = old_head[-1] if name.startswith("vgg") else old_head
+    assert type(new_last) is type(old_last) and new_last.b == old_last.b
+    assert new_last.max_out == old_last.max_out and new_last.scale == old_last.scale
+    assert new_last.weight.shape[0] == 7 * new_last.max_out
+    assert new_last.weight.dtype == torch.float64
+    # logit bias: the family's rule for 7 classes (v2: −log(C − 1); v1: log(p/(1 − p)), p = 1/7)
+    expected = -math.log(6) if name.endswith("_v2") else math.log((1 / 7) / (6 / 7))
+    assert m.logit_layer.bias == pytest.approx(expected)
+    # independent check of the head: pooled per-location classifier, then out / T + b
+    ref = m.get_classifier()(feats).mean((2, 3)) / m.logit_layer.temperature + expected
+    torch.testing.assert_close(logits, ref, rtol=1e-10, atol=1e-10)
+    ex = bcosnet.explain(m, x, target=[0, 3, 6])  # one class per image (captum's rule)
+    got = (ex.contributions.sum((-2, -1)) + ex.bias).flatten()
+    torch.testing.assert_close(got, logits[torch.arange(3), [0, 3, 6]], rtol=1e-9, atol=1e-9)
+
+
+def test_reset_classifier_refuses_bad_counts() -> None:
+    m = bcosnet.create_model("fmnist_bcos", width=4)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="num_classes"):
+            m.reset_classifier(bad)
+
+
+@pytest.mark.parametrize("name", ["standard_fmnist_bcos", "standard_resnet18",
+                                  "standard_cifar_resnet20"])
+def test_standard_twins_reset_classifier(name: str) -> None:
+    torch.manual_seed(0)
+    m = bcosnet.create_model(name, num_classes=5).double().eval()
+    x = torch.rand(2, m.in_channels, 32, 32, dtype=torch.float64)
+    before = dict(m.named_parameters())
+    head_params = {n for n, _ in m.get_classifier().named_parameters()}
+    m.reset_classifier(3)
+    assert m(x).shape == (2, 3) and m.num_classes == 3
+    kept = {n: p for n, p in m.named_parameters()
+            if not n.startswith(m.classifier_name + ".")}
+    assert all(torch.equal(p, before[n]) for n, p in kept.items())
+    assert head_params  # the head has parameters
+    if hasattr(m, "forward_features"):
+        assert m.forward_features(x).dim() == 4

@@ -5,15 +5,30 @@ when imported; this package imports every family, so ``create_model`` /
 ``list_models`` see them all.
 """
 
-from . import bcos_v2, cifar, densenet, inception, mnist, resnet, vgg  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    bcos_v2,
+    cifar,
+    convnext,
+    densenet,
+    inception,
+    mnist,
+    resnet,
+    vgg,
+    vit,
+)
 from .base import BcosClassifier
 from .bcos_v2 import load_bcos_v2
+from .bcosification import BcosifiedNet, bcosify, register_bcosified_models
 from .registry import ModelInfo, create_model, list_models, model_info, register_model
 from .weights import Weights, get_weights, list_weights, register_weights
 
+register_bcosified_models()  # after every family: one bcosified_* per conventional twin
+
 __all__ = [
     "BcosClassifier",
+    "BcosifiedNet",
     "ModelInfo",
+    "bcosify",
     "create_model",
     "list_models",
     "load_bcos_v2",

@@ -36,6 +36,7 @@ __all__ = [
     "BcosPolicy",
     "ConvFactory",
     "ImageNormalize",
+    "StandardClassifierMixin",
     "bcos_conv_factory",
     "bcos_policy",
     "check_option_names",
@@ -354,6 +355,8 @@ class ImageNormalize(nn.Module):
         self.in_channels = in_channels
         self.min_size = tuple(min_size)
         self.model_name = model
+        #: the statistics as Python floats (readable also on the meta device)
+        self.stats = (tuple(float(m) for m in mean), tuple(float(s) for s in std))
         # Buffers (not parameters): follow .to(device/dtype), never trained.
         # Non-persistent: torchvision checkpoints load into the twins unchanged.
         self.register_buffer(
@@ -370,6 +373,38 @@ class ImageNormalize(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}"
+
+
+class StandardClassifierMixin:
+    """Fine-tuning helpers of the conventional twins (as on the B-cos models):
+    :meth:`get_classifier` and :meth:`reset_classifier`.  ``classifier_name`` names
+    the head (a linear/conv layer, or a ``Sequential`` ending in one)."""
+
+    classifier_name: str = "classifier"
+
+    def get_classifier(self) -> nn.Module:
+        """The classification head (torchvision's ``fc`` / ``classifier``)."""
+        return getattr(self, self.classifier_name)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head's last layer by a freshly initialised one with
+        ``num_classes`` outputs; the rest of the network is kept."""
+        from .base import _resized_copy
+
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        head = self.get_classifier()
+        if isinstance(head, nn.Sequential):
+            idx = max(i for i, m in enumerate(head) if isinstance(m, (nn.Linear, nn.Conv2d)))
+            head[idx] = _resized_copy(head[idx], num_classes)
+        else:
+            setattr(self, self.classifier_name, _resized_copy(head, num_classes))
+        self.num_classes = num_classes
+        info = getattr(self, "model_info", None)
+        if info is not None:
+            from dataclasses import replace
+
+            self.model_info = replace(info, num_classes=num_classes)
 
 
 def count_parameters(model: nn.Module) -> int:

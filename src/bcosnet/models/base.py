@@ -94,6 +94,79 @@ class BcosClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
+    # ------------------------------------------------------------------ fine-tuning
     def get_classifier(self) -> nn.Module:
-        """The per-location classifier module."""
+        """The per-location classifier module (a B-cos conv, or VGG's 3-conv head)."""
         return getattr(self, self.classifier_name)
+
+    def reset_classifier(self, num_classes: int, *, logit_bias: float | None = None) -> None:
+        """Replace the classifier's last layer by a freshly initialised one with
+        ``num_classes`` outputs (for fine-tuning on a new label set); everything
+        before it — :meth:`forward_features` — is kept as it is.
+
+        The new layer takes the old one's options (B, MaxOut, scale, kernel, ...);
+        VGG's hidden head convs are kept.  The logit layer keeps its temperature;
+        its bias becomes ``logit_bias``, or (``None``) the family's rule for the new
+        class count: ``−log(C − 1)`` for v2 models (and B-cosified ones), the v1
+        prior ``log(p / (1 − p))``, ``p = max(1/C, 0.01)``, otherwise.
+        """
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        from ._common import v1_logit_bias, v2_logit_bias
+
+        head = self.get_classifier()
+        parent, attr, last = self, self.classifier_name, head
+        if isinstance(head, nn.Sequential):
+            parent, attr, last = head, list(head._modules)[-1], head[-1]
+        new = _resized_copy(last, num_classes)
+        setattr(parent, attr, new)
+        self.num_classes = num_classes
+        if logit_bias is None:
+            logit_bias = (v2_logit_bias(num_classes) if self._logit_rule() == "v2"
+                          else v1_logit_bias(num_classes))
+        self.logit_layer = type(self.logit_layer)(temperature=self.logit_layer.temperature,
+                                                  bias=float(logit_bias))
+        info = getattr(self, "model_info", None)
+        if info is not None:
+            from dataclasses import replace
+
+            self.model_info = replace(info, num_classes=num_classes)
+        names = getattr(self, "class_names", None)
+        if names is not None and len(names) != num_classes:
+            del self.class_names
+
+    def _logit_rule(self) -> str:
+        """``"v2"`` or ``"v1"``: which logit-bias rule this model follows."""
+        info = getattr(self, "model_info", None)
+        if info is not None:
+            return "v2" if info.kind == "bcos_v2" else "v1"
+        from ..nn import BatchNormUncentered2d
+
+        return "v2" if any(isinstance(m, BatchNormUncentered2d) for m in self.modules()) else "v1"
+
+
+def _resized_copy(layer: nn.Module, out: int) -> nn.Module:
+    """A freshly initialised copy of a conv/linear layer (B-cos or not) with ``out``
+    output units, on the same device and dtype."""
+    from ..nn import BcosConv2d, BcosLinear
+
+    p = next(layer.parameters())
+    dd = dict(device=p.device, dtype=p.dtype)
+    if isinstance(layer, BcosConv2d):
+        return BcosConv2d(layer.in_channels, out, layer.kernel_size, layer.stride, layer.padding,
+                          layer.dilation, layer.groups, b=layer.b, max_out=layer.max_out,
+                          scale=layer.scale, padding_mode=layer.padding_mode,
+                          norm_eps=layer.norm_eps, cos_eps=layer.cos_eps, **dd)
+    if isinstance(layer, BcosLinear):
+        return BcosLinear(layer.in_features, out, b=layer.b, max_out=layer.max_out,
+                          scale=layer.scale, norm_eps=layer.norm_eps, cos_eps=layer.cos_eps, **dd)
+    resize = getattr(layer, "resized", None)
+    if callable(resize):
+        return resize(out)
+    if isinstance(layer, nn.Conv2d):
+        return type(layer)(layer.in_channels, out, layer.kernel_size, layer.stride,
+                           layer.padding, layer.dilation, layer.groups,
+                           bias=layer.bias is not None, padding_mode=layer.padding_mode, **dd)
+    if isinstance(layer, nn.Linear):
+        return nn.Linear(layer.in_features, out, bias=layer.bias is not None, **dd)
+    raise TypeError(f"cannot resize a classifier layer of type {type(layer).__name__}")

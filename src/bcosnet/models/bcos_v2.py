@@ -40,6 +40,18 @@ V2_ARCHS: dict[str, str] = {
     # the v2 release has no official weights for them.
     "cifar10_resnet20": "cifar_resnet20_v2",
     "cifar10_resnet56": "cifar_resnet56_v2",
+    # ConvNeXts (bcos.models.convnext; the release's "convnext_tiny"/"convnext_base" are
+    # the position-norm ones, "*_bnu" pass norm="bnu").
+    "convnext_atto": "convnext_atto_v2",
+    "convnext_tiny": "convnext_tiny_v2",
+    "convnext_small": "convnext_small_v2",
+    "convnext_base": "convnext_base_v2",
+    "convnext_large": "convnext_large_v2",
+    # ViTs (bcos.models.vit, the "bcos_*" experiments of vit_final).
+    **{a: f"{a}_v2" for a in (
+        "simple_vit_ti_patch16_224", "simple_vit_s_patch16_224", "simple_vit_b_patch16_224",
+        "simple_vit_l_patch16_224", "vitc_ti_patch1_14", "vitc_s_patch1_14",
+        "vitc_b_patch1_14", "vitc_l_patch1_14")},
 }
 
 _BASE = "https://github.com/B-cos/B-cos-v2/releases/download/v0.0.1-weights"
@@ -60,7 +72,8 @@ V2_URLS: dict[str, str] = {
 }
 
 _HASH_RE = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's hash-prefix convention
-_PREFIXES = ("", "module.", "model.", "_orig_mod.")
+# "0.": the bcos ViTs wrapped with their logit layer (BcosSequential(model, LogitLayer)).
+_PREFIXES = ("", "module.", "model.", "_orig_mod.", "0.")
 
 
 def _resolve_arch(arch: str) -> str:

@@ -41,6 +41,7 @@ from ._common import (
     CIFAR10_STD,
     BcosPolicy,
     ImageNormalize,
+    StandardClassifierMixin,
     bcos_policy,
     cifar_v1_scale,
     cifar_v1_temperature,
@@ -94,7 +95,7 @@ class CifarBcosNet(BcosClassifier):
         self._set_head(policy.conv(c, num_classes, 1), policy.temperature, policy.logit_bias)
 
 
-class StandardCifarNet(nn.Module):
+class StandardCifarNet(StandardClassifierMixin, nn.Module):
     """Conventional twin of :class:`CifarBcosNet`: conv–BN–ReLU ×8, 1×1 conv, pooling."""
 
     def __init__(
@@ -128,7 +129,7 @@ class StandardCifarNet(nn.Module):
         return self.avgpool(self.classifier(x)).flatten(1)
 
 
-class StandardCifarResNet(nn.Module):
+class StandardCifarResNet(StandardClassifierMixin, nn.Module):
     """Conventional CIFAR ResNet (He et al. 2016, option-B shortcuts) built from
     torchvision's ``BasicBlock``: 3×3 stem, stages of 16/32/64 channels, global
     pooling, linear classifier."""
@@ -167,6 +168,7 @@ class StandardCifarResNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = stages
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(inplanes, num_classes)
+        self.classifier_name = "fc"
         self.last_feature_layer = "layer3"
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

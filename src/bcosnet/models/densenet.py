@@ -43,6 +43,7 @@ from ._common import (
     BcosPolicy,
     ConvFactory,
     ImageNormalize,
+    StandardClassifierMixin,
     bcos_policy,
     make_norm,
     resolve_options,
@@ -200,7 +201,7 @@ class BcosDenseNet(BcosClassifier):
         self._set_head(conv(c, num_classes, 1), policy.temperature, policy.logit_bias)
 
 
-class StandardDenseNet(tvm.DenseNet):
+class StandardDenseNet(StandardClassifierMixin, tvm.DenseNet):
     """torchvision's DenseNet taking images in [0, 1]: ``normalize`` then the usual
     forward (BatchNorm, ReLU, max-pooling, linear classifier with bias).
 
@@ -231,6 +232,10 @@ class StandardDenseNet(tvm.DenseNet):
         self.normalize = ImageNormalize(in_channels, min_size, mean, std, model=name)
         self.in_channels = in_channels
         self.last_feature_layer = "features"
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] → the last feature map (``features``' output)."""
+        return self.features(self.normalize(x))
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(self.normalize(x))

@@ -28,7 +28,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ._common import bcos_conv_factory, check_images, resolve_options
+from ._common import StandardClassifierMixin, bcos_conv_factory, check_images, resolve_options
 from .base import BcosClassifier
 from .registry import register_model
 
@@ -76,7 +76,7 @@ class FMNISTBcosNet(BcosClassifier):
         self._set_head(conv(w3, num_classes, k=1, max_out=1), temperature, logit_bias)
 
 
-class FMNISTStandardNet(nn.Module):
+class FMNISTStandardNet(StandardClassifierMixin, nn.Module):
     """Conventional twin of :class:`FMNISTBcosNet`: Conv-BN-ReLU blocks, max
     pooling, a biased 1×1 classifier and global average pooling.  Takes raw
     images in [0, 1] and centres them itself (``(x − 0.5) / 0.5``)."""
@@ -104,11 +104,14 @@ class FMNISTStandardNet(nn.Module):
         self.classifier = nn.Conv2d(w3, num_classes, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images ``N×C×H×W`` in [0, 1] → last feature map ``N×4w×h×w``."""
         check_images(x, in_channels=self.in_channels, min_size=(4, 4),
                      model="standard_fmnist_bcos", like=self)
-        x = self.features((x - 0.5) / 0.5)
-        return self.pool(self.classifier(x)).flatten(1)
+        return self.features((x - 0.5) / 0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.classifier(self.forward_features(x))).flatten(1)
 
 
 #: Default options of ``fmnist_bcos`` (see the module docstring).

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ._common import (
     BcosPolicy,
     ImageNormalize,
+    StandardClassifierMixin,
     bcos_policy,
     make_norm,
     resolve_options,
@@ -184,7 +185,7 @@ class BcosResNet(BcosClassifier):
         return x
 
 
-class StandardResNet(tvm.ResNet):
+class StandardResNet(StandardClassifierMixin, tvm.ResNet):
     """torchvision's ResNet taking images in [0, 1]: ``normalize`` then the usual forward.
 
     ``in_channels != 3`` replaces the stem conv; everything else (and the state
@@ -209,6 +210,13 @@ class StandardResNet(tvm.ResNet):
         self.normalize = ImageNormalize(in_channels, min_size, mean, std, model=name)
         self.in_channels = in_channels
         self.last_feature_layer = "layer4"
+
+    classifier_name = "fc"
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] → the last feature map (``layer4``'s output)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(self.normalize(x)))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(self.normalize(x))

@@ -30,7 +30,14 @@ from typing import Any
 import torchvision.models as tvm
 from torch import Tensor, nn
 
-from ._common import BcosPolicy, ImageNormalize, bcos_policy, make_conv_stack, resolve_options
+from ._common import (
+    BcosPolicy,
+    ImageNormalize,
+    StandardClassifierMixin,
+    bcos_policy,
+    make_conv_stack,
+    resolve_options,
+)
 from .base import BcosClassifier
 from .registry import register_model
 
@@ -97,7 +104,7 @@ class BcosVGG(BcosClassifier):
         self._set_head(head, policy.temperature, policy.logit_bias)
 
 
-class StandardVGG(tvm.VGG):
+class StandardVGG(StandardClassifierMixin, tvm.VGG):
     """torchvision's VGG taking images in [0, 1] (``normalize`` first)."""
 
     def __init__(
@@ -118,6 +125,10 @@ class StandardVGG(tvm.VGG):
         self.normalize = ImageNormalize(in_channels, _MIN_SIZE, mean, std, model=name)
         self.in_channels = in_channels
         self.last_feature_layer = "features"
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] → the last feature map (``features``' output)."""
+        return self.features(self.normalize(x))
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(self.normalize(x))

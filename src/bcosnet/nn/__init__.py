@@ -1,6 +1,7 @@
 """Building blocks of B-cos networks (no model logic here)."""
 
 from .bcos import DEFAULT_NORM_EPS, BcosConv2d, BcosLinear, bcos_scaling, v1_scale
+from .bcosified import BcosifiedConv2d
 from .encoding import AddInverse
 from .explanation_mode import (
     ExplainableModule,
@@ -9,16 +10,25 @@ from .explanation_mode import (
     explanation_modules,
 )
 from .logit import LogitLayer
-from .norm import BatchNormUncentered2d
+from .norm import (
+    BatchNormUncentered2d,
+    DetachableGroupNorm2d,
+    DetachableLayerNorm,
+    PositionNorm2d,
+)
 
 __all__ = [
     "AddInverse",
     "BatchNormUncentered2d",
     "BcosConv2d",
     "BcosLinear",
+    "BcosifiedConv2d",
     "DEFAULT_NORM_EPS",
+    "DetachableGroupNorm2d",
+    "DetachableLayerNorm",
     "ExplainableModule",
     "LogitLayer",
+    "PositionNorm2d",
     "SupportsExplanationMode",
     "bcos_scaling",
     "explanation_mode",

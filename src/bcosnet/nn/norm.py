@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from .explanation_mode import ExplainableModule
 
-__all__ = ["BatchNormUncentered2d"]
+__all__ = ["BatchNormUncentered2d", "DetachableGroupNorm2d", "DetachableLayerNorm",
+           "PositionNorm2d"]
 
 
 class _BNUncenteredTrain(torch.autograd.Function):
@@ -130,3 +131,100 @@ class BatchNormUncentered2d(ExplainableModule):
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
             f"affine={self.weight is not None}, bias={self.bias is not None}"
         )
+
+
+class PositionNorm2d(ExplainableModule):
+    """Layer norm over the channels at every position (B-cos v2's
+    ``DetachablePositionNorm2d``, the ConvNeXt norm): ``y = weight · (x − μ) / σ``
+    with μ, σ the mean and standard deviation over C at each (h, w).
+
+    Centring is linear, so the network stays dynamic linear; in explanation mode
+    σ is detached.  ``bias`` defaults to off (the v2 models' ``NoBias``).  Parameter
+    names (``weight``, ``bias``) match the ``bcos`` package's.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True,
+                 bias: bool = False, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"num_features must be positive, got {num_features}")
+        self.num_features = num_features
+        self.eps = eps
+        kw = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.ones(num_features, **kw)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_features, **kw)) if (affine and bias) else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"PositionNorm2d expects N×{self.num_features}×H×W, got {tuple(x.shape)}")
+        var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
+        if self.is_in_explanation_mode:
+            var = var.detach()
+        y = (x - mean) / (var + self.eps).sqrt()
+        if self.weight is not None:
+            y = y * self.weight[None, :, None, None]
+        if self.bias is not None:
+            y = y + self.bias[None, :, None, None]
+        return y
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, affine={self.weight is not None}, "
+                f"bias={self.bias is not None}")
+
+
+class DetachableLayerNorm(ExplainableModule):
+    """Layer norm over the last dimension (tokens of a transformer), B-cos v2 style:
+    ``y = weight · (x − μ) / σ`` with σ detached in explanation mode (centring is
+    linear).  ``bias`` defaults to off (``NoBias``); names match ``nn.LayerNorm``."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, bias: bool = False,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.num_features, self.eps = num_features, eps
+        kw = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.ones(num_features, **kw))
+        self.bias = nn.Parameter(torch.zeros(num_features, **kw)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
+        if self.is_in_explanation_mode:
+            var = var.detach()
+        y = (x - mean) / (var + self.eps).sqrt() * self.weight
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, bias={self.bias is not None}"
+
+
+class DetachableGroupNorm2d(ExplainableModule):
+    """Group norm of N×C×H×W maps (``num_groups=1``: a layer norm over C, H, W), σ
+    detached in explanation mode, ``bias`` off by default (B-cos v2's ViT-C stem)."""
+
+    def __init__(self, num_channels: int, num_groups: int = 1, eps: float = 1e-5,
+                 bias: bool = False, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups "
+                             f"({num_groups})")
+        self.num_channels, self.num_groups, self.eps = num_channels, num_groups, eps
+        kw = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.ones(num_channels, **kw))
+        self.bias = nn.Parameter(torch.zeros(num_channels, **kw)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c = x.shape[:2]
+        g = x.reshape(n, self.num_groups, c // self.num_groups, *x.shape[2:])
+        var, mean = torch.var_mean(g, dim=tuple(range(2, g.dim())), unbiased=False,
+                                   keepdim=True)
+        if self.is_in_explanation_mode:
+            var = var.detach()
+        y = ((g - mean) / (var + self.eps).sqrt()).reshape(x.shape)
+        y = y * self.weight[None, :, None, None]
+        return y if self.bias is None else y + self.bias[None, :, None, None]
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, groups={self.num_groups}, eps={self.eps}"
