@@ -97,3 +97,77 @@ def test_bad_input_says_what_to_change() -> None:
         deletion_insertion(model, x, contrib, t, steps=0)
     with pytest.raises(ValueError, match="one class per image"):
         deletion_insertion(model, x, contrib, torch.tensor([0, 1]))
+
+
+# ----------------------------------------------------------------------------- the study function
+class _Pairs(torch.utils.data.Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], int(self.y[i])
+
+
+def test_evaluate_faithfulness_matches_the_definition_and_resumes(tmp_path) -> None:
+    from bcosnet.evaluation import evaluate_faithfulness
+
+    torch.manual_seed(0)
+    model = Linear(4, 1, 5, 4)
+    x = torch.rand(12, 1, 5, 4, dtype=torch.float64)
+    y = torch.arange(12) % 4
+    ds = _Pairs(x, y)
+
+    def exact(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (images * model.weight[targets]).sum(1).detach()  # N×H×W contributions
+
+    res = evaluate_faithfulness(model, ds, {"exact": exact, "random": "random"}, images=7,
+                                steps=5, output="logit", attribution_batch_size=3,
+                                results_dir=str(tmp_path))
+    idx = res.indices
+    assert len(idx) == 7 == len(set(idx)) and all(0 <= i < 12 for i in idx)
+    xs = x[idx]
+    pred = torch.einsum("nchw,kchw->nk", xs, model.weight).argmax(1)  # the predicted class
+    assert res.targets == pred.tolist()
+    hw = 20
+    for j in range(7):  # from the definition: delete the largest contributions first
+        c = exact(xs[j:j + 1], pred[j:j + 1])[0].flatten().numpy()
+        order = np.argsort(-c, kind="stable")
+        for k in range(6):
+            m = round(k * hw / 5)
+            assert res.curves["exact"].deletion[j, k].item() == pytest.approx(
+                c.sum() - c[order[:m]].sum(), abs=1e-9)
+    s = res.summary()
+    assert s["exact"]["deletion_auc"] < s["random"]["deletion_auc"]
+    assert s["exact"]["insertion_auc"] > s["random"]["insertion_auc"]
+    table = res.to_markdown("t")
+    assert "| exact |" in table and "| random |" in table
+    # a re-run loads the finished methods (the callable is not called again) ...
+    stamp = (tmp_path / "exact.json").stat().st_mtime_ns
+
+    def boom(images, targets):
+        raise AssertionError("recomputed")
+
+    again = evaluate_faithfulness(model, ds, {"exact": boom, "random": "random"}, images=7,
+                                  steps=5, output="logit", results_dir=str(tmp_path))
+    assert (tmp_path / "exact.json").stat().st_mtime_ns == stamp
+    torch.testing.assert_close(again.curves["exact"].deletion, res.curves["exact"].deletion)
+    # ... and other settings in the same folder are refused
+    with pytest.raises(ValueError, match="other settings"):
+        evaluate_faithfulness(model, ds, {"exact": boom}, images=7, steps=4, output="logit",
+                              results_dir=str(tmp_path))
+
+
+def test_evaluate_faithfulness_bad_input() -> None:
+    from bcosnet.evaluation import evaluate_faithfulness
+
+    model = Linear(4, 1, 5, 4)
+    ds = _Pairs(torch.rand(3, 1, 5, 4, dtype=torch.float64), torch.zeros(3))
+    with pytest.raises(ValueError, match="images"):
+        evaluate_faithfulness(model, ds, ["random"], images=0)
+    with pytest.raises(ValueError, match="target"):
+        evaluate_faithfulness(model, ds, ["random"], target="true")
+    with pytest.raises(ValueError, match="methods is empty"):
+        evaluate_faithfulness(model, ds, [])

@@ -29,8 +29,8 @@ from torch import Tensor, nn
 
 from .._utils.modules import eval_mode, first_output
 
-__all__ = ["DeletionInsertion", "auto_output", "deletion_insertion", "faithfulness_table",
-           "pixel_order"]
+__all__ = ["DeletionInsertion", "FaithfulnessResult", "auto_output", "deletion_insertion",
+           "evaluate_faithfulness", "faithfulness_table", "pixel_order"]
 
 _OUTPUTS = ("auto", "logit", "sigmoid", "softmax")
 
@@ -218,3 +218,209 @@ def faithfulness_table(
             maps = fn(images, target)  # type: ignore[operator]
         out[name] = deletion_insertion(model, images, maps, target, **kwargs)  # type: ignore[arg-type]
     return out
+
+
+# ----------------------------------------------------------------------------- a whole study
+@dataclass
+class FaithfulnessResult:
+    """Deletion/insertion of several methods on the same test images
+    (:func:`evaluate_faithfulness`).
+
+    Attributes:
+        curves: method name → its :class:`DeletionInsertion` (N images).
+        indices: the data set indices of the N images; ``targets``: the explained classes.
+        settings: how it was computed (images, steps, baseline, target rule, ...).
+        seconds: method → wall time of its maps and curves (0 when loaded from disk).
+    """
+
+    curves: dict[str, DeletionInsertion]
+    indices: list[int]
+    targets: list[int]
+    settings: dict[str, object]
+    seconds: dict[str, float]
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """method → mean and standard error of the deletion and insertion AUCs."""
+        out: dict[str, dict[str, float]] = {}
+        for name, r in self.curves.items():
+            row: dict[str, float] = {}
+            for mode in ("deletion", "insertion"):
+                if getattr(r, mode) is None:
+                    continue
+                auc = getattr(r, f"{mode}_auc")
+                row[f"{mode}_auc"] = float(auc.mean())
+                row[f"{mode}_sem"] = float(auc.std() / len(auc) ** 0.5) if len(auc) > 1 else 0.0
+            out[name] = row
+        return out
+
+    def to_markdown(self, title: str | None = None) -> str:
+        """A Markdown table: one row per method, AUC ± standard error."""
+        s = self.settings
+        lines = [f"### {title}", ""] if title else []
+        lines += [
+            f"{s['images']} test images, {s['steps']} steps, baseline {s['baseline']}, "
+            f"score {s['output']}, target {s['target']}. Deletion: lower = more faithful; "
+            "insertion: higher = more faithful (mean ± standard error of the per-image AUC).",
+            "",
+            "| method | deletion AUC ↓ | insertion AUC ↑ | time (s) |",
+            "|---|---|---|---|",
+        ]
+        for name, row in self.summary().items():
+            cells = [f"{row[f'{m}_auc']:.4f} ± {row[f'{m}_sem']:.4f}" if f"{m}_auc" in row
+                     else "–" for m in ("deletion", "insertion")]
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} | {self.seconds.get(name, 0):.1f} |")
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"settings": self.settings, "summary": self.summary(), "seconds": self.seconds,
+                "indices": self.indices, "targets": self.targets}
+
+
+def _method_record(r: DeletionInsertion, settings: dict[str, object],
+                   seconds: float) -> dict[str, object]:
+    return {"settings": settings, "output": r.output, "seconds": seconds,
+            "fractions": r.fractions.tolist(),
+            "deletion": None if r.deletion is None else r.deletion.tolist(),
+            "insertion": None if r.insertion is None else r.insertion.tolist()}
+
+
+def _load_record(rec: dict) -> DeletionInsertion:
+    def t(v: object) -> Tensor | None:
+        return None if v is None else torch.tensor(v, dtype=torch.float64)
+
+    fr = t(rec["fractions"])
+    assert fr is not None
+    return DeletionInsertion(fractions=fr, deletion=t(rec["deletion"]),
+                             insertion=t(rec["insertion"]), output=str(rec["output"]))
+
+
+def evaluate_faithfulness(
+    model: nn.Module,
+    dataset: object,
+    methods: list[str] | tuple[str, ...] | Mapping[str, Callable[[Tensor, Tensor], Tensor] | str],
+    *,
+    images: int = 500,
+    steps: int = 20,
+    target: str = "pred",
+    baseline: str | float = "black",
+    output: str = "auto",
+    modes: tuple[str, ...] = ("deletion", "insertion"),
+    method_settings: Mapping[str, Mapping[str, object]] | None = None,
+    attribution_batch_size: int = 50,
+    batch_size: int = 256,
+    seed: int = 0,
+    results_dir: str | None = None,
+    progress: bool = False,
+) -> FaithfulnessResult:
+    """Deletion and insertion of every method on the same ``images`` test images.
+
+    Args:
+        model: the classifier (raw images in [0, 1] → logits).
+        dataset: a map-style data set of ``(image, label)`` pairs (e.g. the test split).
+        methods: names (``"bcos"``, any :mod:`bcosnet.attribution` method, ``"random"``
+            for the random-order row) or a dict name → ``fn(images, targets) -> maps``
+            or ``"random"``.
+        images: how many images, drawn without replacement with ``seed`` (all when
+            the data set is smaller and ``images`` ≥ its length).
+        steps, baseline, output, modes, batch_size: as :func:`deletion_insertion`.
+        target: ``"pred"`` (the model's predicted class: what its output says) or
+            ``"label"`` (the true class).
+        method_settings: per-method keyword arguments of the attribution methods.
+        attribution_batch_size: images per attribution call.
+        seed: image sample and tie-breaking order.
+        results_dir: when given, each method's curves go to ``<dir>/<method>.json``
+            and a re-run with the same settings loads them instead of recomputing.
+        progress: a progress line per method.
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from .._utils.io import atomic_write_json
+    from .._utils.progress import progress as _progress
+    from .pointing_game import make_attribution_fn
+
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise ValueError(f"images must be an int >= 1, got {images!r}")
+    if target not in ("pred", "label"):
+        raise ValueError(f"target must be 'pred' or 'label', got {target!r}")
+    if isinstance(attribution_batch_size, bool) or not isinstance(attribution_batch_size, int) \
+            or attribution_batch_size < 1:
+        raise ValueError(f"attribution_batch_size must be an int >= 1, got "
+                         f"{attribution_batch_size!r}")
+    specs: dict[str, Callable[[Tensor, Tensor], Tensor] | str]
+    if isinstance(methods, Mapping):
+        specs = dict(methods)
+    elif isinstance(methods, (list, tuple)):
+        specs = {m: m for m in methods}
+    else:
+        raise TypeError(f"methods must be a list of names or a dict name -> method, got "
+                        f"{type(methods).__name__}")
+    if not specs:
+        raise ValueError("methods is empty; name at least one (e.g. ['bcos', 'random'])")
+    n_total = len(dataset)  # type: ignore[arg-type]
+    if n_total == 0:
+        raise ValueError("the data set is empty")
+    n = min(images, n_total)
+    g = torch.Generator().manual_seed(seed)
+    indices = sorted(torch.randperm(n_total, generator=g)[:n].tolist())
+    pairs = [dataset[i] for i in indices]  # type: ignore[index]
+    x = torch.stack([p[0] for p in pairs])
+    labels = torch.tensor([int(p[1]) for p in pairs])
+    if target == "label":
+        targets = labels
+    else:
+        with torch.no_grad(), eval_mode(model):
+            targets = torch.cat([first_output(model(x[i:i + batch_size])).argmax(1)
+                                 for i in range(0, n, batch_size)]).cpu()
+    if output == "auto":
+        output = auto_output(model)
+    base_settings: dict[str, object] = {
+        "images": n, "steps": steps, "target": target, "baseline": baseline,
+        "output": output, "modes": list(modes), "seed": seed,
+        "correct": int((targets == labels).sum()),
+    }
+    folder = Path(results_dir) if results_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    method_settings = method_settings or {}
+    curves: dict[str, DeletionInsertion] = {}
+    seconds: dict[str, float] = {}
+    for name, spec in specs.items():
+        ms = dict(method_settings.get(name, {}))
+        settings = {**base_settings, "method_settings": ms}
+        path = folder / f"{name}.json" if folder is not None else None
+        if path is not None and path.is_file():
+            rec = json.loads(path.read_text())
+            if rec.get("settings") != json.loads(json.dumps(settings)):
+                raise ValueError(
+                    f"{path} was computed with other settings ({rec.get('settings')}); "
+                    "use another results folder or delete that file")
+            curves[name], seconds[name] = _load_record(rec), float(rec.get("seconds", 0.0))
+            continue
+        t0 = time.perf_counter()
+        if spec == "random":
+            maps = torch.zeros(n, *x.shape[-2:])
+        else:
+            fn = make_attribution_fn(model, spec, **ms) if isinstance(spec, str) else spec
+            parts = []
+            batches = range(0, n, attribution_batch_size)
+            for i in _progress(batches, total=len(batches), desc=f"{name} maps",
+                               disable=not progress):
+                m = fn(x[i:i + attribution_batch_size], targets[i:i + attribution_batch_size])
+                m = m.detach()
+                parts.append((m.sum(1) if m.dim() == 4 else m).cpu())
+            maps = torch.cat(parts)
+        r = deletion_insertion(model, x, maps, targets, steps=steps, baseline=baseline,
+                               output=output, modes=modes, batch_size=batch_size, seed=seed)
+        seconds[name] = time.perf_counter() - t0
+        curves[name] = r
+        if path is not None:
+            atomic_write_json(path, _method_record(r, settings, seconds[name]), indent=None)
+        if progress:
+            row = FaithfulnessResult({name: r}, [], [], base_settings, {}).summary()[name]
+            print(f"[faithfulness] {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                                                          if k.endswith("auc"))
+                  + f" ({seconds[name]:.1f} s)", flush=True)
+    return FaithfulnessResult(curves=curves, indices=indices, targets=targets.tolist(),
+                              settings=base_settings, seconds=seconds)
