@@ -171,3 +171,26 @@ def test_evaluate_faithfulness_bad_input() -> None:
         evaluate_faithfulness(model, ds, ["random"], target="true")
     with pytest.raises(ValueError, match="methods is empty"):
         evaluate_faithfulness(model, ds, [])
+
+
+def test_fewer_images_for_some_methods_are_the_first_of_the_sample() -> None:
+    from bcosnet.evaluation import evaluate_faithfulness
+
+    torch.manual_seed(0)
+    model = Linear(4, 1, 5, 4)
+    ds = _Pairs(torch.rand(12, 1, 5, 4, dtype=torch.float64), torch.arange(12) % 4)
+
+    def exact(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (images * model.weight[targets]).sum(1).detach()
+
+    full = evaluate_faithfulness(model, ds, {"a": exact}, images=9, steps=4, output="logit")
+    part = evaluate_faithfulness(model, ds, {"a": exact, "b": exact}, images=9, steps=4,
+                                 output="logit", images_per_method={"b": 4})
+    assert part.curves["b"].deletion.shape[0] == 4
+    torch.testing.assert_close(part.curves["b"].deletion, full.curves["a"].deletion[:4])
+    s = part.summary(first=4)
+    assert s["a"]["images"] == s["b"]["images"] == 4
+    assert s["a"]["deletion_auc"] == pytest.approx(s["b"]["deletion_auc"])
+    assert "every method on the first 4 images" in part.to_markdown()
+    with pytest.raises(ValueError, match="images_per_method"):
+        evaluate_faithfulness(model, ds, {"a": exact}, images_per_method={"a": 0})

@@ -100,6 +100,8 @@ def _localisation_args(a: argparse.ArgumentParser) -> None:
 
 
 def _faithfulness_args(a: argparse.ArgumentParser) -> None:
+    from ._common import parse_grid_counts
+
     a.add_argument("--checkpoint", required=True,
                    help="training checkpoint (.pt) or exported weights (.safetensors)")
     a.add_argument("--dataset", help="data set name (default: the checkpoint's)")
@@ -113,6 +115,9 @@ def _faithfulness_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("--no-random", action="store_true", help="no random-order row")
     a.add_argument("--images", type=int, default=500,
                    help="test images, a seeded sample (default: 500)")
+    a.add_argument("--images-per-method", type=parse_grid_counts, default={},
+                   help="fewer images for some methods (the first of the same sample), "
+                        "e.g. 'rise=100,lime=100'")
     a.add_argument("--steps", type=int, default=20, help="steps per curve (default: 20)")
     a.add_argument("--modes", default="deletion,insertion",
                    help="'deletion', 'insertion' or both (default)")
@@ -162,6 +167,7 @@ def run_faithfulness(args: argparse.Namespace) -> int:
         model, ds, methods, images=args.images, steps=args.steps, target=args.target,
         baseline=baseline, output=args.output, modes=modes,
         method_settings={m: s for m, s in METHOD_SETTINGS.items() if m in methods},
+        images_per_method=args.images_per_method,
         attribution_batch_size=args.attribution_batch_size, batch_size=args.batch_size,
         seed=args.seed, results_dir=args.out, progress=not args.no_progress,
     )

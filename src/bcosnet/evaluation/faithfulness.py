@@ -239,15 +239,20 @@ class FaithfulnessResult:
     settings: dict[str, object]
     seconds: dict[str, float]
 
-    def summary(self) -> dict[str, dict[str, float]]:
-        """method → mean and standard error of the deletion and insertion AUCs."""
+    def summary(self, first: int | None = None) -> dict[str, dict[str, float]]:
+        """method → ``images`` and the mean and standard error of the deletion and
+        insertion AUCs (over the method's images, or the ``first`` of them: every
+        method's images begin with the same ones)."""
         out: dict[str, dict[str, float]] = {}
         for name, r in self.curves.items():
-            row: dict[str, float] = {}
+            curve = r.deletion if r.deletion is not None else r.insertion
+            assert curve is not None
+            count = int(curve.shape[0]) if first is None else min(first, int(curve.shape[0]))
+            row: dict[str, float] = {"images": float(count)}
             for mode in ("deletion", "insertion"):
                 if getattr(r, mode) is None:
                     continue
-                auc = getattr(r, f"{mode}_auc")
+                auc = getattr(r, f"{mode}_auc")[:count]
                 row[f"{mode}_auc"] = float(auc.mean())
                 row[f"{mode}_sem"] = float(auc.std() / len(auc) ** 0.5) if len(auc) > 1 else 0.0
             out[name] = row
@@ -258,18 +263,29 @@ class FaithfulnessResult:
         s = self.settings
         lines = [f"### {title}", ""] if title else []
         lines += [
-            f"{s['images']} test images, {s['steps']} steps, baseline {s['baseline']}, "
-            f"score {s['output']}, target {s['target']}. Deletion: lower = more faithful; "
-            "insertion: higher = more faithful (mean ± standard error of the per-image AUC).",
+            f"{s['images']} test images (a seeded sample; fewer for some methods where the "
+            f"images column says so: the first of the same sample), {s['steps']} steps, "
+            f"baseline {s['baseline']}, score {s['output']}, target {s['target']}. "
+            "Deletion: lower = more faithful; insertion: higher = more faithful (mean ± "
+            "standard error of the per-image AUC).",
             "",
-            "| method | deletion AUC ↓ | insertion AUC ↑ | time (s) |",
-            "|---|---|---|---|",
         ]
-        for name, row in self.summary().items():
+        lines += self._rows(self.summary())
+        counts = sorted({int(r["images"]) for r in self.summary().values()})
+        if len(counts) > 1:
+            lines += ["", f"The same, every method on the first {counts[0]} images only:", ""]
+            lines += self._rows(self.summary(first=counts[0]))
+        return "\n".join(lines) + "\n"
+
+    def _rows(self, summary: dict[str, dict[str, float]]) -> list[str]:
+        lines = ["| method | images | deletion AUC ↓ | insertion AUC ↑ | time (s) |",
+                 "|---|---|---|---|---|"]
+        for name, row in summary.items():
             cells = [f"{row[f'{m}_auc']:.4f} ± {row[f'{m}_sem']:.4f}" if f"{m}_auc" in row
                      else "–" for m in ("deletion", "insertion")]
-            lines.append(f"| {name} | {cells[0]} | {cells[1]} | {self.seconds.get(name, 0):.1f} |")
-        return "\n".join(lines) + "\n"
+            lines.append(f"| {name} | {int(row['images'])} | {cells[0]} | {cells[1]} | "
+                         f"{self.seconds.get(name, 0):.1f} |")
+        return lines
 
     def to_dict(self) -> dict[str, object]:
         return {"settings": self.settings, "summary": self.summary(), "seconds": self.seconds,
@@ -306,6 +322,7 @@ def evaluate_faithfulness(
     output: str = "auto",
     modes: tuple[str, ...] = ("deletion", "insertion"),
     method_settings: Mapping[str, Mapping[str, object]] | None = None,
+    images_per_method: Mapping[str, int] | None = None,
     attribution_batch_size: int = 50,
     batch_size: int = 256,
     seed: int = 0,
@@ -326,6 +343,8 @@ def evaluate_faithfulness(
         target: ``"pred"`` (the model's predicted class: what its output says) or
             ``"label"`` (the true class).
         method_settings: per-method keyword arguments of the attribution methods.
+        images_per_method: fewer images for some (expensive) methods: the first
+            ``k`` of the same sample (``summary(first=k)`` compares every method there).
         attribution_batch_size: images per attribution call.
         seed: image sample and tie-breaking order.
         results_dir: when given, each method's curves go to ``<dir>/<method>.json``
@@ -386,9 +405,14 @@ def evaluate_faithfulness(
     method_settings = method_settings or {}
     curves: dict[str, DeletionInsertion] = {}
     seconds: dict[str, float] = {}
+    images_per_method = dict(images_per_method or {})
+    for name, k in images_per_method.items():
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"images_per_method[{name!r}] must be an int >= 1, got {k!r}")
     for name, spec in specs.items():
         ms = dict(method_settings.get(name, {}))
-        settings = {**base_settings, "method_settings": ms}
+        nm = min(n, images_per_method.get(name, n))
+        settings = {**base_settings, "images": nm, "method_settings": ms}
         path = folder / f"{name}.json" if folder is not None else None
         if path is not None and path.is_file():
             rec = json.loads(path.read_text())
@@ -400,18 +424,18 @@ def evaluate_faithfulness(
             continue
         t0 = time.perf_counter()
         if spec == "random":
-            maps = torch.zeros(n, *x.shape[-2:])
+            maps = torch.zeros(nm, *x.shape[-2:])
         else:
             fn = make_attribution_fn(model, spec, **ms) if isinstance(spec, str) else spec
             parts = []
-            batches = range(0, n, attribution_batch_size)
+            batches = range(0, nm, attribution_batch_size)
             for i in _progress(batches, total=len(batches), desc=f"{name} maps",
                                disable=not progress):
-                m = fn(x[i:i + attribution_batch_size], targets[i:i + attribution_batch_size])
-                m = m.detach()
+                j = min(i + attribution_batch_size, nm)
+                m = fn(x[i:j], targets[i:j]).detach()
                 parts.append((m.sum(1) if m.dim() == 4 else m).cpu())
             maps = torch.cat(parts)
-        r = deletion_insertion(model, x, maps, targets, steps=steps, baseline=baseline,
+        r = deletion_insertion(model, x[:nm], maps, targets[:nm], steps=steps, baseline=baseline,
                                output=output, modes=modes, batch_size=batch_size, seed=seed)
         seconds[name] = time.perf_counter() - t0
         curves[name] = r
