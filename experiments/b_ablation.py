@@ -185,6 +185,13 @@ def _train(b: float, scale: float, temperature: float, splits: Any, settings: di
             "checkpoint": str(res.checkpoint)}
 
 
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if k != "b_values"}
+
+    return strip(a) == strip(b)
+
+
 def _one_b(b: float, splits: Any, settings: dict[str, Any], calib: torch.Tensor, out: Path,
            args: argparse.Namespace) -> dict[str, Any]:
     from bcosnet.evaluation import TooFewClassesError, evaluate_faithfulness, grid_pointing_game
@@ -194,7 +201,9 @@ def _one_b(b: float, splits: Any, settings: dict[str, Any], calib: torch.Tensor,
     done = folder / "result.json"
     if done.is_file():
         saved = json.loads(done.read_text())
-        if saved.get("settings") == settings:
+        # every setting but the list of B values must match (a B may come from a run
+        # over other B values, e.g. two processes over halves of the list)
+        if _same(saved.get("settings") or {}, settings):
             print(f"[{NAME}] B = {b:g}: loaded {done}", flush=True)
             return saved
         raise ValueError(f"{done} holds another configuration ({saved.get('settings')}); "

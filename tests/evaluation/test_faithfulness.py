@@ -194,3 +194,30 @@ def test_fewer_images_for_some_methods_are_the_first_of_the_sample() -> None:
     assert "every method on the first 4 images" in part.to_markdown()
     with pytest.raises(ValueError, match="images_per_method"):
         evaluate_faithfulness(model, ds, {"a": exact}, images_per_method={"a": 0})
+
+
+def test_bcos_relative_is_the_exact_change_on_a_linear_bcos_net() -> None:
+    # B = 1 without MaxOut: every layer is linear, so W(x) = W and deleting pixel p
+    # (to black) changes the logit by exactly the relative map's value at p
+    from bcosnet.evaluation.faithfulness import bcos_relative_fn
+
+    torch.manual_seed(0)
+    model = bcosnet.create_model("fmnist_bcos", 3, width=4, b=1.0, max_out=1).double().eval()
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    t = torch.tensor([0, 2])
+    rel = bcos_relative_fn(model)(x, t)
+    assert rel.shape == (2, 8, 8)
+    with torch.no_grad():
+        f = model(x).gather(1, t[:, None])[:, 0]
+        f0 = model(torch.zeros_like(x)).gather(1, t[:, None])[:, 0]
+        torch.testing.assert_close(rel.sum((1, 2)), f - f0)
+        for p in [(0, 0), (3, 5), (7, 2)]:
+            xd = x.clone()
+            xd[:, 0, p[0], p[1]] = 0.0
+            drop = f - model(xd).gather(1, t[:, None])[:, 0]
+            torch.testing.assert_close(rel[:, p[0], p[1]], drop)
+    # the plain contributions are not that change: the black pixel's inverse channel stays
+    con = bcosnet.explain(model, x, target=t[:, None]).contributions[:, 0]
+    assert not torch.allclose(con, rel)
+    with pytest.raises(ValueError, match="input encoding"):
+        bcos_relative_fn(Linear(3, 1, 8, 8))

@@ -111,7 +111,9 @@ def _faithfulness_args(a: argparse.ArgumentParser) -> None:
                         "re-running with the same folder resumes")
     a.add_argument("--methods", default="all",
                    help="comma-separated methods or 'all' (default: every method, bcos only "
-                        "for B-cos networks); the random-order row is added unless --no-random")
+                        "for B-cos networks); also 'bcos-relative' (the B-cos explanation "
+                        "relative to the baseline); the random-order row is added unless "
+                        "--no-random")
     a.add_argument("--no-random", action="store_true", help="no random-order row")
     a.add_argument("--images", type=int, default=500,
                    help="test images, a seeded sample (default: 500)")
@@ -152,9 +154,10 @@ def run_faithfulness(args: argparse.Namespace) -> int:
         methods = [m for m in ALL_METHODS if bcos_net or m != "bcos"]
     else:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if "bcos" in methods and not bcos_net:
-        raise ValueError("'bcos' explains B-cos networks only; this checkpoint is a "
-                         "conventional network — drop it from --methods")
+    for m in ("bcos", "bcos-relative"):
+        if m in methods and not bcos_net:
+            raise ValueError(f"'{m}' explains B-cos networks only; this checkpoint is a "
+                             "conventional network — drop it from --methods")
     if not args.no_random and "random" not in methods:
         methods.append("random")
     baseline: Any = args.baseline

@@ -29,8 +29,8 @@ from torch import Tensor, nn
 
 from .._utils.modules import eval_mode, first_output
 
-__all__ = ["DeletionInsertion", "FaithfulnessResult", "auto_output", "deletion_insertion",
-           "evaluate_faithfulness", "faithfulness_table", "pixel_order"]
+__all__ = ["DeletionInsertion", "FaithfulnessResult", "auto_output", "bcos_relative_fn",
+           "deletion_insertion", "evaluate_faithfulness", "faithfulness_table", "pixel_order"]
 
 _OUTPUTS = ("auto", "logit", "sigmoid", "softmax")
 
@@ -220,6 +220,35 @@ def faithfulness_table(
     return out
 
 
+def bcos_relative_fn(model: nn.Module, baseline: str | float = "black"
+                     ) -> Callable[[Tensor, Tensor], Tensor]:
+    """The B-cos explanation *relative to the deletion baseline*: per pixel
+    ``Σ_c W_t(x)_c · (e(x) − e(x₀))_c`` with ``e`` the model's input encoding and
+    ``x₀`` the baseline image (N×H×W maps).
+
+    ``bcos`` ranks pixels by ``Σ_c W_t(x)_c · e(x)_c``; with the ``[x, 1 − x]``
+    encoding a black pixel still contributes ``W_t(x)`` of its inverse channel, so
+    deleting a pixel to black removes ``x·(W_x − W_{1−x})``, not its contribution.
+    This map is that change with ``W(x)`` held fixed (for a network whose ``W``
+    does not depend on the input it sums exactly to ``f(x) − f(x₀)``)."""
+    from .._utils.modules import find_input_encoding
+    from ..attribution.base import make_baseline
+    from ..explanations import explain
+
+    enc = find_input_encoding(model)
+    if enc is None:
+        raise ValueError("bcos-relative needs a B-cos network with an input encoding "
+                         "(e.g. AddInverse); this model has none")
+
+    def bcos_relative(images: Tensor, targets: Tensor) -> Tensor:
+        ex = explain(model, images, target=targets.reshape(-1, 1))
+        with torch.no_grad():
+            e0 = enc(make_baseline(images, baseline))
+        return (ex.weights[:, 0] * (ex.inputs - e0)).sum(1).detach()
+
+    return bcos_relative
+
+
 # ----------------------------------------------------------------------------- a whole study
 @dataclass
 class FaithfulnessResult:
@@ -334,7 +363,8 @@ def evaluate_faithfulness(
     Args:
         model: the classifier (raw images in [0, 1] → logits).
         dataset: a map-style data set of ``(image, label)`` pairs (e.g. the test split).
-        methods: names (``"bcos"``, any :mod:`bcosnet.attribution` method, ``"random"``
+        methods: names (``"bcos"``, ``"bcos-relative"`` (:func:`bcos_relative_fn` with
+            this ``baseline``), any :mod:`bcosnet.attribution` method, ``"random"``
             for the random-order row) or a dict name → ``fn(images, targets) -> maps``
             or ``"random"``.
         images: how many images, drawn without replacement with ``seed`` (all when
@@ -426,7 +456,10 @@ def evaluate_faithfulness(
         if spec == "random":
             maps = torch.zeros(nm, *x.shape[-2:])
         else:
-            fn = make_attribution_fn(model, spec, **ms) if isinstance(spec, str) else spec
+            if spec == "bcos-relative":
+                fn = bcos_relative_fn(model, baseline)
+            else:
+                fn = make_attribution_fn(model, spec, **ms) if isinstance(spec, str) else spec
             parts = []
             batches = range(0, nm, attribution_batch_size)
             for i in _progress(batches, total=len(batches), desc=f"{name} maps",
