@@ -256,6 +256,17 @@ def _one_b(b: float, splits: Any, settings: dict[str, Any], calib: torch.Tensor,
     return result
 
 
+def training_seconds(row: dict[str, Any]) -> float:
+    """Training time of a B's run over all its invocations (a resumed run's own
+    ``train_time_s`` counts only what it added): the sum over the run's final
+    events in ``metrics.jsonl``."""
+    path = Path(row["checkpoint"]).parent / "metrics.jsonl"
+    if not path.is_file():
+        return float(row["train_time_s"])
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sum(float(e.get("train_time_s", 0.0)) for e in events if e.get("event") == "final")
+
+
 def table(rows: list[dict[str, Any]], settings: dict[str, Any]) -> str:
     lines = [
         f"fmnist_bcos on {settings['dataset']}: {settings['epochs']} epoch(s) over "
@@ -276,7 +287,7 @@ def table(rows: list[dict[str, Any]], settings: dict[str, Any]) -> str:
             f"{100 * r['test_acc']:.2f} | {pg.get('mean', float('nan')):.4f} | "
             f"{pg.get('median', float('nan')):.4f} | {pg.get('grids', 0)}{thr} | "
             f"{r['deletion_auc']:.4f} ({r['random_deletion_auc']:.4f}) | "
-            f"{r['train_time_s']:.0f} |")
+            f"{training_seconds(r):.0f} |")
     return "\n".join(lines) + "\n"
 
 
