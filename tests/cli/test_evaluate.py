@@ -57,3 +57,63 @@ def test_grid_count_options() -> None:
     quick = MainConfig.quick(out_dir="x")
     assert quick.out_dir == "x" and quick.time_limit_min == 2.0
     assert quick.grid_counts(("bcos", "lime")) == {"bcos": 20, "lime": 3}
+
+
+def test_evaluate_faithfulness_cli(tmp_path: Path, capsys) -> None:
+    import numpy as np
+    import torch
+
+    import bcosnet
+    from bcosnet.data import build_datasets
+    from bcosnet.training import load_checkpoint_model
+
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "smoke", "--out-dir", str(run), "--no-progress",
+                 "--threads", "1", "--epochs", "1"]) == 0
+    out = tmp_path / "di"
+    args = ["evaluate", "faithfulness", "--checkpoint", str(run / "checkpoint.pt"),
+            "--out", str(out), "--methods", "bcos,grad", "--images", "6", "--steps", "4",
+            "--no-progress"]
+    capsys.readouterr()
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    saved = json.loads((out / "faithfulness.json").read_text())
+    assert set(saved["summary"]) == {"bcos", "grad", "random"}
+    assert saved["settings"]["images"] == 6 and saved["settings"]["steps"] == 4
+    assert saved["settings"]["output"] == "sigmoid" and saved["bcos_network"] is True
+    assert "| bcos |" in text and "| random |" in text
+    assert (out / "faithfulness.md").read_text() in text
+    # from the definition, for the bcos row: rank pixels by the explanation's contributions,
+    # black out the top k, score sigmoid(logit of the predicted class)
+    model = load_checkpoint_model(str(run / "checkpoint.pt"))
+    test = build_datasets("synthetic", None, augment=False, synthetic_samples=128,
+                          synthetic_classes=4).test
+    curves = json.loads((out / "bcos.json").read_text())
+    x = torch.stack([test[i][0] for i in saved["indices"]])
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    assert pred.tolist() == saved["targets"]
+    contrib = bcosnet.explain(model, x, target=pred).contributions.detach()
+    hw = x.shape[-1] * x.shape[-2]
+    aucs = []
+    for j in range(len(x)):
+        c = contrib[j].flatten().numpy().astype(np.float64)
+        order = np.argsort(-c, kind="stable")
+        scores = []
+        for k in range(5):
+            m = round(k * hw / 4)
+            keep = torch.ones(hw)
+            keep[torch.as_tensor(order[:m])] = 0
+            xd = x[j:j + 1] * keep.view(1, 1, *x.shape[-2:])
+            with torch.no_grad():
+                scores.append(model(xd).sigmoid()[0, pred[j]].item())
+            # the top-m set is unambiguous unless values tie at its border
+            if 0 < m < hw and abs(c[order[m - 1]] - c[order[m]]) < 1e-7:
+                continue
+            assert curves["deletion"][j][k] == pytest.approx(scores[-1], abs=1e-5)
+        aucs.append(np.trapezoid(scores, np.linspace(0, 1, 5)))
+    assert saved["summary"]["bcos"]["deletion_auc"] == pytest.approx(np.mean(aucs), abs=1e-4)
+    # a second call reuses the finished methods
+    stamp = (out / "bcos.json").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (out / "bcos.json").stat().st_mtime_ns == stamp

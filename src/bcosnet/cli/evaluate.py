@@ -1,9 +1,10 @@
-"""``bcosnet evaluate``: evaluation sub-commands (``accuracy``, ``localisation``;
-others may add more through :data:`EVALUATORS`).
+"""``bcosnet evaluate``: evaluation sub-commands (``accuracy``, ``localisation``,
+``faithfulness``; others may add more through :data:`EVALUATORS`).
 
     bcosnet evaluate accuracy --checkpoint runs/fmnist/checkpoint.pt
     bcosnet evaluate accuracy --checkpoint model.safetensors --dataset cifar10 --data data/c10
     bcosnet evaluate localisation --checkpoint runs/fmnist/checkpoint.pt --out runs/fmnist/pg
+    bcosnet evaluate faithfulness --checkpoint runs/fmnist/checkpoint.pt --out runs/fmnist/di
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["register", "run_accuracy", "run_localisation", "EVALUATORS"]
+__all__ = ["register", "run_accuracy", "run_faithfulness", "run_localisation", "EVALUATORS"]
 
 #: name → (add-arguments function, run function); other modules may extend it.
 EVALUATORS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
@@ -36,6 +37,16 @@ def register(subparsers: Any) -> None:
         "re-running with the same --out resumes.")
     _localisation_args(loc)
     loc.set_defaults(func=run_localisation)
+    fa = sub.add_parser(
+        "faithfulness", help="deletion and insertion (Petsiuk et al. 2018): AUC per method",
+        description="Deletion and insertion on test images: pixels in order of each method's "
+        "attribution (most relevant first) replaced by the baseline (deletion) or revealed on "
+        "it (insertion) in --steps steps; the area under the class-score curve (sigmoid for "
+        "B-cos networks, softmax otherwise) per method, plus a random-order row. Writes "
+        "faithfulness.json and faithfulness.md; re-running with the same --out resumes "
+        "(finished methods are loaded).")
+    _faithfulness_args(fa)
+    fa.set_defaults(func=run_faithfulness)
     for name, (add_args, fn) in EVALUATORS.items():
         s = sub.add_parser(name)
         add_args(s)
@@ -86,6 +97,92 @@ def _localisation_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     a.add_argument("--threads", type=int)
     a.add_argument("--no-progress", action="store_true")
+
+
+def _faithfulness_args(a: argparse.ArgumentParser) -> None:
+    from ._common import parse_grid_counts
+
+    a.add_argument("--checkpoint", required=True,
+                   help="training checkpoint (.pt) or exported weights (.safetensors)")
+    a.add_argument("--dataset", help="data set name (default: the checkpoint's)")
+    a.add_argument("--data", help="data root (default: the checkpoint's)")
+    a.add_argument("--out", required=True,
+                   help="results folder (one JSON per method, faithfulness.json/.md); "
+                        "re-running with the same folder resumes")
+    a.add_argument("--methods", default="all",
+                   help="comma-separated methods or 'all' (default: every method, bcos only "
+                        "for B-cos networks); also 'bcos-relative' (the B-cos explanation "
+                        "relative to the baseline); the random-order row is added unless "
+                        "--no-random")
+    a.add_argument("--no-random", action="store_true", help="no random-order row")
+    a.add_argument("--images", type=int, default=500,
+                   help="test images, a seeded sample (default: 500)")
+    a.add_argument("--images-per-method", type=parse_grid_counts, default={},
+                   help="fewer images for some methods (the first of the same sample), "
+                        "e.g. 'rise=100,lime=100'")
+    a.add_argument("--steps", type=int, default=20, help="steps per curve (default: 20)")
+    a.add_argument("--modes", default="deletion,insertion",
+                   help="'deletion', 'insertion' or both (default)")
+    a.add_argument("--target", choices=["pred", "label"], default="pred",
+                   help="explained class: the prediction (default) or the true label")
+    a.add_argument("--baseline", default="black",
+                   help="what deleted pixels become: black (default), white, mean, blur or a "
+                        "grey level")
+    a.add_argument("--output", choices=["auto", "sigmoid", "softmax", "logit"], default="auto",
+                   help="class score (default auto: sigmoid for B-cos networks, else softmax)")
+    a.add_argument("--attribution-batch-size", type=int, default=50,
+                   help="images per attribution call")
+    a.add_argument("--batch-size", type=int, default=256, help="perturbed images per forward pass")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    a.add_argument("--threads", type=int)
+    a.add_argument("--no-progress", action="store_true")
+
+
+def run_faithfulness(args: argparse.Namespace) -> int:
+    import torch
+
+    from .._utils.io import atomic_write_json, atomic_write_text
+    from ..evaluation.faithfulness import evaluate_faithfulness
+    from ..pipeline import ALL_METHODS, METHOD_SETTINGS
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, ds, dataset = _load_model_and_test_set(args)
+    bcos_net = _is_bcos(model)
+    if args.methods == "all":
+        methods = [m for m in ALL_METHODS if bcos_net or m != "bcos"]
+    else:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in ("bcos", "bcos-relative"):
+        if m in methods and not bcos_net:
+            raise ValueError(f"'{m}' explains B-cos networks only; this checkpoint is a "
+                             "conventional network — drop it from --methods")
+    if not args.no_random and "random" not in methods:
+        methods.append("random")
+    baseline: Any = args.baseline
+    try:
+        baseline = float(baseline)
+    except ValueError:
+        pass
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    res = evaluate_faithfulness(
+        model, ds, methods, images=args.images, steps=args.steps, target=args.target,
+        baseline=baseline, output=args.output, modes=modes,
+        method_settings={m: s for m, s in METHOD_SETTINGS.items() if m in methods},
+        images_per_method=args.images_per_method,
+        attribution_batch_size=args.attribution_batch_size, batch_size=args.batch_size,
+        seed=args.seed, results_dir=args.out, progress=not args.no_progress,
+    )
+    title = f"Deletion and insertion: {args.checkpoint} ({dataset} test)"
+    table = res.to_markdown(title)
+    atomic_write_text(f"{args.out}/faithfulness.md", table)
+    atomic_write_json(f"{args.out}/faithfulness.json",
+                      {"checkpoint": args.checkpoint, "dataset": dataset,
+                       "bcos_network": bcos_net, **res.to_dict()}, indent=2)
+    print(table, end="")
+    print(f"results in {args.out}")
+    return 0
 
 
 def _is_bcos(model: Any) -> bool:

@@ -1,7 +1,13 @@
 """Evaluation of models and explanations: plain data + plotting helpers."""
 
 from .accuracy import AccuracyResult, accuracy
-from .faithfulness import DeletionInsertion, deletion_insertion, faithfulness_table
+from .faithfulness import (
+    DeletionInsertion,
+    FaithfulnessResult,
+    deletion_insertion,
+    evaluate_faithfulness,
+    faithfulness_table,
+)
 from .neurons import TopActivations, class_distribution, top_activations, top_class_scores
 from .pointing_game import (
     GridDataset,
@@ -21,8 +27,10 @@ from .report import Report, ReportFigure, write_report
 __all__ = [
     "AccuracyResult",
     "DeletionInsertion",
+    "FaithfulnessResult",
     "accuracy",
     "deletion_insertion",
+    "evaluate_faithfulness",
     "faithfulness_table",
     "GridDataset",
     "PointingGameResult",

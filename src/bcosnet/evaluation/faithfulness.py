@@ -29,8 +29,8 @@ from torch import Tensor, nn
 
 from .._utils.modules import eval_mode, first_output
 
-__all__ = ["DeletionInsertion", "auto_output", "deletion_insertion", "faithfulness_table",
-           "pixel_order"]
+__all__ = ["DeletionInsertion", "FaithfulnessResult", "auto_output", "bcos_relative_fn",
+           "deletion_insertion", "evaluate_faithfulness", "faithfulness_table", "pixel_order"]
 
 _OUTPUTS = ("auto", "logit", "sigmoid", "softmax")
 
@@ -218,3 +218,266 @@ def faithfulness_table(
             maps = fn(images, target)  # type: ignore[operator]
         out[name] = deletion_insertion(model, images, maps, target, **kwargs)  # type: ignore[arg-type]
     return out
+
+
+def bcos_relative_fn(model: nn.Module, baseline: str | float = "black"
+                     ) -> Callable[[Tensor, Tensor], Tensor]:
+    """The B-cos explanation *relative to the deletion baseline*: per pixel
+    ``Σ_c W_t(x)_c · (e(x) − e(x₀))_c`` with ``e`` the model's input encoding and
+    ``x₀`` the baseline image (N×H×W maps).
+
+    ``bcos`` ranks pixels by ``Σ_c W_t(x)_c · e(x)_c``; with the ``[x, 1 − x]``
+    encoding a black pixel still contributes ``W_t(x)`` of its inverse channel, so
+    deleting a pixel to black removes ``x·(W_x − W_{1−x})``, not its contribution.
+    This map is that change with ``W(x)`` held fixed (for a network whose ``W``
+    does not depend on the input it sums exactly to ``f(x) − f(x₀)``)."""
+    from .._utils.modules import find_input_encoding
+    from ..attribution.base import make_baseline
+    from ..explanations import explain
+
+    enc = find_input_encoding(model)
+    if enc is None:
+        raise ValueError("bcos-relative needs a B-cos network with an input encoding "
+                         "(e.g. AddInverse); this model has none")
+
+    def bcos_relative(images: Tensor, targets: Tensor) -> Tensor:
+        ex = explain(model, images, target=targets.reshape(-1, 1))
+        with torch.no_grad():
+            e0 = enc(make_baseline(images, baseline))
+        return (ex.weights[:, 0] * (ex.inputs - e0)).sum(1).detach()
+
+    return bcos_relative
+
+
+# ----------------------------------------------------------------------------- a whole study
+@dataclass
+class FaithfulnessResult:
+    """Deletion/insertion of several methods on the same test images
+    (:func:`evaluate_faithfulness`).
+
+    Attributes:
+        curves: method name → its :class:`DeletionInsertion` (N images).
+        indices: the data set indices of the N images; ``targets``: the explained classes.
+        settings: how it was computed (images, steps, baseline, target rule, ...).
+        seconds: method → wall time of its maps and curves (0 when loaded from disk).
+    """
+
+    curves: dict[str, DeletionInsertion]
+    indices: list[int]
+    targets: list[int]
+    settings: dict[str, object]
+    seconds: dict[str, float]
+
+    def summary(self, first: int | None = None) -> dict[str, dict[str, float]]:
+        """method → ``images`` and the mean and standard error of the deletion and
+        insertion AUCs (over the method's images, or the ``first`` of them: every
+        method's images begin with the same ones)."""
+        out: dict[str, dict[str, float]] = {}
+        for name, r in self.curves.items():
+            curve = r.deletion if r.deletion is not None else r.insertion
+            assert curve is not None
+            count = int(curve.shape[0]) if first is None else min(first, int(curve.shape[0]))
+            row: dict[str, float] = {"images": float(count)}
+            for mode in ("deletion", "insertion"):
+                if getattr(r, mode) is None:
+                    continue
+                auc = getattr(r, f"{mode}_auc")[:count]
+                row[f"{mode}_auc"] = float(auc.mean())
+                row[f"{mode}_sem"] = float(auc.std() / len(auc) ** 0.5) if len(auc) > 1 else 0.0
+            out[name] = row
+        return out
+
+    def to_markdown(self, title: str | None = None) -> str:
+        """A Markdown table: one row per method, AUC ± standard error."""
+        s = self.settings
+        lines = [f"### {title}", ""] if title else []
+        lines += [
+            f"{s['images']} test images (a seeded sample; fewer for some methods where the "
+            f"images column says so: the first of the same sample), {s['steps']} steps, "
+            f"baseline {s['baseline']}, score {s['output']}, target {s['target']}. "
+            "Deletion: lower = more faithful; insertion: higher = more faithful (mean ± "
+            "standard error of the per-image AUC).",
+            "",
+        ]
+        lines += self._rows(self.summary())
+        counts = sorted({int(r["images"]) for r in self.summary().values()})
+        if len(counts) > 1:
+            lines += ["", f"The same, every method on the first {counts[0]} images only:", ""]
+            lines += self._rows(self.summary(first=counts[0]))
+        return "\n".join(lines) + "\n"
+
+    def _rows(self, summary: dict[str, dict[str, float]]) -> list[str]:
+        lines = ["| method | images | deletion AUC ↓ | insertion AUC ↑ | time (s) |",
+                 "|---|---|---|---|---|"]
+        for name, row in summary.items():
+            cells = [f"{row[f'{m}_auc']:.4f} ± {row[f'{m}_sem']:.4f}" if f"{m}_auc" in row
+                     else "–" for m in ("deletion", "insertion")]
+            lines.append(f"| {name} | {int(row['images'])} | {cells[0]} | {cells[1]} | "
+                         f"{self.seconds.get(name, 0):.1f} |")
+        return lines
+
+    def to_dict(self) -> dict[str, object]:
+        return {"settings": self.settings, "summary": self.summary(), "seconds": self.seconds,
+                "indices": self.indices, "targets": self.targets}
+
+
+def _method_record(r: DeletionInsertion, settings: dict[str, object],
+                   seconds: float) -> dict[str, object]:
+    return {"settings": settings, "output": r.output, "seconds": seconds,
+            "fractions": r.fractions.tolist(),
+            "deletion": None if r.deletion is None else r.deletion.tolist(),
+            "insertion": None if r.insertion is None else r.insertion.tolist()}
+
+
+def _load_record(rec: dict) -> DeletionInsertion:
+    def t(v: object) -> Tensor | None:
+        return None if v is None else torch.tensor(v, dtype=torch.float64)
+
+    fr = t(rec["fractions"])
+    assert fr is not None
+    return DeletionInsertion(fractions=fr, deletion=t(rec["deletion"]),
+                             insertion=t(rec["insertion"]), output=str(rec["output"]))
+
+
+def evaluate_faithfulness(
+    model: nn.Module,
+    dataset: object,
+    methods: list[str] | tuple[str, ...] | Mapping[str, Callable[[Tensor, Tensor], Tensor] | str],
+    *,
+    images: int = 500,
+    steps: int = 20,
+    target: str = "pred",
+    baseline: str | float = "black",
+    output: str = "auto",
+    modes: tuple[str, ...] = ("deletion", "insertion"),
+    method_settings: Mapping[str, Mapping[str, object]] | None = None,
+    images_per_method: Mapping[str, int] | None = None,
+    attribution_batch_size: int = 50,
+    batch_size: int = 256,
+    seed: int = 0,
+    results_dir: str | None = None,
+    progress: bool = False,
+) -> FaithfulnessResult:
+    """Deletion and insertion of every method on the same ``images`` test images.
+
+    Args:
+        model: the classifier (raw images in [0, 1] → logits).
+        dataset: a map-style data set of ``(image, label)`` pairs (e.g. the test split).
+        methods: names (``"bcos"``, ``"bcos-relative"`` (:func:`bcos_relative_fn` with
+            this ``baseline``), any :mod:`bcosnet.attribution` method, ``"random"``
+            for the random-order row) or a dict name → ``fn(images, targets) -> maps``
+            or ``"random"``.
+        images: how many images, drawn without replacement with ``seed`` (all when
+            the data set is smaller and ``images`` ≥ its length).
+        steps, baseline, output, modes, batch_size: as :func:`deletion_insertion`.
+        target: ``"pred"`` (the model's predicted class: what its output says) or
+            ``"label"`` (the true class).
+        method_settings: per-method keyword arguments of the attribution methods.
+        images_per_method: fewer images for some (expensive) methods: the first
+            ``k`` of the same sample (``summary(first=k)`` compares every method there).
+        attribution_batch_size: images per attribution call.
+        seed: image sample and tie-breaking order.
+        results_dir: when given, each method's curves go to ``<dir>/<method>.json``
+            and a re-run with the same settings loads them instead of recomputing.
+        progress: a progress line per method.
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from .._utils.io import atomic_write_json
+    from .._utils.progress import progress as _progress
+    from .pointing_game import make_attribution_fn
+
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise ValueError(f"images must be an int >= 1, got {images!r}")
+    if target not in ("pred", "label"):
+        raise ValueError(f"target must be 'pred' or 'label', got {target!r}")
+    if isinstance(attribution_batch_size, bool) or not isinstance(attribution_batch_size, int) \
+            or attribution_batch_size < 1:
+        raise ValueError(f"attribution_batch_size must be an int >= 1, got "
+                         f"{attribution_batch_size!r}")
+    specs: dict[str, Callable[[Tensor, Tensor], Tensor] | str]
+    if isinstance(methods, Mapping):
+        specs = dict(methods)
+    elif isinstance(methods, (list, tuple)):
+        specs = {m: m for m in methods}
+    else:
+        raise TypeError(f"methods must be a list of names or a dict name -> method, got "
+                        f"{type(methods).__name__}")
+    if not specs:
+        raise ValueError("methods is empty; name at least one (e.g. ['bcos', 'random'])")
+    n_total = len(dataset)  # type: ignore[arg-type]
+    if n_total == 0:
+        raise ValueError("the data set is empty")
+    n = min(images, n_total)
+    g = torch.Generator().manual_seed(seed)
+    indices = sorted(torch.randperm(n_total, generator=g)[:n].tolist())
+    pairs = [dataset[i] for i in indices]  # type: ignore[index]
+    x = torch.stack([p[0] for p in pairs])
+    labels = torch.tensor([int(p[1]) for p in pairs])
+    if target == "label":
+        targets = labels
+    else:
+        with torch.no_grad(), eval_mode(model):
+            targets = torch.cat([first_output(model(x[i:i + batch_size])).argmax(1)
+                                 for i in range(0, n, batch_size)]).cpu()
+    if output == "auto":
+        output = auto_output(model)
+    base_settings: dict[str, object] = {
+        "images": n, "steps": steps, "target": target, "baseline": baseline,
+        "output": output, "modes": list(modes), "seed": seed,
+        "correct": int((targets == labels).sum()),
+    }
+    folder = Path(results_dir) if results_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    method_settings = method_settings or {}
+    curves: dict[str, DeletionInsertion] = {}
+    seconds: dict[str, float] = {}
+    images_per_method = dict(images_per_method or {})
+    for name, k in images_per_method.items():
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"images_per_method[{name!r}] must be an int >= 1, got {k!r}")
+    for name, spec in specs.items():
+        ms = dict(method_settings.get(name, {}))
+        nm = min(n, images_per_method.get(name, n))
+        settings = {**base_settings, "images": nm, "method_settings": ms}
+        path = folder / f"{name}.json" if folder is not None else None
+        if path is not None and path.is_file():
+            rec = json.loads(path.read_text())
+            if rec.get("settings") != json.loads(json.dumps(settings)):
+                raise ValueError(
+                    f"{path} was computed with other settings ({rec.get('settings')}); "
+                    "use another results folder or delete that file")
+            curves[name], seconds[name] = _load_record(rec), float(rec.get("seconds", 0.0))
+            continue
+        t0 = time.perf_counter()
+        if spec == "random":
+            maps = torch.zeros(nm, *x.shape[-2:])
+        else:
+            if spec == "bcos-relative":
+                fn = bcos_relative_fn(model, baseline)
+            else:
+                fn = make_attribution_fn(model, spec, **ms) if isinstance(spec, str) else spec
+            parts = []
+            batches = range(0, nm, attribution_batch_size)
+            for i in _progress(batches, total=len(batches), desc=f"{name} maps",
+                               disable=not progress):
+                j = min(i + attribution_batch_size, nm)
+                m = fn(x[i:j], targets[i:j]).detach()
+                parts.append((m.sum(1) if m.dim() == 4 else m).cpu())
+            maps = torch.cat(parts)
+        r = deletion_insertion(model, x[:nm], maps, targets[:nm], steps=steps, baseline=baseline,
+                               output=output, modes=modes, batch_size=batch_size, seed=seed)
+        seconds[name] = time.perf_counter() - t0
+        curves[name] = r
+        if path is not None:
+            atomic_write_json(path, _method_record(r, settings, seconds[name]), indent=None)
+        if progress:
+            row = FaithfulnessResult({name: r}, [], [], base_settings, {}).summary()[name]
+            print(f"[faithfulness] {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                                                          if k.endswith("auc"))
+                  + f" ({seconds[name]:.1f} s)", flush=True)
+    return FaithfulnessResult(curves=curves, indices=indices, targets=targets.tolist(),
+                              settings=base_settings, seconds=seconds)
