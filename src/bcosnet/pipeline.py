@@ -194,8 +194,8 @@ def _figures_stage(cfg: MainConfig, model: torch.nn.Module, test: Any, classes: 
         top = top_class_scores(model, loader, k=3, progress=cfg.progress)
         fig = plot_class_grid(model, test, top, count=len(classes), class_names=classes)
         save_figure(fig, path)
-    figures.append(("Fig. A3 — the three most confidently classified test images per class "
-                    "and their explanations", path))
+    figures.append(("Fig. A3 — the three most confidently classified test images per class, "
+                    "their explanations and (grey images) contribution maps", path))
     return figures
 
 
