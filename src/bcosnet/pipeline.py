@@ -296,8 +296,8 @@ def _figures_stage(cfg: MainConfig, model: torch.nn.Module, test: Any, classes: 
         save_figure(fig, path)
     if fresh:
         _stage_record(fig_dir.parent, "figures", key)
-    figures.append(("Fig. A3 — the three most confidently classified test images per class "
-                    "and their explanations", path))
+    figures.append(("Fig. A3 — the three most confidently classified test images per class, "
+                    "their explanations and (grey images) contribution maps", path))
     return figures
 
 

@@ -118,6 +118,62 @@ def test_class_grid_uses_most_confident_correct_images(tmp_path):
     save_figure(fig, tmp_path / "grid.png")
 
 
+def _grey_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        AddInverse(1),
+        BcosConv2d(2, 8, 3, padding=1, scale=10.0),
+        BcosConv2d(8, 4, 3, padding=1, scale=10.0),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        LogitLayer(bias=-1.5),
+    ).double()
+
+
+def test_class_grid_shows_contribution_maps_for_grey_data(tmp_path):
+    from bcosnet.explanations import contribution_to_rgba
+
+    model = _grey_model()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(20, 1, 10, 10, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    ds = TensorDataset(x, y)
+    top = top_class_scores(model, DataLoader(ds, batch_size=5), k=2, progress=False)
+    classes = most_confident_classes(top, 2)
+    fig = plot_class_grid(model, ds, top, classes, k=2)  # default: on for grey images
+    assert len(fig.axes) == len(classes) * 2 * 3
+    # image / explanation / contribution map; the map is Σ_c W ⊙ x of the encoded
+    # input, computed here with autograd in explanation mode.
+    for r, c in enumerate(classes):
+        for j in range(2):
+            i = int(top.indices[top.row(c), j])
+            enc = torch.cat([x[i : i + 1], 1 - x[i : i + 1]], 1).requires_grad_(True)
+            with bcosnet.explanation_mode(model):
+                logit = model[1:](enc)[0, c]
+                (grad,) = torch.autograd.grad(logit, enc)
+            m = (grad * enc).sum(1)[0].detach()
+            panel = fig.axes[r * 6 + 3 * j + 2]
+            assert panel.get_title() == "contrib."
+            np.testing.assert_allclose(np.asarray(panel.images[0].get_array()),
+                                       contribution_to_rgba(m), atol=1e-6)
+    save_figure(fig, tmp_path / "grey-grid.png")
+    assert len(plot_class_grid(model, ds, top, classes, k=2, contributions=False).axes) == \
+        len(classes) * 2 * 2
+    with pytest.raises(TypeError, match="contributions"):
+        plot_class_grid(model, ds, top, classes, k=2, contributions="yes")
+
+
+def test_class_grid_contribution_maps_on_request_for_colour_data():
+    model = _model()
+    ds = _data()
+    top = top_class_scores(model, DataLoader(ds, batch_size=5), k=2, progress=False)
+    classes = most_confident_classes(top, 2)
+    fig = plot_class_grid(model, ds, top, classes, k=2, contributions=True)
+    assert len(fig.axes) == len(classes) * 2 * 3
+    assert fig.axes[2].get_title() == "contrib."
+
+
 def test_neuron_grid_explains_recorded_neurons(tmp_path):
     model = _model()
     ds = _data()

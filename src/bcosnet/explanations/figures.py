@@ -234,6 +234,7 @@ def plot_class_grid(
     k: int | None = None,
     class_names: Sequence[str] | None = None,
     smooth: int | None = None,
+    contributions: bool | None = None,
 ) -> Figure:
     """Fig. A3/A4: per class (row), its ``k`` most confidently classified images
     and their explanations ``[W(x)]_c`` side by side.
@@ -245,29 +246,44 @@ def plot_class_grid(
         classes: which classes (default: the ``count`` most confident,
             :func:`most_confident_classes`).
         k: images per class (default: all recorded).
+        contributions: also show the contribution map ``Σ_c W ⊙ x``
+            (:func:`~bcosnet.explanations.contribution_to_rgba`, red positive,
+            blue negative) after each explanation.  ``None`` (default): on for
+            grey images (1 channel, or the 2-channel encoding, in ``dataset[0]``),
+            whose decoded explanation is grey on white and hard to read alone;
+            off for colour images.
     """
+    if contributions is not None and not isinstance(contributions, bool):
+        raise TypeError(f"contributions must be True, False or None, got {contributions!r}")
     if classes is None:
         classes = most_confident_classes(top, count)
     if not classes:
         raise ValueError("no class has enough correctly classified images to show")
     k = top.values.shape[1] if k is None else min(k, top.values.shape[1])
-    fig = Figure(figsize=(2.0 * k, 1.1 * len(classes) + 0.2))
-    axes = np.atleast_2d(fig.subplots(len(classes), 2 * k, squeeze=False))
+    if contributions is None:
+        # Grey data: 1 channel (or its 2-channel encoding [v, 1 − v]).
+        contributions = _sample(dataset, 0)[0].shape[0] in (1, 2)
+    per = 3 if contributions else 2  # panels per image
+    fig = Figure(figsize=(1.0 * per * k, 1.1 * len(classes) + 0.2))
+    axes = np.atleast_2d(fig.subplots(len(classes), per * k, squeeze=False))
     for r, c in enumerate(classes):
         row = top.row(c)
         for j in range(k):
-            a_img, a_exp = axes[r, 2 * j], axes[r, 2 * j + 1]
+            panels = axes[r, per * j : per * (j + 1)]
             if not math.isfinite(float(top.values[row, j])):
-                a_img.set_axis_off()
-                a_exp.set_axis_off()
+                for a in panels:
+                    a.set_axis_off()
                 continue
             x, _ = _sample(dataset, int(top.indices[row, j]))
             x = x.unsqueeze(0)
             ex = explain(model, x, target=int(c))
             sm = default_smooth(x.shape[-2]) if smooth is None else smooth
             rgba = to_rgba(ex, smooth=sm)[0, 0].cpu().numpy()
-            _show(a_img, _image_np(_raw_images(x, ex)[0]))
-            _show(a_exp, rgba, f"{float(ex.logits[0, 0]):.2f}", fontsize=6)
+            _show(panels[0], _image_np(_raw_images(x, ex)[0]))
+            _show(panels[1], rgba, f"{float(ex.logits[0, 0]):.2f}", fontsize=6)
+            if contributions:
+                _show(panels[2], contribution_to_rgba(ex.contributions[0, 0]), "contrib.",
+                      fontsize=6)
         axes[r, 0].set_ylabel(_name(class_names, int(c)), fontsize=7, rotation=0, ha="right")
     fig.tight_layout()
     return fig
