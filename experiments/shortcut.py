@@ -15,16 +15,21 @@ we plant such a shortcut ourselves and check that bcosnet's tools find it:
   attribution inside it; its uniform baseline is the box's area share ``1/n²``.
 * **Training.**  The B-cos network ``fmnist_bcos`` and its conventional twin
   ``standard_fmnist_bcos`` with the trainer's ``fmnist`` / ``fmnist-standard``
-  presets (Adam 1e-3, batch 128, cosine), for ``--epochs`` epochs each instead
-  of the presets' 10-minute budget (so the run is reproducible), on the stamped
-  training set (``bcosnet.training.train(config, datasets=...)``).
+  presets (Adam 1e-3, batch 128, cosine fitted to a time budget), for
+  ``--train-minutes`` each (default 6 at whatever threads are given; the main job
+  trains 10 minutes at 2 threads) or, with ``--train-minutes 0``, exactly
+  ``--epochs`` epochs (reproducible), on the stamped training set
+  (``bcosnet.training.train(config, datasets=...)``).
 * **Finding the neuron** (:func:`bcosnet.evaluation.top_activations`): the test
   set is split at random into a *selection* half and a *report* half.  Every
   channel of every convolution of the B-cos network (and every ReLU of the twin)
   is ranked by the share of stamped images among its top-``--select-top``
-  activating selection images; the best channel's shares in its top-100 and
-  top-500 are then measured on the report half (baseline: the share of stamped
-  images there, about 50 %), so the selection does not inflate them.  Fig. B4
+  activating selection images; the best channel of the last feature layer
+  (``--neuron-layer any``: of any layer) is the neuron; its shares in its
+  top-100 and top-500 are then measured on the report half (baseline: the share of stamped
+  images there, about 50 %), so the selection does not inflate them.  The same
+  search in the untrained network is the control (the first layers detect the
+  high-contrast mark without any training).  Fig. B4
   (:func:`bcosnet.evaluation.class_distribution`) is drawn for its top-500 on
   the stamped *training* set (where the mark and the planted class co-occur, as
   watermarks and classes do in ImageNet) and on the report half (where they do
