@@ -100,7 +100,7 @@ def test_full_disk_keeps_earlier_results(tmp_path, monkeypatch, reliability) -> 
             assert not (d / "checkpoint.pt").exists()
     finally:
         if mounted:
-            subprocess.run(["umount", str(d)], check=False)
+            subprocess.run(["umount", "-l", str(d)], check=False, capture_output=True)
 
 
 def test_interrupted_pointing_game_then_rerun_is_identical(tmp_path, reliability) -> None:
