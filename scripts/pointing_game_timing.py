@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             fn = make_attribution_fn(model, m, **METHOD_SETTINGS.get(m, {}))
             multi = bool(getattr(fn, "supports_multi_target", False))
 
-            def one() -> None:
+            def one(fn=fn, m=m) -> None:
                 _summed_maps(fn(images, targets[:, 0]), m, (g,), (84, 84))
 
-            def all_() -> None:
+            def all_(fn=fn, m=m) -> None:
                 grid_maps(fn, images, targets, name=m)
 
             times = {}
