@@ -185,9 +185,10 @@ def _float(images: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------- training
-#: Output scale s of every B-cos layer per B (a stated rule, not the paper's): chosen so
-#: that the untrained network's logits spread O(1) on these images; fmnist_bcos's default
-#: s = 100 at B = 2.  Other B: log-linear interpolation.
+#: Output scale s of every B-cos layer per B (a stated rule, not the paper's), picked from a
+#: width-16 probe on noise images (fmnist_bcos's default s = 100 at B = 2); at width 8 on the
+#: colour sets the untrained logits are large (docs/claims-colour.md).  Other B: log-linear
+#: interpolation.
 SCALE_BY_B = {1.0: 15.0, 2.0: 100.0, 2.5: 300.0}
 
 
