@@ -487,8 +487,19 @@ def report(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _fill(parser().parse_args(argv))
+    threads = torch.get_num_threads()
     out = prepare(NAME, args)
-    torch.set_flush_denormal(True)  # CPU speed: tiny B-cos activations can turn denormal
+    # CPU speed: tiny B-cos activations can turn denormal.  Process-wide state, so it
+    # is switched off again (and the thread count restored) when the study returns.
+    torch.set_flush_denormal(True)
+    try:
+        return _run(args, out)
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     sw = Stopwatch()
     from bcosnet.explanations.figures import (
         most_confident_classes,
