@@ -185,9 +185,10 @@ def _float(images: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------- training
-#: Output scale s of every B-cos layer per B (a stated rule, not the paper's): chosen so
-#: that the untrained network's logits spread O(1) on these images; fmnist_bcos's default
-#: s = 100 at B = 2.  Other B: log-linear interpolation.
+#: Output scale s of every B-cos layer per B (a stated rule, not the paper's), picked from a
+#: width-16 probe on noise images (fmnist_bcos's default s = 100 at B = 2); at width 8 on the
+#: colour sets the untrained logits are large (docs/claims-colour.md).  Other B: log-linear
+#: interpolation.
 SCALE_BY_B = {1.0: 15.0, 2.0: 100.0, 2.5: 300.0}
 
 
@@ -486,8 +487,19 @@ def report(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _fill(parser().parse_args(argv))
+    threads = torch.get_num_threads()
     out = prepare(NAME, args)
-    torch.set_flush_denormal(True)  # CPU speed: tiny B-cos activations can turn denormal
+    # CPU speed: tiny B-cos activations can turn denormal.  Process-wide state, so it
+    # is switched off again (and the thread count restored) when the study returns.
+    torch.set_flush_denormal(True)
+    try:
+        return _run(args, out)
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     sw = Stopwatch()
     from bcosnet.explanations.figures import (
         most_confident_classes,

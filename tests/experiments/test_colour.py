@@ -82,7 +82,11 @@ def test_default_scale_follows_the_table():
 
 def test_quick_run_end_to_end(tmp_path):
     out = tmp_path / "colour"
+    threads = torch.get_num_threads()
     assert study.main(["--quick", "--out", str(out), "--threads", "1", "--no-progress"]) == 0
+    # process-wide state is restored: subnormal floats exist again, thread count as before
+    assert (torch.tensor([1e-300], dtype=torch.float64) * 1e-10).item() != 0.0
+    assert torch.get_num_threads() == threads
     res = json.loads((out / "results.json").read_text())
     assert set(res["runs"]) == {"hue-b2", "control-b2"}
     for r in res["runs"].values():
