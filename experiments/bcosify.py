@@ -223,9 +223,10 @@ def _summary(r: dict[str, Any]) -> str:
         "",
         f"Largest relative logit difference twin vs B-cosified at B = 1: "
         f"{r['equivalence']['max_rel_logit_diff']:.1e}.",
-        "B-cos from scratch reached the B-cosified network's accuracy after "
-        + (f"{t:.0f} s of training." if t is not None and not math.isnan(t)
-           else "— never within its budget."),
+        "B-cos from scratch reached the B-cosified network's accuracy "
+        + ("— never within its budget." if t is None or math.isnan(t) else
+           f"after at most {t:.0f} s of training (test accuracy is measured after each "
+           f"epoch and at the end: {len(r['curves']['bcos'])} point(s))."),
         f"Wall time of the study: {r['total_wall_s']:.0f} s "
         f"({', '.join(f'{k} {v:.0f} s' for k, v in r['wall_s'].items())}).",
     ]

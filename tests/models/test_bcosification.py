@@ -159,6 +159,20 @@ def test_fine_tuning_form_is_bias_free_and_complete() -> None:
     assert isinstance(net.get_classifier(), BcosifiedConv2d) and net.get_classifier().b == 2.0
 
 
+@pytest.mark.parametrize("source", ["torchvision vgg (bn)", "torchvision densenet",
+                                    "standard_fmnist_bcos"])
+def test_fine_tuning_form_is_complete_for_other_families(source: str) -> None:
+    build, kw, channels = SOURCES[source]
+    torch.manual_seed(0)
+    net = bcosnet.bcosify(_randomise_norms(build()).double().eval(), fine_tune=True, **kw)
+    assert not any(isinstance(m, nn.MaxPool2d) for m in net.modules())
+    x = torch.rand(2, channels, 32, 32, dtype=torch.float64)
+    ex = bcosnet.explain(net, x, target=[[0, 4]] * 2)
+    assert ex.logits.abs().max() > 0
+    torch.testing.assert_close(ex.contributions.sum((-2, -1)) + ex.bias, ex.logits,
+                               rtol=1e-9, atol=1e-9 * float(ex.logits.abs().max()))
+
+
 def test_registered_bcosified_twin_loads_the_source_weights(tmp_path) -> None:
     torch.manual_seed(0)
     twin = _randomise_norms(bcosnet.create_model("standard_fmnist_bcos", width=4)).eval()

@@ -25,7 +25,12 @@ BCOS = [n for n in ALL if model_info(n).is_bcos]
 # The ViTs' sin-cos positional embedding is an input-independent term inside the
 # network, so explain()'s constant f(0) does not complete them; tests/models/test_vit.py
 # checks their completeness in (image, positional embedding) instead.
-COMPLETE = [n for n in BCOS if model_info(n).family != "vit"]
+COMPLETE = [n for n in BCOS if model_info(n).family != "vit"
+            and not fnmatch.fnmatch(n, "bcosified_vgg*")]
+# bcosified_vgg*: torchvision's VGG head (≈ 133 M parameters, no width option) and no
+# norms, so a fresh one's B = 2 signal vanishes; tests/models/test_bcosification.py
+# checks B-cosified VGGs (equivalence, completeness) on a small torchvision VGG.
+NATIVE = [n for n in ALL if not fnmatch.fnmatch(n, "bcosified_vgg*")]
 
 # Models cheap enough for the default run (native-resolution forward/backward).
 _FAST_NATIVE = ["resnet18", "resnet18_v2", "standard_resnet18", "*cifar*", "*mnist*"]
@@ -97,7 +102,7 @@ def test_completeness_every_bcos_model(name: str) -> None:
     assert (err <= 1e-9 * mass + 1e-12).all(), f"{name}: completeness error {err.max():.3g}"
 
 
-@pytest.mark.parametrize("name", _params(ALL, lambda n: not _match(n, _FAST_NATIVE)))
+@pytest.mark.parametrize("name", _params(NATIVE, lambda n: not _match(n, _FAST_NATIVE)))
 def test_native_forward_backward_and_bad_input(name: str) -> None:
     info = model_info(name)
     torch.manual_seed(0)

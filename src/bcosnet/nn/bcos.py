@@ -91,7 +91,10 @@ class _BcosB2(torch.autograd.Function):
             # d out / d sq = −½ · out · inv², and t·lin = 2 · grad · out
             reduce_dims = [i for i, (s_out, s_sq) in enumerate(zip(lin.shape, inv.shape))
                            if s_sq == 1 and s_out != 1]
-            grad_sq = (t * lin).sum(reduce_dims, keepdim=True).mul_(inv.square()).mul_(-0.25)
+            tl = t * lin
+            # (an empty dim list would make sum() reduce over everything: depthwise convs)
+            tl = tl.sum(reduce_dims, keepdim=True) if reduce_dims else tl
+            grad_sq = tl.mul_(inv.square()).mul_(-0.25)
         return t, grad_sq, None
 
 
