@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,31 +21,36 @@ from bcosnet.training import atomic_save, load_checkpoint
 AREA = "faults"
 
 
+_WRITER = """
+import sys, torch
+from bcosnet.training import atomic_save
+i = 0
+while True:
+    atomic_save({"step": i, "w": torch.full((4_000_000,), float(i))}, sys.argv[1])
+    if i == 0:
+        print("1", flush=True)
+    i += 1
+"""
+
+
 def test_sigkill_during_checkpoint_writes(tmp_path, reliability) -> None:
-    """A forked child rewrites a 16 MB checkpoint in a loop; SIGKILL at 5 moments:
-    each time the file loads and is one complete version."""
+    """A child process rewrites a 16 MB checkpoint in a loop; SIGKILL at 5 moments:
+    each time the file loads and is one complete version.  (A fresh interpreter, not
+    os.fork: a forked child of a process whose OpenMP pool is running can hang.)"""
     ckpt = tmp_path / "checkpoint.pt"
     kills = 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for delay in (0.0, 0.02, 0.05, 0.09, 0.15):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: write versions until killed
-            try:
-                os.close(r)
-                i = 0
-                while True:
-                    atomic_save({"step": i, "w": torch.full((4_000_000,), float(i))}, ckpt)
-                    if i == 0:
-                        os.write(w, b"1")
-                    i += 1
-            finally:
-                os._exit(0)
-        os.close(w)
-        assert os.read(r, 1) == b"1"  # one version written
-        os.close(r)
-        time.sleep(delay)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        child = subprocess.Popen([sys.executable, "-c", _WRITER, str(ckpt)],
+                                 stdout=subprocess.PIPE, env=env)
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == b"1"  # one version written
+            time.sleep(delay)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=60)
+            child.stdout.close()  # type: ignore[union-attr]
         kills += 1
         c = load_checkpoint(ckpt)
         assert torch.equal(c["w"], torch.full((4_000_000,), float(c["step"])))
