@@ -140,20 +140,12 @@ def _faithfulness_args(a: argparse.ArgumentParser) -> None:
 
 
 def run_faithfulness(args: argparse.Namespace) -> int:
-    import torch
 
     from .._utils.io import atomic_write_json, atomic_write_text
     from ..evaluation.faithfulness import evaluate_faithfulness
-    from ..pipeline import ALL_METHODS, METHOD_SETTINGS
+    from ..pipeline import METHOD_SETTINGS
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model, ds, dataset = _load_model_and_test_set(args)
-    bcos_net = _is_bcos(model)
-    if args.methods == "all":
-        methods = [m for m in ALL_METHODS if bcos_net or m != "bcos"]
-    else:
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    model, ds, dataset, bcos_net, methods = _model_data_methods(args)
     for m in ("bcos", "bcos-relative"):
         if m in methods and not bcos_net:
             raise ValueError(f"'{m}' explains B-cos networks only; this checkpoint is a "
@@ -185,17 +177,12 @@ def run_faithfulness(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_bcos(model: Any) -> bool:
-    from ..explanations.core import find_input_encoding
-
-    return find_input_encoding(model) is not None
-
-
-def run_localisation(args: argparse.Namespace) -> int:
+def _model_data_methods(args: argparse.Namespace) -> tuple[Any, Any, str, bool, list[str]]:
+    """Threads, the model and its test set, whether it is a B-cos network, and the
+    methods of ``--methods`` (``all``: every method the network takes)."""
     import torch
 
-    from ..evaluation import ScoreSummary, grid_pointing_game, plot_pointing_game
-    from ..pipeline import ALL_METHODS, METHOD_SETTINGS
+    from ..pipeline import ALL_METHODS
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -205,6 +192,21 @@ def run_localisation(args: argparse.Namespace) -> int:
         methods = [m for m in ALL_METHODS if bcos_net or m != "bcos"]
     else:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    return model, ds, dataset, bcos_net, methods
+
+
+def _is_bcos(model: Any) -> bool:
+    from ..explanations.core import find_input_encoding
+
+    return find_input_encoding(model) is not None
+
+
+def run_localisation(args: argparse.Namespace) -> int:
+
+    from ..evaluation import ScoreSummary, grid_pointing_game, plot_pointing_game
+    from ..pipeline import METHOD_SETTINGS
+
+    model, ds, dataset, bcos_net, methods = _model_data_methods(args)
     smoothing: Any = args.smoothing
     if smoothing == "none":
         smoothing = None

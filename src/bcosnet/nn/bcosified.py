@@ -23,11 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .bcos import DEFAULT_NORM_EPS, bcos_scaling
+from .explanation_mode import ExplainableModule
 
 __all__ = ["BcosifiedConv2d"]
 
 
-class BcosifiedConv2d(nn.Conv2d):
+class BcosifiedConv2d(nn.Conv2d, ExplainableModule):
     """``nn.Conv2d`` with the B-cos alignment factor ``|cos|^(B − 1)`` (B-cosification).
 
     Accepts what :class:`torch.nn.Conv2d` accepts, plus ``b`` (alignment pressure,
@@ -40,15 +41,6 @@ class BcosifiedConv2d(nn.Conv2d):
         super().__init__(*args, **kwargs)
         self.b = _check_b(b)
         self.norm_eps = float(norm_eps)
-        self._explanation_mode = False
-
-    # explanation-mode protocol (see bcosnet.nn.explanation_mode)
-    def set_explanation_mode(self, active: bool = True) -> None:
-        self._explanation_mode = bool(active)
-
-    @property
-    def is_in_explanation_mode(self) -> bool:
-        return self._explanation_mode
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, *, b: float = 1.0) -> BcosifiedConv2d:
