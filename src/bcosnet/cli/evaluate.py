@@ -68,13 +68,17 @@ def _accuracy_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("--threads", type=int)
 
 
-def _localisation_args(a: argparse.ArgumentParser) -> None:
-    from ._common import parse_grid_counts
-
+def _model_and_data_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("--checkpoint", required=True,
                    help="training checkpoint (.pt) or exported weights (.safetensors)")
     a.add_argument("--dataset", help="data set name (default: the checkpoint's)")
     a.add_argument("--data", help="data root (default: the checkpoint's)")
+
+
+def _localisation_args(a: argparse.ArgumentParser) -> None:
+    from ._common import parse_grid_counts
+
+    _model_and_data_args(a)
     a.add_argument("--out", required=True,
                    help="results folder: grids, per-method scores, box plot; re-running "
                         "with the same folder resumes")
@@ -102,10 +106,7 @@ def _localisation_args(a: argparse.ArgumentParser) -> None:
 def _faithfulness_args(a: argparse.ArgumentParser) -> None:
     from ._common import parse_grid_counts
 
-    a.add_argument("--checkpoint", required=True,
-                   help="training checkpoint (.pt) or exported weights (.safetensors)")
-    a.add_argument("--dataset", help="data set name (default: the checkpoint's)")
-    a.add_argument("--data", help="data root (default: the checkpoint's)")
+    _model_and_data_args(a)
     a.add_argument("--out", required=True,
                    help="results folder (one JSON per method, faithfulness.json/.md); "
                         "re-running with the same folder resumes")
