@@ -17,6 +17,8 @@ import bcosnet
 from bcosnet.models import load_bcos_v2
 from bcosnet.models.bcos_v2 import V2_ARCHS, V2_URLS, convert_bcos_v2_state_dict
 
+from .bcos_reference import bcos_explanation
+
 
 def _reference(arch: str, num_classes: int) -> torch.nn.Module:
     torch.manual_seed(0)
@@ -33,15 +35,6 @@ def _reference(arch: str, num_classes: int) -> torch.nn.Module:
     with torch.no_grad():
         ref(torch.cat([x, 1 - x], 1))
     return ref.eval()
-
-
-def _bcos_explanation(ref: torch.nn.Module, enc: torch.Tensor, target: int):
-    """W(x) of the reference with the bcos package's own explanation mode."""
-    enc = enc.clone().requires_grad_(True)
-    with ref.explanation_mode():
-        out = ref(enc)
-        (grad,) = torch.autograd.grad(out[:, target].sum(), enc)
-    return out.detach(), grad
 
 
 @pytest.mark.parametrize(
@@ -66,7 +59,7 @@ def test_equivalence_with_bcos_package(arch: str) -> None:
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
     enc = torch.cat([x, 1 - x], 1)
     target = 3
-    ref_out, ref_w = _bcos_explanation(ref, enc, target)
+    ref_out, ref_w = bcos_explanation(ref, enc, target)
     with torch.no_grad():
         out = ours(x)
     bias = ref.logit_layer.logit_bias
@@ -99,7 +92,7 @@ def test_cifar_resnet_equivalence_with_bcos_package() -> None:
     ref.eval()
     ours = load_bcos_v2("cifar10_resnet20", ref.state_dict())
     assert ours.model_info.num_classes == 10
-    ref_out, ref_w = _bcos_explanation(ref, enc, target=2)
+    ref_out, ref_w = bcos_explanation(ref, enc, target=2)
     assert ref_w.abs().max() > 0
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref_out, rtol=1e-4, atol=1e-5)
