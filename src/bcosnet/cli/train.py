@@ -29,6 +29,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                    help="model builder option (repeatable), VALUE parsed as JSON, e.g. width=16")
     p.add_argument("--num-classes", type=int)
+    p.add_argument("--init-weights", metavar="WEIGHTS",
+                   help="fine-tune: start from these weights (checkpoint, .safetensors, state "
+                        "dict, URL or registered name); another class count resets the head")
+    p.add_argument("--trainable", choices=["all", "head"],
+                   help="train every parameter (all) or only the classifier (head)")
     p.add_argument("--dataset", help="fashion-mnist, cifar10, imagenet, folder or synthetic")
     p.add_argument("--data", help="data root folder")
     p.add_argument("--download", action="store_true", default=None,
@@ -37,6 +42,8 @@ def register(subparsers: Any) -> None:
                    help="skip unreadable image files (reported by name) instead of failing")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
     p.add_argument("--image-size", type=int)
+    p.add_argument("--train-per-class", type=int, metavar="N",
+                   help="train on N images per class (a seeded, balanced subset)")
     p.add_argument("--workers", type=int, help="data-loader worker processes")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
@@ -104,6 +111,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         o["model"]["options"] = {}  # options of the preset's model do not apply
         cfg.model.options = {}
     put("model.num_classes", args.num_classes)
+    put("model.init_weights", args.init_weights)
     for item in args.model_option:
         if "=" not in item:
             raise ValueError(f"--model-option expects KEY=VALUE, got {item!r}")
@@ -115,6 +123,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     put("data.skip_corrupt", args.skip_corrupt)
     put("data.augment", args.augment)
     put("data.image_size", args.image_size)
+    put("data.train_per_class", args.train_per_class)
     put("data.num_workers", args.workers)
     put("epochs", args.epochs)
     put("optim.batch_size", args.batch_size)
@@ -125,7 +134,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     put("schedule.warmup_epochs", args.warmup_epochs)
     for key in ("loss", "precision", "grad_clip", "ema_decay", "seed", "out_dir", "resume",
                 "time_limit_min", "max_steps", "checkpoint_every_steps", "eval_every_epochs",
-                "threads", "device", "tensorboard", "progress"):
+                "threads", "device", "tensorboard", "progress", "trainable"):
         put(key, getattr(args, key))
     return merge_config(cfg, o)
 

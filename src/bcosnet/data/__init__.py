@@ -1,6 +1,6 @@
 """Data sets and transform presets (images in [0, 1], class names kept with the data)."""
 
-from .builder import DATASETS, DataSplits, EpochSeededDataset, build_datasets
+from .builder import DATASETS, DataSplits, EpochSeededDataset, build_datasets, per_class_subset
 from .datasets import (
     CIFAR10_CLASSES,
     FASHION_MNIST_CLASSES,
@@ -44,5 +44,6 @@ __all__ = [
     "fashion_mnist",
     "fmnist_transform",
     "imagenet_transform",
+    "per_class_subset",
     "to_unit_tensor",
 ]

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from .datasets import (
     DataNotFoundError,
@@ -31,7 +31,7 @@ from .datasets import (
 )
 from .transforms import IMAGENET_SIZE, cifar10_transform, fmnist_transform, imagenet_transform
 
-__all__ = ["DATASETS", "DataSplits", "EpochSeededDataset", "build_datasets"]
+__all__ = ["DATASETS", "DataSplits", "EpochSeededDataset", "build_datasets", "per_class_subset"]
 
 DATASETS = ("fashion-mnist", "fmnist", "cifar10", "imagenet", "folder", "synthetic")
 
@@ -119,6 +119,37 @@ def build_datasets(
                               size, synthetic_channels, seed=1)
         return DataSplits(tr, te, tr.classes, synthetic_channels, (size, size))
     raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def per_class_subset(dataset: Dataset, per_class: int, *, seed: int = 0) -> Subset:
+    """``per_class`` images of every class of ``dataset``, drawn at random (seeded):
+    a small, balanced training set for fine-tuning experiments.
+
+    The data set must list its labels in ``.targets`` (every bcosnet data set does).
+    The indices are sorted, so the subset keeps the data set's order; the same
+    ``(dataset, per_class, seed)`` always gives the same images, and a larger
+    ``per_class`` with the same seed gives a superset.
+    """
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"per_class must be a positive int, got {per_class!r}")
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        raise TypeError(f"{type(dataset).__name__} has no .targets (its labels), which a "
+                        f"per-class subset needs; give the data set a .targets list")
+    labels = torch.as_tensor(list(targets) if not isinstance(targets, Tensor) else targets)
+    g = torch.Generator().manual_seed(int(seed))
+    chosen: list[Tensor] = []
+    short: list[str] = []
+    for c in labels.unique(sorted=True).tolist():
+        idx = (labels == c).nonzero().flatten()
+        if len(idx) < per_class:
+            short.append(f"class {c}: {len(idx)}")
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        chosen.append(idx[:per_class])
+    if short:
+        raise ValueError(f"per_class={per_class} asks for more images than these classes "
+                         f"have: {', '.join(short)}; lower it (data.train_per_class)")
+    return Subset(dataset, torch.cat(chosen).sort().values.tolist())
 
 
 class EpochSeededDataset(Dataset):

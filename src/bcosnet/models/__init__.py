@@ -20,7 +20,14 @@ from .base import BcosClassifier
 from .bcos_v2 import load_bcos_v2
 from .bcosification import BcosifiedNet, bcosify, register_bcosified_models
 from .registry import ModelInfo, create_model, list_models, model_info, register_model
-from .weights import Weights, get_weights, list_weights, register_weights
+from .weights import (
+    Weights,
+    create_finetune_model,
+    freeze_backbone,
+    get_weights,
+    list_weights,
+    register_weights,
+)
 
 register_bcosified_models()  # after every family: one bcosified_* per conventional twin
 
@@ -29,7 +36,9 @@ __all__ = [
     "BcosifiedNet",
     "ModelInfo",
     "bcosify",
+    "create_finetune_model",
     "create_model",
+    "freeze_backbone",
     "list_models",
     "load_bcos_v2",
     "model_info",

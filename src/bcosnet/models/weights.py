@@ -29,9 +29,9 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Weights", "WeightsSource", "check_fits", "get_weights", "guess_model_names",
-           "list_weights", "load_weights", "read_checkpoint_file", "read_state_dict",
-           "register_weights"]
+__all__ = ["Weights", "WeightsSource", "check_fits", "create_finetune_model", "freeze_backbone",
+           "get_weights", "guess_model_names", "list_weights", "load_weights",
+           "read_checkpoint_file", "read_state_dict", "register_weights"]
 
 
 @dataclass(frozen=True)
@@ -273,6 +273,98 @@ def load_weights(
         raise ValueError(f"{e}{_found_hint(state, model_name)}") from e.__cause__
     model.load_state_dict(state)
     return meta
+
+
+def create_finetune_model(
+    name: str,
+    num_classes: int,
+    weights: WeightsSource,
+    *,
+    reset_head: bool = False,
+    **options: Any,
+) -> nn.Module:
+    """Build ``name`` with ``num_classes`` outputs, starting from ``weights`` trained
+    for the same or *another* class count — the fine-tuning entry point.
+
+    Every weight is loaded (strictly, as :func:`bcosnet.create_model` does); when the
+    weights were trained for another class count, or ``reset_head=True``, the
+    classifier's last layer is replaced by a freshly initialised one
+    (``model.reset_classifier(num_classes)``, drawn from torch's global RNG: seed it
+    for a reproducible head) and everything before it is kept.  The class count of
+    the weights is read from a bcosnet checkpoint's record, a registered entry, or the
+    classifier's weight shape.
+    Returned in training mode.
+    """
+    from .registry import create_model
+
+    try:
+        model = create_model(name, num_classes, weights=weights, **options)
+    except ValueError as e:
+        error = e
+    else:
+        if reset_head:
+            model.reset_classifier(num_classes)
+        return model.train()
+    source_classes = _weights_class_count(name, num_classes, weights, options)
+    if source_classes is None or source_classes == num_classes:
+        raise error
+    model = create_model(name, source_classes, weights=weights, **options)
+    model.reset_classifier(num_classes)
+    return model.train()
+
+
+def _weights_class_count(name: str, num_classes: int, weights: WeightsSource,
+                         options: Mapping[str, Any]) -> int | None:
+    """The class count ``weights`` were trained for, or None if it cannot be told."""
+    from .registry import create_model
+
+    if isinstance(weights, Weights):
+        return weights.num_classes
+    if isinstance(weights, str) and (weights == "DEFAULT" or weights in list_weights(name)):
+        return get_weights(name, weights).num_classes
+    try:
+        state, meta = read_state_dict(weights, progress=False)
+    except (OSError, ValueError, TypeError):
+        return None
+    if isinstance(meta.get("num_classes"), int):
+        return meta["num_classes"]
+    with torch.device("meta"):
+        model = create_model(name, num_classes, **options)
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if head is None:
+        return None
+    layers = [m for m in head.modules() if getattr(m, "weight", None) is not None]
+    if not layers:
+        return None
+    last = layers[-1].weight
+    key = next((k for k, p in model.named_parameters() if p is last), None)
+    if key is None:
+        return None
+    stripped = {k.removeprefix("module."): v for k, v in state.items()}
+    found = stripped.get(key, stripped.get(key.replace(".weight", ".linear.weight")))
+    if found is None or found.ndim == 0 or found.shape[0] * num_classes % last.shape[0]:
+        return None
+    return found.shape[0] * num_classes // last.shape[0]
+
+
+def freeze_backbone(model: nn.Module) -> list[str]:
+    """Make only the classifier (``model.get_classifier()``) trainable: every other
+    parameter gets ``requires_grad=False``.  Returns the names of the trainable
+    parameters.  (Keep the frozen part in eval mode while training the head, so
+    that BatchNorm statistics stay as they are: the trainer does this with
+    ``trainable="head"``.)"""
+    if not hasattr(model, "get_classifier"):
+        raise TypeError(f"{type(model).__name__} has no get_classifier(): cannot tell its head "
+                        f"from its backbone; train the whole network (trainable='all')")
+    head = {id(p) for p in model.get_classifier().parameters()}
+    names = []
+    for n, p in model.named_parameters():
+        p.requires_grad_(id(p) in head)
+        if id(p) in head:
+            names.append(n)
+    if not names:
+        raise ValueError(f"{type(model).__name__}.get_classifier() has no parameters to train")
+    return names
 
 
 def _key_set(keys: Any) -> frozenset[str]:

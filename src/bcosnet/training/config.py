@@ -32,18 +32,26 @@ LOSSES = ("bce", "bce_uniform", "ce")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "fp64", "bf16", "fp16")
+TRAINABLE = ("all", "head")
 
 
 @dataclass
 class ModelConfig:
     """Which registered model to build (``bcosnet.create_model(name, num_classes, **options)``).
 
-    ``num_classes=None`` takes the data set's class count.
+    ``num_classes=None`` takes the data set's class count.  ``init_weights``: start
+    from these weights instead of a random initialisation (fine-tuning; a
+    checkpoint/safetensors/state-dict file, a URL or a registered weights name).
+    Weights trained for another class count load everything but the classifier's
+    last layer, which starts fresh (:func:`bcosnet.models.create_finetune_model`);
+    ``reset_head=True`` starts it fresh in any case (a linear probe of the features).
     """
 
     name: str = "fmnist_bcos"
     num_classes: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    init_weights: str | None = None
+    reset_head: bool = False
 
 
 @dataclass
@@ -61,6 +69,8 @@ class DataConfig:
     synthetic_classes: int = 4
     synthetic_channels: int = 1
     eval_batch_size: int = 256
+    #: train on this many images per class (seeded, :func:`bcosnet.data.per_class_subset`)
+    train_per_class: int | None = None
 
 
 @dataclass
@@ -125,6 +135,10 @@ class TrainConfig:
         progress: tqdm progress bars.
         tensorboard: also log to TensorBoard (only if it is installed).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``...
+        trainable: ``"all"`` (every parameter) or ``"head"`` (only
+            ``model.get_classifier()``; the rest frozen, kept in eval mode so its
+            BatchNorm statistics do not move) — with ``model.init_weights``, the
+            two ways of fine-tuning.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -149,6 +163,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = False
     device: str = "auto"
+    trainable: str = "all"
 
     def validate(self) -> TrainConfig:
         """Raise ``ValueError`` naming the first invalid field; return self."""
@@ -180,6 +195,16 @@ class TrainConfig:
             raise ValueError(f"time_limit_min must be positive, got {self.time_limit_min}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(
+                f"trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}"
+            )
+        if self.model.reset_head and not self.model.init_weights:
+            raise ValueError("model.reset_head resets the classifier of loaded weights: set "
+                             "model.init_weights too (CLI: --init-weights), or drop reset_head")
+        if self.data.train_per_class is not None and self.data.train_per_class < 1:
+            raise ValueError(f"data.train_per_class must be >= 1 (or null: all images), got "
+                             f"{self.data.train_per_class}")
         return self
 
 

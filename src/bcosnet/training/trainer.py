@@ -34,8 +34,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._utils.modules import eval_mode, first_output
-from ..data import DataSplits, EpochSeededDataset, build_datasets
-from ..models import create_model
+from ..data import DataSplits, EpochSeededDataset, build_datasets, per_class_subset
+from ..models import create_finetune_model, create_model, freeze_backbone
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
@@ -273,7 +273,10 @@ class _Run:
             synthetic_classes=d.synthetic_classes, synthetic_channels=d.synthetic_channels,
         )
         self.num_classes = cfg.model.num_classes or len(self.data.classes)
-        self.train_ds = EpochSeededDataset(self.data.train, cfg.seed)
+        train = self.data.train
+        if d.train_per_class is not None:
+            train = per_class_subset(train, d.train_per_class, seed=cfg.seed)
+        self.train_ds = EpochSeededDataset(train, cfg.seed)
         self.sampler = ShardedSampler(len(self.train_ds), env.world_size, env.rank, shuffle=True,
                                       seed=cfg.seed)
         self.steps_per_epoch = math.ceil(len(self.sampler) / self.local_bs)
@@ -285,8 +288,24 @@ class _Run:
     def _build_model(self) -> None:
         cfg, env = self.cfg, self.env
         torch.manual_seed(cfg.seed)
-        model = create_model(cfg.model.name, self.num_classes, **cfg.model.options)
         self.dtype, self.ac_dtype = _precision(cfg, env.device)
+        if cfg.model.init_weights:
+            # Built in float64 for fp64 runs, so that float64 weights load without
+            # a round trip through float32.
+            previous = torch.get_default_dtype()
+            torch.set_default_dtype(torch.float64 if self.dtype == torch.float64 else previous)
+            try:
+                model = create_finetune_model(cfg.model.name, self.num_classes,
+                                              cfg.model.init_weights,
+                                              reset_head=cfg.model.reset_head,
+                                              **cfg.model.options)
+            finally:
+                torch.set_default_dtype(previous)
+        else:
+            model = create_model(cfg.model.name, self.num_classes, **cfg.model.options)
+        self.head_only = cfg.trainable == "head"
+        if self.head_only:
+            freeze_backbone(model)
         self.model = model.to(device=env.device, dtype=self.dtype)
         self.optimizer = _build_optimizer(self.model, cfg)
         self.limit_s = cfg.time_limit_min * 60.0 if cfg.time_limit_min else None
@@ -379,6 +398,9 @@ class _Run:
         self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * self.local_bs)
         self.train_ds.set_epoch(self.epoch)
         self.net.train()
+        if self.head_only:  # the frozen backbone keeps its BatchNorm statistics
+            self.model.eval()
+            self.model.get_classifier().train()
         sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss·n, correct, n
         t_epoch, seen = time.monotonic(), 0
         run_loss = run_correct = 0.0
