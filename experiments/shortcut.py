@@ -75,6 +75,7 @@ from bcosnet.evaluation import (
 )
 from bcosnet.explanations.figures import plot_class_distribution, plot_neuron_grid, save_figure
 from bcosnet.models import create_model
+from bcosnet.pipeline import METHOD_SETTINGS
 from bcosnet.training import get_preset, load_checkpoint, load_checkpoint_model, train
 
 from ._common import (
@@ -335,7 +336,7 @@ def _parser():
     p.add_argument("--mark-seed", type=int, default=0, help="seed of the mark's pattern")
     p.add_argument("--epochs", type=int, default=None,
                    help="at most this many training epochs per network (default 30, the "
-                        "presets'; --quick: 1)")
+                        "presets'; --quick: 3)")
     p.add_argument("--train-minutes", type=float, default=None,
                    help="training time budget per network, the cosine fitted to it (default "
                         "6; 0: no budget, train --epochs epochs; --quick: 0)")
@@ -347,7 +348,7 @@ def _parser():
     p.add_argument("--images", type=int, default=None,
                    help="images per network for the explanation check (default 200; --quick 24)")
     p.add_argument("--images-expensive", type=int, default=None,
-                   help=f"images for {', '.join(EXPENSIVE)} (default 50; --quick 8)")
+                   help=f"images for {', '.join(EXPENSIVE)} (default 200; --quick 3)")
     p.add_argument("--select-top", type=int, default=None,
                    help="top-N used to rank channels (default 100; --quick 20)")
     p.add_argument("--top", type=int, default=None,
@@ -362,8 +363,8 @@ def _parser():
 
 def _defaults(args: argparse_ns) -> None:
     q = args.quick
-    for name, full, quick in (("epochs", 30, 1), ("width", None, 8), ("images", 200, 12),
-                              ("images_expensive", 25, 3), ("select_top", 100, 20),
+    for name, full, quick in (("epochs", 30, 3), ("width", None, 8), ("images", 200, 12),
+                              ("images_expensive", 200, 3), ("select_top", 100, 20),
                               ("top", 500, 100), ("fraction", 0.3, 1.0),
                               ("train_minutes", 6.0, 0.0), ("train_figure_images", 20000, None)):
         if getattr(args, name) is None:
@@ -382,10 +383,13 @@ def _defaults(args: argparse_ns) -> None:
 
 
 def _method_settings(method: str, quick: bool) -> dict[str, Any]:
-    if not quick:
-        return {}  # the library's defaults: the paper's settings
-    return {"intgrad": {"n_steps": 8}, "rise": {"n_masks": 32},
-            "lime": {"n_samples": 32}}.get(method, {})
+    """The main job's settings for 28 px images (LIME: quickshift max_dist 4, else one
+    super-pixel per image; occlusion: 4-px patches, stride 4), fewer samples when quick."""
+    settings = dict(METHOD_SETTINGS.get(method, {}))
+    if quick:
+        settings.update({"intgrad": {"n_steps": 8}, "rise": {"n_masks": 32},
+                         "lime": {"n_samples": 32}}.get(method, {}))
+    return settings
 
 
 def _setup_record(args: argparse_ns) -> dict[str, Any]:

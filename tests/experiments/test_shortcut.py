@@ -106,13 +106,14 @@ def test_quick_study_finds_the_mark(tmp_path):
     assert abs(saved - want) <= 2 / k  # ties at the cut may swap an image
     assert abs(nrn["report_top"][str(k)] - want) <= 2 / k
 
-    # The B-cos explanation puts more positive contribution in the mark's box than on the
-    # same images without the mark (the paired baseline).  The quick run's network is
-    # barely trained (one epoch of 2000 images), so the box's area share (the uniform
-    # baseline) is asserted on the full run only: docs/shortcut.md.
+    # The B-cos explanation puts more positive contribution in the mark's box than the
+    # box's share of the image area (the uniform baseline) and than on the same images
+    # without the mark (the paired baseline).  (Three epochs of 2000 images: with one,
+    # the net was at 30 % accuracy and its maps at 0.045, below uniform.)
     e = r["explanations"][label]
     bc = e["methods"]["bcos"]
     assert bc["marked"]["n"] >= 5 and e["uniform"] == 1 / 16
+    assert bc["marked"]["median"] > 2 * e["uniform"]
     assert bc["marked"]["median"] > bc["clean"]["median"]
     assert bc["above_clean"] >= 2 / 3
     assert set(e["methods"]) == {"bcos", *shortcut.POST_HOC}
