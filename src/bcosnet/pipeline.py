@@ -339,7 +339,10 @@ def _cuts_text(cfg: MainConfig, pg: dict[str, Any], stage_s: dict[str, float]) -
             lines.append(
                 f"{name} network: " + ", ".join(f"{m} {k}" for m, k in short.items())
                 + f" grids instead of the paper's {PAPER_GRIDS} — cut for time "
-                "(the main job targets about 45 minutes on 2 CPU cores, training included; "
+                "(the default main job, 250 grids and 100 for occlusion, RISE and LIME, "
+                "took 65 minutes on 2 idle CPU cores, training included, over its "
+                "45-minute target — README; the paper's 500 for every method would take "
+                "about 3 h; "
                 "set MainConfig.grids / grids_per_method or bcosnet main --grids / "
                 "--grids-per-method for more)."
             )
