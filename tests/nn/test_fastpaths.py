@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bcosnet.nn import BatchNormUncentered2d, BcosConv2d
+from bcosnet.nn.bcos import _box_sum_same, _BoxSumSame
 
 
 def _reference_bcos_conv(layer: BcosConv2d, x: torch.Tensor) -> torch.Tensor:
@@ -90,3 +93,89 @@ def test_several_targets_in_one_batched_backward_equal_single_target_explanation
         logits = model.forward_head(model.forward_body(enc))
     (g,) = torch.autograd.grad(logits[:, 2].sum(), enc)
     torch.testing.assert_close(many.weights[:, 1], g, rtol=1e-10, atol=1e-14)
+
+
+# ----------------------------------------------------------------- the window sum
+
+
+@settings(max_examples=40, deadline=None)
+@given(kh=st.sampled_from([1, 3, 5, 7]), kw=st.sampled_from([1, 3, 5, 7]),
+       h=st.integers(1, 9), w=st.integers(1, 9), c=st.integers(1, 3),
+       channels_last=st.booleans(), seed=st.integers(0, 2**16))
+def test_box_sum_and_its_backward_equal_sum_pooling(kh, kw, h, w, c, channels_last, seed):
+    """The separable window sum (stride 1, 'same' zero padding) equals
+    avg_pool2d(divisor_override=1), and its hand-written adjoint equals
+    avg_pool2d's autograd backward — for windows larger than the image too."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, c, h, w, dtype=torch.float64, generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    if kh // 2 > h or kw // 2 > w:  # avg_pool2d refuses padding beyond half the window
+        return
+    ref = F.avg_pool2d(x, (kh, kw), 1, (kh // 2, kw // 2), divisor_override=1)
+    out = _BoxSumSame.apply(x, kh, kw)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(_box_sum_same(x.detach(), kh, kw), ref.detach(),
+                               rtol=1e-12, atol=1e-12)
+    up = torch.randn(ref.shape, dtype=torch.float64, generator=g)
+    (gr,) = torch.autograd.grad(ref, x, up)
+    (go,) = torch.autograd.grad(out, x, up)
+    torch.testing.assert_close(go, gr, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------ channels-last models
+
+
+def test_stride1_maxout_layer_matches_definition_in_both_memory_formats():
+    """The stride-1 'same' path (separable window sum, float MaxOut mask) against
+    the unfold definition, NCHW and channels-last; channels-last stays channels-last
+    through the forward and the input gradient."""
+    torch.manual_seed(4)
+    layer = BcosConv2d(5, 6, 3, padding=1, b=2, max_out=2, scale=3.0).double()
+    x0 = torch.randn(3, 5, 8, 7, dtype=torch.float64)
+    ref_x = x0.clone().requires_grad_(True)
+    ref = _reference_bcos_conv(layer, ref_x)
+    g = torch.randn_like(ref)
+    rx, rw = torch.autograd.grad(ref, (ref_x, layer.weight), g)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        layer.to(memory_format=fmt)
+        x = x0.contiguous(memory_format=fmt).requires_grad_(True)
+        out = layer(x)
+        torch.testing.assert_close(out, ref.detach(), rtol=1e-10, atol=1e-12)
+        gx, gw = torch.autograd.grad(out, (x, layer.weight), g.contiguous(memory_format=fmt))
+        torch.testing.assert_close(gx, rx, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(gw, rw, rtol=1e-9, atol=1e-11)
+        if fmt == torch.channels_last:
+            assert out.is_contiguous(memory_format=torch.channels_last)
+            assert gx.is_contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), ref.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_channels_last_model_gives_the_same_logits_gradients_and_explanations():
+    """model.to(memory_format=torch.channels_last) — what the main job evaluates
+    with — changes no result: logits, plain input gradients (IntGrad's
+    ingredient) and the B-cos explanation (with its completeness) equal the
+    NCHW model's in float64."""
+    import bcosnet
+
+    torch.manual_seed(5)
+    model = bcosnet.create_model("fmnist_bcos").double().eval()
+    x = torch.rand(4, 1, 20, 20, dtype=torch.float64)
+
+    def results(m):
+        xx = x.clone().requires_grad_(True)
+        logits = m(xx)
+        (grad,) = torch.autograd.grad(logits[:, 3].sum(), xx)
+        e = bcosnet.explain(m, x, [[1, 3]] * 4)
+        return logits.detach(), grad, e
+
+    l0, g0, e0 = results(model)
+    l1, g1, e1 = results(model.to(memory_format=torch.channels_last))
+    assert model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(l1, l0, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(g1, g0, rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(e1.weights, e0.weights, rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(e1.contributions, e0.contributions, rtol=1e-8, atol=1e-12)
+    assert e1.completeness_error.abs().max() < 1e-9 * e1.logits.abs().max()

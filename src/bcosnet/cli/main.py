@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "intgrad/occlusion/rise/lime), output folder outputs/main-quick")
     p.add_argument("--out", default=None, help="output folder (default: outputs/main)")
     p.add_argument("--time-limit-min", type=float, default=None,
-                   help="training budget per network in minutes (default: 10)")
+                   help="training budget per network in minutes (default: 7)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="cap on optimiser steps per network (quick runs)")
     p.add_argument("--grids", type=int, default=None,
