@@ -5,10 +5,14 @@ All three layers are timed in the same run, interleaved, and the median of
 repeated measurements is reported.  Targets (max_out=1, geometric mean over the
 shapes): ≤ 1.0× the `bcos` layer and ≤ 1.1× a plain nn.Conv2d.
 
+``--channels-last`` runs every layer and the input in channels-last memory
+format (``model.to(memory_format=torch.channels_last)``, which BcosConv2d honours).
+
 ``--compile`` adds a column for ``torch.compile(BcosConv2d)`` (inductor; compile
 time excluded — on a small CPU it takes minutes, use it on a GPU).
 
     python benchmarks/bench_layers.py [--repeats 15] [--batch 16] [--device cpu] [--compile]
+        [--channels-last]
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="add a torch.compile column")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="layers and input in channels-last memory format")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -60,8 +66,9 @@ def main() -> None:
         RefConv = None
         print("bcos package not installed: skipping the reference layer")
 
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-          f"batch {args.batch}, median of {args.repeats}")
+          f"batch {args.batch}, median of {args.repeats}, {fmt}")
     header = "| C | px | max_out | nn.Conv2d ms | bcos ms | bcosnet ms | ÷Conv2d | ÷bcos |"
     if args.compile:
         header += " compiled ms | compiled ÷Conv2d |"
@@ -82,7 +89,10 @@ def main() -> None:
                     warnings.simplefilter("ignore")
                     layers["ref"] = RefConv(channels, channels, 3, padding=1, b=2,
                                             max_out=max_out).to(device)
-            x = torch.randn(args.batch, channels, size, size, device=device, requires_grad=True)
+            for layer in layers.values():
+                layer.to(memory_format=fmt)
+            x = torch.randn(args.batch, channels, size, size, device=device)
+            x = x.contiguous(memory_format=fmt).requires_grad_(True)
             times: dict[str, list[float]] = {k: [] for k in layers}
             for _ in range(args.warmup):
                 for layer in layers.values():

@@ -16,7 +16,8 @@ their time).  Training step = forward, BCE on one-hot targets, backward, Adam
 ``--compile`` adds a column for ``torch.compile(bcosnet model)`` (compile time excluded:
 it happens in the warm-up steps).  Targets (issue 14): training ResNet-18 v2 and
 DenseNet-121 v2 ≥ 1.1× bcos; fmnist training ≥ 0.5× the twin; fmnist inference
-(500 images, 84 px) ≥ 0.5× the twin.
+(500 images, 84 px) ≥ 0.5× the twin.  ``--channels-last``: both models and
+their inputs in channels-last memory format.
 
     python benchmarks/bench_training.py [--pair resnet18_v2] [--steps 8] [--batch 32]
         [--size 112] [--threads 2] [--device cpu] [--infer] [--compile] [--channels-last]
@@ -102,9 +103,11 @@ def run_pair(pair: str, *, batch: int, size: int, steps: int, warmup: int, devic
     in_ch = 1 if pair == "fmnist" else 3
     x = torch.rand(batch, in_ch, size, size, device=device)
     x_ref = torch.cat([x, 1 - x], 1) if ref_encoded else x
-    if channels_last:
+    if channels_last:  # both models and their inputs: like for like
         ours = ours.to(memory_format=torch.channels_last)
+        ref = ref.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+        x_ref = x_ref.contiguous(memory_format=torch.channels_last)
     steps_by: dict[str, Callable[[], None]] = {
         "bcosnet": make_step(ours, x, infer),
         "reference": make_step(ref, x_ref, infer),
@@ -141,7 +144,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--infer", action="store_true", help="no-grad inference instead of training")
     p.add_argument("--compile", action="store_true", help="add a torch.compile column")
-    p.add_argument("--channels-last", action="store_true", help="bcosnet model in channels_last")
+    p.add_argument("--channels-last", action="store_true",
+                   help="both models and inputs in channels_last")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
