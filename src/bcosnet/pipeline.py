@@ -349,9 +349,9 @@ def _cuts_text(cfg: MainConfig, pg: dict[str, Any], stage_s: dict[str, float]) -
                 f"{name} network: " + ", ".join(f"{m} {k}" for m, k in short.items())
                 + f" grids instead of the paper's {PAPER_GRIDS} — cut for time "
                 "(the default main job, 250 grids and 100 for occlusion, RISE and LIME, "
-                "took 65 minutes on 2 idle CPU cores, training included, over its "
-                "45-minute target — README; the paper's 500 for every method would take "
-                "about 3 h; "
+                "took 50 minutes on 2 idle CPU cores, training included (2 × 7 min), "
+                "over its 45-minute target — README; the paper's 500 for every method "
+                "would take about 2.2 h (estimated from the per-grid costs); "
                 "set MainConfig.grids / grids_per_method or bcosnet main --grids / "
                 "--grids-per-method for more)."
             )
