@@ -84,8 +84,8 @@ DEFAULT_GRIDS_PER_METHOD: dict[str, int] = dict.fromkeys(PERTURBATION_METHODS, 1
 #: 56 px grid of Fashion-MNIST images into 5–9 super-pixels, too few for LIME's
 #: top 5; max_dist 4 gives 29–42.  Occlusion: 4 px patches, stride 4.  IntGrad:
 #: 25 path images per forward pass instead of 64 (the same 50 steps and result up
-#: to float rounding; on 2 CPU cores 84 px batches of 25 stay in cache, ~1.5×
-#: faster — benchmarks/README.md).
+#: to float rounding; on 2 CPU cores smaller 84 px batches are faster — with
+#: channels-last 1.7× (B-cos net) and 1.3× (twin) per grid, benchmarks/README.md 4b).
 METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "intgrad": {"batch_size": 25},
     "lime": {"max_dist": 4},
@@ -112,8 +112,9 @@ class MainConfig:
         threads: torch threads (None: leave as is).
         channels_last: evaluate (accuracy, explanations, pointing game) both networks
             in channels-last memory format — the same results up to float rounding,
-            1.4–2× faster on CPU at these sizes (benchmarks/README.md); training
-            stays in the default format.
+            1.1–1.7× faster per method on CPU at these sizes, 1.39× over the whole
+            pointing game with the IntGrad setting (benchmarks/README.md 4b);
+            training stays in the default format.
         progress: tqdm progress bars.
     """
 
