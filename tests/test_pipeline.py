@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import operator
+import pickle
+import shutil
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
+import torch
 
-from bcosnet.pipeline import MainConfig, run_main
+from bcosnet.evaluation import PointingGameResult
+from bcosnet.pipeline import MainConfig, MainSettingsError, _Jobs, run_main
 
 
 @pytest.mark.slow
@@ -54,3 +62,37 @@ def test_main_job_end_to_end_and_rerun(tmp_path):
     run_main(cfg)
     assert ckpt.stat().st_mtime_ns == mtime
     assert json.loads((out / "results.json").read_text())["accuracy"] == acc
+
+    # The default ran the trainings and the pointing-game jobs in 2 worker processes;
+    # the same networks played in this process give the same scores.
+    assert cfg.workers == 2
+    serial = tmp_path / "serial"
+    for net in ("bcos", "standard"):
+        shutil.copytree(out / net, serial / net)
+    run_main(dataclasses.replace(cfg, out_dir=str(serial), workers=1))
+    for net, methods in (("bcos", {"bcos", "grad", "occlusion"}),
+                         ("standard", {"grad", "occlusion"})):
+        one = PointingGameResult.load(serial / "pointing_game" / net / "pointing_game.json")
+        two = PointingGameResult.load(out / "pointing_game" / net / "pointing_game.json")
+        assert set(one.scores) == set(two.scores) == methods
+        for m in methods:
+            np.testing.assert_allclose(one.scores[m], two.scores[m], atol=1e-5)
+    assert "2 worker processes of 1 thread(s)" in text
+
+
+def test_jobs_run_in_workers_keep_order_threads_and_errors():
+    """The main job's job runner: results by label in the order given, each worker
+    with threads // workers torch threads, a job's exception raised in the caller."""
+    cfg = MainConfig(threads=2, workers=2)
+    with _Jobs(cfg) as jobs:
+        got = jobs.run([("a", math.sqrt, (9.0,)), ("b", operator.add, (1, 2)),
+                        ("t", torch.get_num_threads, ())])
+        assert list(got) == ["a", "b", "t"] and got["a"] == 3.0 and got["b"] == 3
+        assert got["t"] == 1
+        with pytest.raises(ValueError, match="math domain error"):
+            jobs.run([("ok", math.sqrt, (4.0,)), ("bad", math.sqrt, (-1.0,))])
+    # A refusal raised in a worker reaches the caller as itself.
+    err = pickle.loads(pickle.dumps(MainSettingsError("other settings: delete it")))
+    assert isinstance(err, MainSettingsError) and "delete it" in str(err)
+    with pytest.raises(ValueError, match="workers must be a positive int"):
+        MainConfig(workers=0)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,13 @@ class MainConfig:
         examples: images shown in Fig. A1.
         seed: seeds training and the grid sampling.
         threads: torch threads (None: leave as is).
+        workers: processes that run the two trainings side by side and share out the
+            pointing game's (network, method) jobs, each with ``threads // workers``
+            torch threads (at least 1); 1 runs everything in this process with
+            ``threads``.  On 2 cores two 1-thread processes get through more work
+            than one 2-thread process (the 2-thread speed-up of these small
+            convolutions is ≈ 1.6×, not 2×; ``benchmarks/bench_workers.py``).  The
+            results are the same up to float rounding.
         channels_last: evaluate (accuracy, explanations, pointing game) both networks
             in channels-last memory format — the same results up to float rounding,
             1.1–1.7× faster per method on CPU at these sizes, 1.39× over the whole
@@ -119,7 +127,7 @@ class MainConfig:
     """
 
     out_dir: str = "outputs/main"
-    time_limit_min: float = 7.0
+    time_limit_min: float = 8.0
     dataset: str = "fashion-mnist"
     max_steps: int | None = None
     grids: int = DEFAULT_GRIDS
@@ -132,9 +140,15 @@ class MainConfig:
     examples: int = 3
     seed: int = 0
     threads: int | None = 2
+    workers: int = 2
     channels_last: bool = True
     progress: bool = True
     train_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be a positive int (1: no worker processes), got "
+                             f"{self.workers!r}")
 
     @classmethod
     def quick(cls, **overrides: Any) -> MainConfig:
@@ -146,6 +160,11 @@ class MainConfig:
         }
         settings.update(overrides)
         return cls(**settings)
+
+    def worker_threads(self) -> int:
+        """Torch threads of each worker process."""
+        total = self.threads if self.threads is not None else torch.get_num_threads()
+        return max(1, total // max(1, self.workers))
 
     def grid_counts(self, methods: tuple[str, ...]) -> dict[str, int]:
         """Grids each of ``methods`` plays."""
@@ -339,7 +358,7 @@ def _panel_stage(cfg: MainConfig, models: dict[str, torch.nn.Module], test: Any,
             f"Grids per method in the table above.", path)
 
 
-def _cuts_text(cfg: MainConfig, pg: dict[str, Any], stage_s: dict[str, float]) -> str:
+def _cuts_text(cfg: MainConfig, pg: dict[str, Any], pg_seconds: float) -> str:
     """What was cut from the paper's protocol, and why (printed in the report)."""
     lines = []
     for name, r in pg.items():
@@ -350,9 +369,10 @@ def _cuts_text(cfg: MainConfig, pg: dict[str, Any], stage_s: dict[str, float]) -
                 f"{name} network: " + ", ".join(f"{m} {k}" for m, k in short.items())
                 + f" grids instead of the paper's {PAPER_GRIDS} — cut for time "
                 "(the default main job, 250 grids and 100 for occlusion, RISE and LIME, "
-                "took 50 minutes on 2 idle CPU cores, training included (2 × 7 min), "
-                "over its 45-minute target — README; the paper's 500 for every method "
-                "would take about 2.2 h (estimated from the per-grid costs); "
+                "is meant to take at most 45 minutes on 2 CPU cores, training included — "
+                "its measured wall time is in the README; the paper's 500 for every method "
+                "would take about 2.2 h of pointing game in one process, estimated from "
+                "the per-grid costs in docs/evaluation.md; "
                 "set MainConfig.grids / grids_per_method or bcosnet main --grids / "
                 "--grids-per-method for more)."
             )
@@ -366,17 +386,24 @@ def _cuts_text(cfg: MainConfig, pg: dict[str, Any], stage_s: dict[str, float]) -
             lines.append(f"{name} network: {', '.join(loops)} explained each cell with its own "
                          "call (no multi-target support in this version), the others all "
                          "cells of a grid in one call.")
-        if name in stage_s:
-            lines.append(f"{name} network: the pointing game took {stage_s[name]:.0f} s in "
-                         "this invocation (0 when every method was already finished).")
+    if pg:
+        lines.append(f"The pointing game of both networks took {pg_seconds:.0f} s in this "
+                     f"invocation ({_workers_text(cfg)}; 0 when every method was already "
+                     "finished).")
     return "\n\n".join(lines)
 
 
-def _settings_checked(play: Any, threshold: float | None, folder: Path, cfg: MainConfig) -> Any:
-    """``play(threshold, folder)``; the pointing game's refusal of results made with
-    other settings or networks, reworded for the main job."""
+def _workers_text(cfg: MainConfig) -> str:
+    if cfg.workers <= 1:
+        return "one process" + (f", {cfg.threads} threads" if cfg.threads else "")
+    return f"{cfg.workers} worker processes of {cfg.worker_threads()} thread(s)"
+
+
+def _settings_checked(call: Any, folder: Path) -> Any:
+    """``call()``; the pointing game's refusal of results made with other settings or
+    networks in ``folder``, reworded for the main job."""
     try:
-        return play(threshold, folder)
+        return call()
     except ValueError as e:
         if "use another results_dir" not in str(e) and "delete it" not in str(e):
             raise
@@ -385,6 +412,178 @@ def _settings_checked(play: Any, threshold: float | None, folder: Path, cfg: Mai
             f"networks ({e}). Use another output folder (--out), or delete {folder} to "
             "replay the pointing game with the settings given now."
         ) from e
+
+
+# -- jobs: the two trainings and the pointing game's (network, method) pairs, run in
+# this process (workers = 1) or shared out to spawned worker processes.
+
+#: Seconds per 3×3 grid of the slow methods on the B-cos network (timed main job,
+#: 2 threads, docs/evaluation.md) and the twin's cost relative to it: only used to
+#: hand out the longest pointing-game jobs first, so that the workers end together.
+_METHOD_COST = {"intgrad": 2.4, "rise": 2.6, "lime": 2.5, "occlusion": 1.8}
+_OTHER_METHOD_COST = 0.1
+_NETWORK_COST = {"B-cos": 1.0, "standard": 0.45}
+
+#: A worker's (model, test set) per checkpoint: loaded once, shared by its jobs.
+_EVAL_CACHE: dict[tuple[str, str, bool], tuple[torch.nn.Module, Any]] = {}
+
+
+def _worker_init(threads: int) -> None:
+    os.environ["BCOSNET_PROGRESS_LINES"] = "1"  # bars of two processes would overwrite
+    torch.set_num_threads(threads)
+
+
+def _eval_inputs(cfg: MainConfig, checkpoint: str) -> tuple[torch.nn.Module, Any]:
+    key = (str(checkpoint), cfg.dataset, cfg.channels_last)
+    if key not in _EVAL_CACHE:
+        from .data import build_datasets
+        from .training import load_checkpoint_model
+
+        model = load_checkpoint_model(checkpoint)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        _EVAL_CACHE[key] = (model, build_datasets(cfg.dataset, augment=False).test)
+    return _EVAL_CACHE[key]
+
+
+def _play(cfg: MainConfig, model: torch.nn.Module, test: Any, methods: tuple[str, ...],
+          counts: dict[str, int], threshold: float | None, folder: Path) -> Any:
+    """The pointing game of ``methods`` (a subset of the network's, whose grid counts are
+    ``counts``) on the grid set in ``folder``."""
+    from .evaluation import grid_pointing_game
+
+    return grid_pointing_game(
+        model, test, list(methods), n=cfg.grid_n, num_grids=max(counts.values()),
+        grids_per_method={m: counts[m] for m in methods}, seed=cfg.seed,
+        confidence_threshold=threshold, allow_fewer=True, results_dir=folder,
+        method_settings={m: s for m, s in METHOD_SETTINGS.items() if m in methods},
+        progress=cfg.progress,
+    )
+
+
+def _train_job(cfg: MainConfig, preset: str, run_dir: Path) -> dict[str, Any]:
+    return _train_stage(cfg, preset, run_dir)
+
+
+def _pg_job(cfg: MainConfig, checkpoint: str, method: str, counts: dict[str, int],
+            threshold: float | None, folder: Path) -> float:
+    """Play one method of one network's pointing game; returns the seconds it took."""
+    t = time.perf_counter()
+    model, test = _eval_inputs(cfg, checkpoint)
+    _settings_checked(lambda: _play(cfg, model, test, (method,), counts, threshold, folder),
+                      folder)
+    return time.perf_counter() - t
+
+
+class _Jobs:
+    """Runs independent jobs (picklable top-level functions) in this process, or in
+    ``cfg.workers`` spawned processes of ``cfg.worker_threads()`` threads each, in the
+    order given (a free worker takes the next)."""
+
+    def __init__(self, cfg: MainConfig) -> None:
+        self.cfg = cfg
+        self.pool: Any = None
+
+    def __enter__(self) -> _Jobs:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, jobs: list[tuple[str, Any, tuple[Any, ...]]]) -> dict[str, Any]:
+        """``{label: fn(*args)}`` for ``(label, fn, args)`` in ``jobs``; the first job
+        that raises stops the rest (the ones running finish; results are resumable)."""
+        if self.cfg.workers <= 1 or len(jobs) <= 1:
+            return {label: fn(*args) for label, fn, args in jobs}
+        import concurrent.futures as cf
+        import multiprocessing
+
+        if self.pool is None:
+            self.pool = cf.ProcessPoolExecutor(
+                max_workers=self.cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init, initargs=(self.cfg.worker_threads(),))
+        futures = {self.pool.submit(fn, *args): label for label, fn, args in jobs}
+        results: dict[str, Any] = {}
+        try:
+            for f in cf.as_completed(futures):
+                results[futures[f]] = f.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        return {label: results[label] for label, _, _ in jobs}
+
+
+def _pointing_game_stage(cfg: MainConfig, out: Path, jobs: _Jobs, runs: dict[str, Any],
+                         models: dict[str, torch.nn.Module], test: Any
+                         ) -> tuple[dict[str, Any], list[str], dict[str, Path], float]:
+    """The grid pointing game of both networks: each grid set made here, then every
+    (network, method) pair a job (longest first).  Returns the results, notes for the
+    report, the results folders and the seconds it took."""
+    from .evaluation.pointing_game import TooFewClassesError, prepare_grids
+
+    job_cfg = dataclasses.replace(cfg, threads=cfg.worker_threads()) if cfg.workers > 1 else cfg
+    pg: dict[str, Any] = {}
+    notes: list[str] = []
+    t_pg = time.perf_counter()
+    games: dict[str, tuple[tuple[str, ...], dict[str, int], float | None, Path]] = {}
+    for name, methods in (("B-cos", cfg.methods_bcos), ("standard", cfg.methods_standard)):
+        counts = cfg.grid_counts(tuple(methods))
+        folder = out / "pointing_game" / name.lower().replace("-", "")
+        _log(f"grid pointing game ({cfg.grid_n}×{cfg.grid_n}) on the {name} network: "
+             + ", ".join(f"{m} {k} grids" for m, k in counts.items()))
+
+        def prepare(threshold: float | None, folder: Path, _name: str = name,
+                    _counts: dict[str, int] = counts) -> None:
+            _settings_checked(lambda: prepare_grids(
+                models[_name], test, n=cfg.grid_n, num_grids=max(_counts.values()),
+                seed=cfg.seed, confidence_threshold=threshold, allow_fewer=True,
+                results_dir=folder, progress=cfg.progress), folder)
+
+        threshold = cfg.confidence_threshold
+        try:
+            prepare(threshold, folder)
+        except TooFewClassesError as e:
+            if threshold is None:
+                raise
+            # Better a result without the threshold, said so in the report, than none
+            # after the training (a short or unlucky run: few confident classes).
+            _log(f"{e}; playing without the confidence threshold")
+            notes.append(
+                f"{name} network: only {len(e.usable)} classes had a correctly classified test "
+                f"image with sigmoid(logit) > {threshold:g} (a grid needs "
+                f"{e.needed}), so its pointing game ran WITHOUT the confidence threshold.")
+            folder, threshold = folder.with_name(folder.name + "-nothreshold"), None
+            try:
+                prepare(threshold, folder)
+            except TooFewClassesError as e2:
+                _log(f"{e2}; no pointing game for the {name} network")
+                notes.append(f"{name} network: NO pointing game — even without the threshold "
+                             f"only {len(e2.usable)} classes have a correctly classified test "
+                             f"image (a {cfg.grid_n}×{cfg.grid_n} grid needs {e2.needed}); "
+                             "train longer.")
+                continue
+        games[name] = (tuple(methods), counts, threshold, folder)
+    # Longest jobs first, so that the workers finish together.
+    todo = sorted(
+        ((name, m) for name, (methods, _, _, _) in games.items() for m in methods),
+        key=lambda nm: -games[nm[0]][1][nm[1]] * _NETWORK_COST.get(nm[0], 1.0)
+        * _METHOD_COST.get(nm[1], _OTHER_METHOD_COST))
+    if cfg.workers > 1 and todo:
+        _log(f"{len(todo)} pointing-game jobs in {_workers_text(cfg)}")
+    seconds = jobs.run([
+        (f"{name} {m}", _pg_job,
+         (job_cfg, runs[name]["checkpoint"], m, games[name][1], games[name][2], games[name][3]))
+        for name, m in todo])
+    if cfg.workers > 1:
+        for label, sec in seconds.items():
+            _log(f"pointing game {label}: {sec:.0f} s")
+    for name, (methods, counts, threshold, folder) in games.items():
+        pg[name] = _settings_checked(
+            lambda g=(models[name], methods, counts, threshold, folder):
+            _play(cfg, g[0], test, *g[1:]), folder)
+    return pg, notes, {name: g[3] for name, g in games.items()}, time.perf_counter() - t_pg
 
 
 def run_main(cfg: MainConfig | None = None) -> Path:
@@ -401,21 +600,21 @@ def run_main(cfg: MainConfig | None = None) -> Path:
 
 
 def _run_main(cfg: MainConfig, out: Path) -> Path:
+    with _Jobs(cfg) as jobs:
+        return _run_stages(cfg, out, jobs)
+
+
+def _run_stages(cfg: MainConfig, out: Path, jobs: _Jobs) -> Path:
     from .data import build_datasets
-    from .evaluation import Report, accuracy, grid_pointing_game, write_report
-    from .evaluation.pointing_game import TooFewClassesError
-    from .training import load_checkpoint_model
+    from .evaluation import Report, accuracy, write_report
 
     t0 = time.perf_counter()
 
-    # 1. training
-    runs = {
-        "B-cos": _train_stage(cfg, "fmnist", out / "bcos"),
-        "standard": _train_stage(cfg, "fmnist-standard", out / "standard"),
-    }
-    models = {k: load_checkpoint_model(v["checkpoint"]) for k, v in runs.items()}
-    if cfg.channels_last:
-        models = {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
+    # 1. training: the two networks side by side when there are workers
+    job_cfg = dataclasses.replace(cfg, threads=cfg.worker_threads()) if cfg.workers > 1 else cfg
+    runs = jobs.run([("B-cos", _train_job, (job_cfg, "fmnist", out / "bcos")),
+                     ("standard", _train_job, (job_cfg, "fmnist-standard", out / "standard"))])
+    models = {k: _eval_inputs(cfg, v["checkpoint"])[0] for k, v in runs.items()}
     splits = build_datasets(cfg.dataset, augment=False)
     test, classes = splits.test, list(splits.classes)
     # Derived results are keyed by the networks they were computed from.
@@ -440,48 +639,7 @@ def _run_main(cfg: MainConfig, out: Path) -> Path:
                              derived_key)
 
     # 4. grid pointing game
-    pg: dict[str, Any] = {}
-    stage_s: dict[str, float] = {}
-    notes: list[str] = []
-    pg_dirs = {name: out / "pointing_game" / name.lower().replace("-", "") for name in models}
-    for name, methods in (("B-cos", cfg.methods_bcos), ("standard", cfg.methods_standard)):
-        counts = cfg.grid_counts(tuple(methods))
-        _log(f"grid pointing game ({cfg.grid_n}×{cfg.grid_n}) on the {name} network: "
-             + ", ".join(f"{m} {k} grids" for m, k in counts.items()))
-        t_pg = time.perf_counter()
-
-        def play(threshold: float | None, folder: Path, _name: str = name,
-                 _methods: tuple[str, ...] = tuple(methods), _counts: dict = counts) -> Any:
-            return grid_pointing_game(
-                models[_name], test, list(_methods), n=cfg.grid_n,
-                num_grids=max(_counts.values()), grids_per_method=_counts, seed=cfg.seed,
-                confidence_threshold=threshold, allow_fewer=True, results_dir=folder,
-                method_settings={m: s for m, s in METHOD_SETTINGS.items() if m in _methods},
-                progress=cfg.progress,
-            )
-
-        try:
-            pg[name] = _settings_checked(play, cfg.confidence_threshold, pg_dirs[name], cfg)
-        except TooFewClassesError as e:
-            if cfg.confidence_threshold is None:
-                raise
-            # Better a result without the threshold, said so in the report, than none
-            # after the training (a short or unlucky run: few confident classes).
-            _log(f"{e}; playing without the confidence threshold")
-            notes.append(
-                f"{name} network: only {len(e.usable)} classes had a correctly classified test "
-                f"image with sigmoid(logit) > {cfg.confidence_threshold:g} (a grid needs "
-                f"{e.needed}), so its pointing game ran WITHOUT the confidence threshold.")
-            pg_dirs[name] = pg_dirs[name].with_name(pg_dirs[name].name + "-nothreshold")
-            try:
-                pg[name] = _settings_checked(play, None, pg_dirs[name], cfg)
-            except TooFewClassesError as e2:
-                _log(f"{e2}; no pointing game for the {name} network")
-                notes.append(f"{name} network: NO pointing game — even without the threshold "
-                             f"only {len(e2.usable)} classes have a correctly classified test "
-                             f"image (a {cfg.grid_n}×{cfg.grid_n} grid needs {e2.needed}); "
-                             "train longer.")
-        stage_s[name] = time.perf_counter() - t_pg
+    pg, notes, pg_dirs, pg_seconds = _pointing_game_stage(cfg, out, jobs, runs, models, test)
     panel = None
     if "B-cos" in pg:
         panel = _panel_stage(cfg, models, test, pg_dirs["B-cos"],
@@ -524,7 +682,7 @@ def _run_main(cfg: MainConfig, out: Path) -> Path:
         },
         accuracy=rows,
         pointing_game=pg,
-        pointing_game_text="\n\n".join([*notes, _cuts_text(cfg, pg, stage_s)]),
+        pointing_game_text="\n\n".join([*notes, _cuts_text(cfg, pg, pg_seconds)]),
         pointing_game_figures=[panel] if panel is not None else [],
         figures=figures,
     )

@@ -21,6 +21,7 @@ from bcosnet.evaluation import (
     make_attribution_fn,
     make_grid_dataset,
     plot_pointing_game,
+    prepare_grids,
 )
 
 # --------------------------------------------------------------------------- scoring
@@ -429,6 +430,37 @@ def test_resume_after_interruption_and_skip_finished(tmp_path) -> None:
     with pytest.raises(ValueError, match="other settings or another model"):
         grid_pointing_game(other, data, {"m": oracle}, results_dir=tmp_path, **kw)
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*tmp"))
+
+
+def test_prepared_grids_split_one_game_over_calls(tmp_path) -> None:
+    """prepare_grids makes the grid set once; calls with a subset of the methods each
+    compute only theirs (as the main job's worker processes do); a call with every
+    method collects them without computing anything — the one-call result."""
+    model, data, _ = make_fake(seed=9, num=120, k=6)
+    kw = dict(n=2, num_grids=5, confidence_threshold=None, progress=False)
+    whole = grid_pointing_game(model, data, {"m": oracle, "u": uniform}, **kw)
+    grids = prepare_grids(model, data, results_dir=tmp_path, **kw)
+    assert (tmp_path / "grids.json").exists() and not list(tmp_path.glob("[mu]*.json"))
+    assert torch.equal(grids.source_indices, whole_grids(model, data, kw).source_indices)
+    forwards = model.calls
+    grid_pointing_game(model, data, {"u": uniform}, results_dir=tmp_path, **kw)
+    grid_pointing_game(model, data, {"m": oracle}, results_dir=tmp_path, **kw)
+    assert model.calls == forwards  # the grids were loaded, not rebuilt
+
+    def never(images, targets):
+        raise AssertionError("a finished method was computed again")
+
+    res = grid_pointing_game(model, data, {"m": never, "u": never}, results_dir=tmp_path, **kw)
+    for name in ("m", "u"):
+        np.testing.assert_array_equal(res.scores[name], whole.scores[name])
+    # the prepared grid set is keyed like the game's: other settings are refused
+    with pytest.raises(ValueError, match="other settings or another model"):
+        prepare_grids(model, data, results_dir=tmp_path, **{**kw, "seed": 1})
+
+
+def whole_grids(model, data, kw):
+    return make_grid_dataset(model, data, n=kw["n"], num_grids=kw["num_grids"],
+                             confidence_threshold=kw["confidence_threshold"], progress=False)
 
 
 def test_result_json_round_trip_and_box_plot(tmp_path) -> None:

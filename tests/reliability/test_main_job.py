@@ -35,10 +35,11 @@ def tiny_presets(monkeypatch):
 
 
 def _cfg(out: Path, **kw) -> MainConfig:
+    # workers=1: the monkeypatched presets exist in this process only
     settings = dict(out_dir=str(out), dataset="synthetic", time_limit_min=1.0, max_steps=24,
                     grids=2, grids_per_method={}, grid_n=2, confidence_threshold=None,
                     methods_bcos=("bcos", "grad"), methods_standard=("grad",), examples=1,
-                    progress=False, threads=1, seed=0)
+                    progress=False, threads=1, seed=0, workers=1)
     settings.update(kw)
     return MainConfig(**settings)
 

@@ -11,6 +11,8 @@ On a terminal it is a :mod:`tqdm` bar.  When the stream is not a TTY (CI, ``nohu
 a log file) there is no carriage-return spam: one plain line every ``interval_s``
 seconds (default 30; environment variable ``BCOSNET_PROGRESS_INTERVAL``) and one
 when the loop ends, e.g. ``epoch 3/90: 469/469 (100%) 61.2 it/s loss=0.1234 acc=0.912``.
+``BCOSNET_PROGRESS_LINES=1`` asks for these lines on a terminal too (the main job's
+worker processes set it: bars of several processes on one terminal overwrite each other).
 The returned object supports what the code base uses of tqdm's interface:
 iteration, ``update``, ``set_postfix``, ``set_description``, ``close``, ``write``
 (also :func:`progress.write`) and use as a context manager.
@@ -28,7 +30,10 @@ __all__ = ["progress", "LineProgress", "is_terminal"]
 
 
 def is_terminal(stream: IO[str] | None = None) -> bool:
-    """Whether ``stream`` (default: stderr, where bars go) is an interactive terminal."""
+    """Whether ``stream`` (default: stderr, where bars go) is an interactive terminal
+    (False when the environment variable ``BCOSNET_PROGRESS_LINES`` is ``1``)."""
+    if os.environ.get("BCOSNET_PROGRESS_LINES") == "1":
+        return False
     stream = sys.stderr if stream is None else stream
     try:
         return bool(stream.isatty())

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "intgrad/occlusion/rise/lime), output folder outputs/main-quick")
     p.add_argument("--out", default=None, help="output folder (default: outputs/main)")
     p.add_argument("--time-limit-min", type=float, default=None,
-                   help="training budget per network in minutes (default: 7)")
+                   help="training budget per network in minutes (default: 8)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="cap on optimiser steps per network (quick runs)")
     p.add_argument("--grids", type=int, default=None,
@@ -50,6 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="fashion-mnist",
                    help="fashion-mnist (default) or synthetic (a quick plumbing check)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes that train the two networks side by side and share out "
+                        "the pointing game, each with 2 // WORKERS torch threads (default: 2; "
+                        "1: everything in this process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -69,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["methods_bcos"] = chosen
         overrides["methods_standard"] = tuple(m for m in chosen if m != "bcos")
     for key, value in (("out_dir", args.out), ("time_limit_min", args.time_limit_min),
-                       ("max_steps", args.max_steps), ("grids", args.grids)):
+                       ("max_steps", args.max_steps), ("grids", args.grids),
+                       ("workers", args.workers)):
         if value is not None:
             overrides[key] = value
     if args.grids_per_method is not None:

@@ -21,6 +21,7 @@ from .pointing_game import (
     paper_smoothing,
     plot_method_panel,
     plot_pointing_game,
+    prepare_grids,
 )
 from .report import Report, ReportFigure, write_report
 
@@ -47,6 +48,7 @@ __all__ = [
     "paper_smoothing",
     "plot_method_panel",
     "plot_pointing_game",
+    "prepare_grids",
     "top_activations",
     "top_class_scores",
     "write_report",

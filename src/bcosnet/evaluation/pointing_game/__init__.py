@@ -28,7 +28,7 @@ result container and its box plot), :mod:`.game` (the loop and its resume
 store) and :mod:`.panel` (the Fig. A2-style panel of every method's map).
 """
 
-from .game import grid_maps, grid_pointing_game
+from .game import grid_maps, grid_pointing_game, prepare_grids
 from .grids import GridDataset, TooFewClassesError, make_grid_dataset
 from .methods import AttributionFn, make_attribution_fn, supports_multi_target
 from .panel import plot_method_panel
@@ -49,5 +49,6 @@ __all__ = [
     "paper_smoothing",
     "plot_method_panel",
     "plot_pointing_game",
+    "prepare_grids",
     "supports_multi_target",
 ]

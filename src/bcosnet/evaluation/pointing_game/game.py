@@ -24,7 +24,7 @@ from .methods import AttributionFn, _normalise_methods, make_attribution_fn, sup
 from .results import PointingGameResult, ScoreSummary
 from .scoring import _check_smoothing, cell_scores
 
-__all__ = ["grid_pointing_game"]
+__all__ = ["grid_pointing_game", "prepare_grids"]
 
 _GRID_KEYS = ("n", "seed", "confidence_threshold", "confidence_score")
 
@@ -173,6 +173,52 @@ def _load_or_make_grids(model: nn.Module, data: Any, wanted: dict[str, Any], *,
     return grids
 
 
+def prepare_grids(
+    model: nn.Module,
+    data: Any,
+    *,
+    n: int = 3,
+    num_grids: int | None = 500,
+    seed: int = 0,
+    confidence_threshold: float | None = 0.5,
+    confidence_score: str = "sigmoid",
+    allow_fewer: bool = False,
+    batch_size: int = 8,
+    results_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> GridDataset:
+    """Make the grid set :func:`grid_pointing_game` plays with these arguments, or load
+    it from ``results_dir/grids.json``, and save it there — without explaining anything.
+
+    For splitting one game over processes: prepare the grids once, then call
+    :func:`grid_pointing_game` with the same arguments and a subset of the methods
+    in each process (each finished method is its own file in ``results_dir``), and
+    finally with every method to collect the results.  Raises as
+    :func:`grid_pointing_game` does (other settings or model in ``results_dir``;
+    :class:`TooFewClassesError`; no grid at all).
+    """
+    out_dir = Path(results_dir) if results_dir is not None else None
+    wanted = {
+        "n": _check_n(n), "seed": seed,
+        "confidence_threshold": None if confidence_threshold is None
+        else float(confidence_threshold),
+        "confidence_score": confidence_score,
+    }
+    grids = _load_or_make_grids(
+        model, data, wanted, num_grids=num_grids, allow_fewer=allow_fewer,
+        batch_size=batch_size, progress=progress,
+        grid_file=out_dir / "grids.json" if out_dir is not None else None,
+        model_fp=_model_fingerprint(model) if out_dir is not None else None,
+    )
+    if len(grids) == 0:
+        raise ValueError(_NO_GRIDS)
+    return grids
+
+
+_NO_GRIDS = ("no grids could be made (fewer than n² classes have a correctly classified image); "
+             "check the model's accuracy, use a smaller n or drop the confidence threshold")
+
+
 def grid_pointing_game(
     model: nn.Module,
     data: Any,
@@ -265,10 +311,7 @@ def grid_pointing_game(
             grid_file=out_dir / "grids.json" if out_dir is not None else None, model_fp=model_fp,
         )
     if len(grids) == 0:
-        raise ValueError(
-            "no grids could be made (fewer than n² classes have a correctly classified image); "
-            "check the model's accuracy, use a smaller n or drop the confidence threshold"
-        )
+        raise ValueError(_NO_GRIDS)
     smoothing_used = _check_smoothing(smoothing, grids.cell_size)
     counts = {m: len(grids) if k is None else min(k, len(grids)) for m, k in counts.items()}
 
