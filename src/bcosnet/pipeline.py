@@ -45,6 +45,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -428,9 +430,22 @@ _NETWORK_COST = {"B-cos": 1.0, "standard": 0.45}
 _EVAL_CACHE: dict[tuple[str, str, bool], tuple[torch.nn.Module, Any]] = {}
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, parent: int) -> None:
     os.environ["BCOSNET_PROGRESS_LINES"] = "1"  # bars of two processes would overwrite
     torch.set_num_threads(threads)
+    # Ctrl-C is the main process's to handle (it stops the workers); and a worker
+    # never outlives it: killed main process → the worker exits within a second or
+    # two (what it had done is saved: finished methods, partial results every
+    # minute, training checkpoints — a re-run resumes).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="bcosnet-parent-watch", daemon=True).start()
 
 
 def _eval_inputs(cfg: MainConfig, checkpoint: str) -> tuple[torch.nn.Module, Any]:
@@ -447,7 +462,8 @@ def _eval_inputs(cfg: MainConfig, checkpoint: str) -> tuple[torch.nn.Module, Any
 
 
 def _play(cfg: MainConfig, model: torch.nn.Module, test: Any, methods: tuple[str, ...],
-          counts: dict[str, int], threshold: float | None, folder: Path) -> Any:
+          counts: dict[str, int], threshold: float | None, folder: Path,
+          label: str | None = None) -> Any:
     """The pointing game of ``methods`` (a subset of the network's, whose grid counts are
     ``counts``) on the grid set in ``folder``."""
     from .evaluation import grid_pointing_game
@@ -457,7 +473,7 @@ def _play(cfg: MainConfig, model: torch.nn.Module, test: Any, methods: tuple[str
         grids_per_method={m: counts[m] for m in methods}, seed=cfg.seed,
         confidence_threshold=threshold, allow_fewer=True, results_dir=folder,
         method_settings={m: s for m, s in METHOD_SETTINGS.items() if m in methods},
-        progress=cfg.progress,
+        progress=cfg.progress, label=label,
     )
 
 
@@ -465,13 +481,13 @@ def _train_job(cfg: MainConfig, preset: str, run_dir: Path) -> dict[str, Any]:
     return _train_stage(cfg, preset, run_dir)
 
 
-def _pg_job(cfg: MainConfig, checkpoint: str, method: str, counts: dict[str, int],
-            threshold: float | None, folder: Path) -> float:
+def _pg_job(cfg: MainConfig, network: str, checkpoint: str, method: str,
+            counts: dict[str, int], threshold: float | None, folder: Path) -> float:
     """Play one method of one network's pointing game; returns the seconds it took."""
     t = time.perf_counter()
     model, test = _eval_inputs(cfg, checkpoint)
-    _settings_checked(lambda: _play(cfg, model, test, (method,), counts, threshold, folder),
-                      folder)
+    _settings_checked(lambda: _play(cfg, model, test, (method,), counts, threshold, folder,
+                                    label=network), folder)
     return time.perf_counter() - t
 
 
@@ -487,9 +503,20 @@ class _Jobs:
     def __enter__(self) -> _Jobs:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if self.pool is None:
+            return
+        if exc_type is None:
+            self.pool.shutdown(wait=True)
+            return
+        # A job failed or the job was interrupted: stop the workers now rather than
+        # wait for their running jobs (whose work so far is saved, see _worker_init).
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())  # private
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(timeout=10)
 
     def run(self, jobs: list[tuple[str, Any, tuple[Any, ...]]]) -> dict[str, Any]:
         """``{label: fn(*args)}`` for ``(label, fn, args)`` in ``jobs``; the first job
@@ -502,7 +529,7 @@ class _Jobs:
         if self.pool is None:
             self.pool = cf.ProcessPoolExecutor(
                 max_workers=self.cfg.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_init, initargs=(self.cfg.worker_threads(),))
+                initializer=_worker_init, initargs=(self.cfg.worker_threads(), os.getpid()))
         futures = {self.pool.submit(fn, *args): label for label, fn, args in jobs}
         results: dict[str, Any] = {}
         try:
@@ -574,7 +601,7 @@ def _pointing_game_stage(cfg: MainConfig, out: Path, jobs: _Jobs, runs: dict[str
         _log(f"{len(todo)} pointing-game jobs in {_workers_text(cfg)}")
     seconds = jobs.run([
         (f"{name} {m}", _pg_job,
-         (job_cfg, runs[name]["checkpoint"], m, games[name][1], games[name][2], games[name][3]))
+         (job_cfg, name, runs[name]["checkpoint"], m, *games[name][1:]))
         for name, m in todo])
     if cfg.workers > 1:
         for label, sec in seconds.items():

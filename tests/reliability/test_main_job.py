@@ -5,13 +5,19 @@ one job at a time per output folder; an interrupted job resumes
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 import bcosnet.training
 from bcosnet._utils.io import FolderBusyError, folder_lock
-from bcosnet.pipeline import MainConfig, MainSettingsError, run_main
+from bcosnet.pipeline import MainConfig, MainSettingsError, _Jobs, run_main
 
 AREA = "main job"
 
@@ -103,3 +109,54 @@ def test_stages_keyed_by_settings_resumable_and_locked(tmp_path, tiny_presets,
         reliability.refused(AREA, "a second job on the same output folder", FolderBusyError,
                             "in use by another .*use another output folder",
                             lambda: run_main(_cfg(out)))
+
+
+def test_interrupted_job_stops_its_worker_processes(reliability) -> None:
+    """Ctrl-C (SIGINT to the main process) while worker processes run jobs: the
+    interrupt reaches the caller at once and no worker is left running."""
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with _Jobs(MainConfig(threads=2, workers=2)) as jobs:
+            jobs.run([("long job", time.sleep, (120,)),
+                      ("ctrl-c", os.kill, (os.getpid(), signal.SIGINT))])
+    assert time.monotonic() - t0 < 60  # not the 120 s of the running job
+    assert multiprocessing.active_children() == []
+    reliability.handled(AREA, "Ctrl-C while worker processes run pointing-game jobs",
+                        "workers stopped at once; finished and partial results stay for the re-run")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+            return any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
+def test_worker_processes_exit_when_the_main_process_is_killed(reliability) -> None:
+    """A killed main job (SIGKILL: no clean-up) leaves no worker computing on."""
+    script = (
+        "import os, signal, threading, time\n"
+        "from bcosnet.pipeline import MainConfig, _Jobs\n"
+        "jobs = _Jobs(MainConfig(threads=2, workers=2))\n"
+        "def kill_later():\n"
+        "    while len(jobs.pool._processes if jobs.pool else ()) < 2:\n"
+        "        time.sleep(0.2)\n"
+        "    time.sleep(1)\n"
+        "    print(*jobs.pool._processes, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "threading.Thread(target=kill_later, daemon=True).start()\n"
+        "jobs.run([('a', time.sleep, (120,)), ('b', time.sleep, (120,))])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 30
+    while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(_gone(p) for p in pids), "a worker outlived the killed main process"
+    reliability.handled(AREA, "main job killed (SIGKILL) while worker processes run",
+                        "each worker exits within a second (it watches its parent)")

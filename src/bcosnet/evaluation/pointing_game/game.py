@@ -86,6 +86,7 @@ def _score_method(
     on_checkpoint: Callable[[list[float]], None] | None,
     checkpoint_interval_s: float,
     progress: bool,
+    label: str = "",
 ) -> tuple[np.ndarray, float, int]:
     """Scores of the first ``count`` grids (G×n², row-major cells), resuming after the
     complete grids in ``done_scores``; also the seconds spent and the grids computed."""
@@ -97,7 +98,7 @@ def _score_method(
     cells = torch.arange(sq)
     last_save = t0 = time.monotonic()
     bar = tqdm(total=count, initial=start, unit="grid", disable=not progress,
-               desc=f"pointing game [{name}]" + ("" if multi else " (per-target loop)"))
+               desc=f"pointing game [{label}{name}]" + ("" if multi else " (per-target loop)"))
     try:
         for s in range(start, count, batch_size):
             idx = torch.arange(s, min(s + batch_size, count))
@@ -237,6 +238,7 @@ def grid_pointing_game(
     results_dir: str | os.PathLike | None = None,
     checkpoint_interval_s: float = 60.0,
     progress: bool = True,
+    label: str | None = None,
 ) -> PointingGameResult:
     """Play the grid pointing game (SPEC §5) for one model and several methods.
 
@@ -275,6 +277,8 @@ def grid_pointing_game(
             smoothing and the grids it plays; files from another model or other
             settings raise ValueError.
         progress: show tqdm progress bars (grids done, rate and ETA per method).
+        label: shown before the method name in the progress bars (e.g. the network's
+            name when several games run at once).
 
     Returns:
         A :class:`PointingGameResult` with every method's G_m×n² scores; its
@@ -378,6 +382,7 @@ def grid_pointing_game(
             batch_size=batch_size, done_scores=done,
             on_checkpoint=checkpoint if partial_file is not None else None,
             checkpoint_interval_s=checkpoint_interval_s, progress=progress,
+            label=f"{label}: " if label else "",
         )
         multi = supports_multi_target(fn)
         per_grid = seconds / computed if computed else None
