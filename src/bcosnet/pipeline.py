@@ -3,7 +3,8 @@
 ``bcosnet main`` (and ``bash scripts/main.sh``) runs :func:`run_main`:
 
 1. train the B-cos network for 28×28 grey images (preset ``fmnist``) and its
-   conventional twin (``fmnist-standard``) with the same time budget;
+   conventional twin (``fmnist-standard``) with the same time budget (side by
+   side in two worker processes by default, ``MainConfig.workers``);
 2. test accuracy of both;
 3. explanations: Fig. A1 (image, prediction, explanation, contributions and
    the check that they sum to the logit) for a few test images, and Fig. A3
@@ -14,7 +15,8 @@
    methods on the B-cos network, the eight post-hoc methods on the twin — with
    per-method grid counts (default 250 grids, 100 for occlusion, RISE and LIME:
    cut from the paper's 500 for time; the report says so), plus a Fig. A2-style
-   panel of every method's map on one grid;
+   panel of every method's map on one grid; each (network, method) pair is a job
+   for the workers, the longest first;
 5. a report (``report.html`` + ``report.md``) in the output folder.
 
 ``MainConfig.quick()`` (``bcosnet main --quick``) is a minutes-long run of the
@@ -477,8 +479,9 @@ def _play(cfg: MainConfig, model: torch.nn.Module, test: Any, methods: tuple[str
     )
 
 
-def _train_job(cfg: MainConfig, preset: str, run_dir: Path) -> dict[str, Any]:
-    return _train_stage(cfg, preset, run_dir)
+def _job_config(cfg: MainConfig) -> MainConfig:
+    """The settings a job runs with: a worker's share of the threads."""
+    return dataclasses.replace(cfg, threads=cfg.worker_threads()) if cfg.workers > 1 else cfg
 
 
 def _pg_job(cfg: MainConfig, network: str, checkpoint: str, method: str,
@@ -520,7 +523,8 @@ class _Jobs:
 
     def run(self, jobs: list[tuple[str, Any, tuple[Any, ...]]]) -> dict[str, Any]:
         """``{label: fn(*args)}`` for ``(label, fn, args)`` in ``jobs``; the first job
-        that raises stops the rest (the ones running finish; results are resumable)."""
+        that raises is raised here: the waiting jobs are cancelled, the running ones
+        stopped when the ``with`` block exits (their saved work stays resumable)."""
         if self.cfg.workers <= 1 or len(jobs) <= 1:
             return {label: fn(*args) for label, fn, args in jobs}
         import concurrent.futures as cf
@@ -550,7 +554,7 @@ def _pointing_game_stage(cfg: MainConfig, out: Path, jobs: _Jobs, runs: dict[str
     report, the results folders and the seconds it took."""
     from .evaluation.pointing_game import TooFewClassesError, prepare_grids
 
-    job_cfg = dataclasses.replace(cfg, threads=cfg.worker_threads()) if cfg.workers > 1 else cfg
+    job_cfg = _job_config(cfg)
     pg: dict[str, Any] = {}
     notes: list[str] = []
     t_pg = time.perf_counter()
@@ -638,9 +642,9 @@ def _run_stages(cfg: MainConfig, out: Path, jobs: _Jobs) -> Path:
     t0 = time.perf_counter()
 
     # 1. training: the two networks side by side when there are workers
-    job_cfg = dataclasses.replace(cfg, threads=cfg.worker_threads()) if cfg.workers > 1 else cfg
-    runs = jobs.run([("B-cos", _train_job, (job_cfg, "fmnist", out / "bcos")),
-                     ("standard", _train_job, (job_cfg, "fmnist-standard", out / "standard"))])
+    job_cfg = _job_config(cfg)
+    runs = jobs.run([("B-cos", _train_stage, (job_cfg, "fmnist", out / "bcos")),
+                     ("standard", _train_stage, (job_cfg, "fmnist-standard", out / "standard"))])
     models = {k: _eval_inputs(cfg, v["checkpoint"])[0] for k, v in runs.items()}
     splits = build_datasets(cfg.dataset, augment=False)
     test, classes = splits.test, list(splits.classes)

@@ -199,6 +199,17 @@ def prepare_grids(
     :class:`TooFewClassesError`; no grid at all).
     """
     out_dir = Path(results_dir) if results_dir is not None else None
+    return _grid_set(model, data, n=n, num_grids=num_grids, seed=seed,
+                     confidence_threshold=confidence_threshold,
+                     confidence_score=confidence_score, allow_fewer=allow_fewer,
+                     batch_size=batch_size, progress=progress, out_dir=out_dir,
+                     model_fp=_model_fingerprint(model) if out_dir is not None else None)
+
+
+def _grid_set(model: nn.Module, data: Any, *, n: int, num_grids: int | None, seed: int,
+              confidence_threshold: float | None, confidence_score: str, allow_fewer: bool,
+              batch_size: int, progress: bool, out_dir: Path | None, model_fp: str | None
+              ) -> GridDataset:
     wanted = {
         "n": _check_n(n), "seed": seed,
         "confidence_threshold": None if confidence_threshold is None
@@ -208,8 +219,7 @@ def prepare_grids(
     grids = _load_or_make_grids(
         model, data, wanted, num_grids=num_grids, allow_fewer=allow_fewer,
         batch_size=batch_size, progress=progress,
-        grid_file=out_dir / "grids.json" if out_dir is not None else None,
-        model_fp=_model_fingerprint(model) if out_dir is not None else None,
+        grid_file=out_dir / "grids.json" if out_dir is not None else None, model_fp=model_fp,
     )
     if len(grids) == 0:
         raise ValueError(_NO_GRIDS)
@@ -302,20 +312,14 @@ def grid_pointing_game(
 
     if isinstance(data, GridDataset):
         grids = data
+        if len(grids) == 0:
+            raise ValueError(_NO_GRIDS)
     else:
-        wanted = {
-            "n": _check_n(n), "seed": seed,
-            "confidence_threshold": None if confidence_threshold is None
-            else float(confidence_threshold),
-            "confidence_score": confidence_score,
-        }
-        grids = _load_or_make_grids(
-            model, data, wanted, num_grids=num_grids, allow_fewer=allow_fewer,
-            batch_size=batch_size, progress=progress,
-            grid_file=out_dir / "grids.json" if out_dir is not None else None, model_fp=model_fp,
-        )
-    if len(grids) == 0:
-        raise ValueError(_NO_GRIDS)
+        grids = _grid_set(model, data, n=n, num_grids=num_grids, seed=seed,
+                          confidence_threshold=confidence_threshold,
+                          confidence_score=confidence_score, allow_fewer=allow_fewer,
+                          batch_size=batch_size, progress=progress, out_dir=out_dir,
+                          model_fp=model_fp)
     smoothing_used = _check_smoothing(smoothing, grids.cell_size)
     counts = {m: len(grids) if k is None else min(k, len(grids)) for m, k in counts.items()}
 
