@@ -114,11 +114,16 @@ def test_stages_keyed_by_settings_resumable_and_locked(tmp_path, tiny_presets,
 def test_interrupted_job_stops_its_worker_processes(reliability) -> None:
     """Ctrl-C (SIGINT to the main process) while worker processes run jobs: the
     interrupt reaches the caller at once and no worker is left running."""
+    # Python turns SIGINT into KeyboardInterrupt only if it was not ignored at start-up
+    # (a background job of a script ignores it, as CI may): install the handler here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     t0 = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        with _Jobs(MainConfig(threads=2, workers=2)) as jobs:
+    try:
+        with pytest.raises(KeyboardInterrupt), _Jobs(MainConfig(threads=2, workers=2)) as jobs:
             jobs.run([("long job", time.sleep, (120,)),
                       ("ctrl-c", os.kill, (os.getpid(), signal.SIGINT))])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - t0 < 60  # not the 120 s of the running job
     assert multiprocessing.active_children() == []
     reliability.handled(AREA, "Ctrl-C while worker processes run pointing-game jobs",
