@@ -179,3 +179,70 @@ def test_channels_last_model_gives_the_same_logits_gradients_and_explanations():
     torch.testing.assert_close(e1.weights, e0.weights, rtol=1e-8, atol=1e-12)
     torch.testing.assert_close(e1.contributions, e0.contributions, rtol=1e-8, atol=1e-12)
     assert e1.completeness_error.abs().max() < 1e-9 * e1.logits.abs().max()
+
+
+# ------------------------------------------------------------------- 2×2 average pooling
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 10), w=st.integers(1, 10), c=st.integers(1, 4),
+       channels_last=st.booleans(), ceil_mode=st.booleans(), seed=st.integers(0, 2**16))
+def test_avgpool2d_fast_path_equals_torch_avgpool_values_and_gradients(
+        h, w, c, channels_last, ceil_mode, seed):
+    """bcosnet.nn.AvgPool2d(2) = torch.nn.AvgPool2d(2) (outputs and input gradients,
+    float64) for every size — even sizes take the strided-slice path, odd ones
+    torch's — in both memory formats, keeping the input's memory format."""
+    from bcosnet.nn import AvgPool2d
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, c, h, w, dtype=torch.float64, generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if h < 2 or w < 2:
+        return  # no 2×2 window fits (torch refuses such inputs too)
+    fast, ref = AvgPool2d(2, ceil_mode=ceil_mode), torch.nn.AvgPool2d(2, ceil_mode=ceil_mode)
+    xf, xr = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out, expected = fast(xf), ref(xr)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-14)
+    up = torch.randn(expected.shape, dtype=torch.float64, generator=g)
+    (gf,) = torch.autograd.grad(out, xf, up)
+    (gr,) = torch.autograd.grad(expected, xr, up)
+    torch.testing.assert_close(gf, gr, rtol=1e-12, atol=1e-14)
+    even = h % 2 == 0 and w % 2 == 0
+    assert (type(out.grad_fn).__name__ == "_AvgPool2x2Backward") == even
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), expected.detach(), rtol=1e-12, atol=1e-14)
+    if channels_last and even and c > 1:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert gf.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_avgpool2d_fast_path_second_derivatives_and_batched_gradients():
+    """The hand-written backward is itself differentiable (gradgradcheck) and works
+    under vmap (several explanation targets in one batched backward)."""
+    from bcosnet.nn.pool import avg_pool_2x2
+
+    x = torch.randn(2, 3, 4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(avg_pool_2x2, (x,))
+    assert torch.autograd.gradgradcheck(avg_pool_2x2, (x,))
+    y = avg_pool_2x2(x)
+    ups = torch.randn(5, *y.shape, dtype=torch.float64)
+    (batched,) = torch.autograd.grad(y, x, ups, is_grads_batched=True, retain_graph=True)
+    for i in range(5):
+        (one,) = torch.autograd.grad(y, x, ups[i], retain_graph=True)
+        torch.testing.assert_close(batched[i], one, rtol=0, atol=0)
+
+
+def test_avgpool2d_other_settings_use_torch_and_odd_sizes_are_refused_by_the_function():
+    from bcosnet.nn import AvgPool2d
+    from bcosnet.nn.pool import avg_pool_2x2
+
+    x = torch.randn(1, 2, 9, 9, dtype=torch.float64)
+    for kw in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, stride=1),
+               dict(kernel_size=2, divisor_override=3)):
+        torch.testing.assert_close(AvgPool2d(**kw)(x), torch.nn.AvgPool2d(**kw)(x))
+    assert isinstance(AvgPool2d(2), torch.nn.AvgPool2d)
+    import pytest
+
+    with pytest.raises(ValueError, match="even H and W"):
+        avg_pool_2x2(x)

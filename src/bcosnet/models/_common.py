@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .._utils.validate import check_image_batch, did_you_mean
-from ..nn import BatchNormUncentered2d, BcosConv2d, v1_scale
+from ..nn import AvgPool2d, BatchNormUncentered2d, BcosConv2d, v1_scale
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -285,7 +285,7 @@ def make_conv_stack(
     c = in_channels
     for item in layers:
         if item == "M":
-            mods.append(nn.AvgPool2d(kernel_size=2, stride=2))
+            mods.append(AvgPool2d(kernel_size=2, stride=2))
             continue
         out_c, stride = item if isinstance(item, tuple) else (int(item), 1)
         mods.append(policy.conv(c, out_c, 3, stride, 1))

@@ -52,7 +52,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from ..nn import BatchNormUncentered2d, BcosifiedConv2d
+from ..nn import AvgPool2d, BatchNormUncentered2d, BcosifiedConv2d
 from ._common import IMAGENET_MEAN, IMAGENET_STD, ImageNormalize, v2_logit_bias
 from .base import BcosClassifier
 
@@ -324,8 +324,8 @@ def _replace_max_pools(root: nn.Module) -> None:
         if isinstance(child, nn.MaxPool2d):
             if child.dilation not in (1, (1, 1)):
                 raise ValueError("bcosify: dilated max-pooling has no average-pooling stand-in")
-            setattr(root, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
-                                             ceil_mode=child.ceil_mode))
+            setattr(root, name, AvgPool2d(child.kernel_size, child.stride, child.padding,
+                                          ceil_mode=child.ceil_mode))
         else:
             _replace_max_pools(child)
 

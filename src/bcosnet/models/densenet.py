@@ -39,6 +39,7 @@ import torch
 import torchvision.models as tvm
 from torch import Tensor, nn
 
+from ..nn import AvgPool2d
 from ._common import (
     BcosPolicy,
     ConvFactory,
@@ -192,7 +193,7 @@ class BcosDenseNet(BcosClassifier):
                 self.features.add_module(f"transition{i + 1}", nn.Sequential(OrderedDict([
                     ("norm", make_norm(norm, c)),
                     ("conv", conv(c, c // 2, 1)),
-                    ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),
+                    ("pool", AvgPool2d(kernel_size=2, stride=2)),
                 ])))
                 c //= 2
         self.features.add_module("norm5", make_norm(norm, c))

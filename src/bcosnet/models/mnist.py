@@ -28,6 +28,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..nn import AvgPool2d
 from ._common import StandardClassifierMixin, bcos_conv_factory, check_images, resolve_options
 from .base import BcosClassifier
 from .registry import register_model
@@ -67,10 +68,10 @@ class FMNISTBcosNet(BcosClassifier):
         self.features = nn.Sequential(
             conv(enc, w1),
             conv(w1, w1),
-            nn.AvgPool2d(2),
+            AvgPool2d(2),
             conv(w1, w2),
             conv(w2, w2),
-            nn.AvgPool2d(2),
+            AvgPool2d(2),
             conv(w2, w3),
         )
         self._set_head(conv(w3, num_classes, k=1, max_out=1), temperature, logit_bias)

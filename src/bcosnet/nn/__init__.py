@@ -16,9 +16,11 @@ from .norm import (
     DetachableLayerNorm,
     PositionNorm2d,
 )
+from .pool import AvgPool2d
 
 __all__ = [
     "AddInverse",
+    "AvgPool2d",
     "BatchNormUncentered2d",
     "BcosConv2d",
     "BcosLinear",
