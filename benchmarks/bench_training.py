@@ -146,12 +146,20 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="add a torch.compile column")
     p.add_argument("--channels-last", action="store_true",
                    help="both models and inputs in channels_last")
+    p.add_argument("--tune-malloc", action="store_true",
+                   help="bcosnet.tune_malloc() first, as the bcosnet command and the main job "
+                        "do (freed memory stays in the process)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    tuned = bcosnet.tune_malloc() if args.tune_malloc else False
+    if args.tune_malloc and not tuned:
+        print("note: --tune-malloc had no effect (not glibc, BCOSNET_MALLOC_TUNING=0, "
+              "or MALLOC_*_ variables set)")
     device = torch.device(args.device)
     what = "no-grad inference" if args.infer else "training (Adam, BCE)"
     print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, {what}, "
+          f"malloc {'tuned' if tuned else 'glibc defaults'}, "
           f"median of {args.steps} interleaved steps after {args.warmup} warm-up steps")
     print("| pair | batch | px | bcosnet img/s | reference img/s | ratio |"
           + (" compiled img/s | compiled ratio |" if args.compile else ""))

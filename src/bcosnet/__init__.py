@@ -6,6 +6,7 @@
 """
 
 from . import attribution, nn
+from ._utils.malloc import tune_malloc
 from .explanations import Explanation, explain, explanation_mode, to_rgba
 from .models import bcosify, create_model, list_models, register_model
 
@@ -37,4 +38,5 @@ __all__ = [
     "nn",
     "register_model",
     "to_rgba",
+    "tune_malloc",
 ]

@@ -57,6 +57,7 @@ from typing import Any
 import torch
 
 from ._utils.io import atomic_write_json, folder_lock
+from ._utils.malloc import tune_malloc
 
 __all__ = [
     "ALL_METHODS",
@@ -435,6 +436,7 @@ _EVAL_CACHE: dict[tuple[str, str, bool], tuple[torch.nn.Module, Any]] = {}
 def _worker_init(threads: int, parent: int) -> None:
     os.environ["BCOSNET_PROGRESS_LINES"] = "1"  # bars of two processes would overwrite
     torch.set_num_threads(threads)
+    tune_malloc()  # as the bcosnet command does for itself (a spawned process starts afresh)
     # Ctrl-C is the main process's to handle (it stops the workers); and a worker
     # never outlives it: killed main process → the worker exits within a second or
     # two (what it had done is saved: finished methods, partial results every
