@@ -152,9 +152,13 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--tune-malloc", action="store_true",
+                   help="bcosnet.tune_malloc() first, as the bcosnet command does (timings only: "
+                        "the memory children set glibc's variables themselves)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    tuned = bcosnet.tune_malloc() if args.tune_malloc and not args.memory_child else False
     if args.memory_child:
         _memory_child(args.memory_child, args.batch, args.size, args.device)
         return
@@ -166,7 +170,8 @@ def main() -> None:
     x6 = torch.cat([x, 1 - x], 1)
 
     head = (f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, batch {n}, "
-            f"{args.size} px, median of {args.repeats} interleaved repeats")
+            f"{args.size} px, median of {args.repeats} interleaved repeats, "
+            f"malloc {'tuned' if tuned else 'glibc defaults'}")
     if ref is None:
         print(head + "; the bcos package is not importable: its columns are skipped")
     else:  # identical weights → identical explanations (checked once, up to float rounding)

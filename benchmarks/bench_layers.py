@@ -26,6 +26,7 @@ import warnings
 import torch
 from torch import nn
 
+from bcosnet import tune_malloc
 from bcosnet.nn import BcosConv2d
 
 SHAPES = [(64, 56), (128, 28), (256, 14), (512, 7)]  # (channels, size)
@@ -56,9 +57,12 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add a torch.compile column")
     parser.add_argument("--channels-last", action="store_true",
                         help="layers and input in channels-last memory format")
+    parser.add_argument("--tune-malloc", action="store_true",
+                        help="bcosnet.tune_malloc() first, as the bcosnet command does")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    tuned = tune_malloc() if args.tune_malloc else False
     device = torch.device(args.device)
     try:
         from bcos.modules import BcosConv2d as RefConv  # test/benchmark-only reference
@@ -68,7 +72,8 @@ def main() -> None:
 
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-          f"batch {args.batch}, median of {args.repeats}, {fmt}")
+          f"batch {args.batch}, median of {args.repeats}, {fmt}, "
+          f"malloc {'tuned' if tuned else 'glibc defaults'}")
     header = "| C | px | max_out | nn.Conv2d ms | bcos ms | bcosnet ms | ÷Conv2d | ÷bcos |"
     if args.compile:
         header += " compiled ms | compiled ÷Conv2d |"

@@ -246,3 +246,17 @@ def test_avgpool2d_other_settings_use_torch_and_odd_sizes_are_refused_by_the_fun
 
     with pytest.raises(ValueError, match="even H and W"):
         avg_pool_2x2(x)
+
+
+def test_window_sum_takes_the_shifted_slice_path_on_cpu_only(monkeypatch):
+    """Other devices (a GPU; here the meta device) keep avg_pool2d's single kernel."""
+    import bcosnet.nn.bcos as bcos_mod
+
+    calls = []
+    real = bcos_mod._box_sum_same
+    monkeypatch.setattr(bcos_mod, "_box_sum_same", lambda *a: calls.append(1) or real(*a))
+    cpu = bcos_mod._window_sum(torch.ones(1, 1, 5, 5), (3, 3), (1, 1), (1, 1))
+    assert calls and cpu[0, 0, 2, 2] == 9 and cpu[0, 0, 0, 0] == 4
+    calls.clear()
+    meta = bcos_mod._window_sum(torch.ones(1, 1, 5, 5, device="meta"), (3, 3), (1, 1), (1, 1))
+    assert not calls and meta.shape == (1, 1, 5, 5)

@@ -218,9 +218,14 @@ class _BoxSumSame(torch.autograd.Function):
 
 def _window_sum(sq: Tensor, kernel_size: tuple[int, int], stride: tuple[int, int],
                 padding: tuple[int, int]) -> Tensor:
-    """Zero-padded window sums of ``sq`` (N×G×H×W) as the convolution's windows."""
+    """Zero-padded window sums of ``sq`` (N×G×H×W) as the convolution's windows.
+
+    The separable sum of shifted slices is the CPU path only: on a GPU its
+    padding, copies and additions (7 kernels for 3×3) cost more launches than
+    ``avg_pool2d``'s one (the H200 figures of benchmarks/README.md §6 were
+    measured with ``avg_pool2d``)."""
     kh, kw = kernel_size
-    if (tuple(stride) == (1, 1) and kh % 2 == 1 and kw % 2 == 1
+    if (sq.device.type == "cpu" and tuple(stride) == (1, 1) and kh % 2 == 1 and kw % 2 == 1
             and tuple(padding) == (kh // 2, kw // 2)):
         if torch.is_grad_enabled() and sq.requires_grad:
             return _BoxSumSame.apply(sq, kh, kw)
