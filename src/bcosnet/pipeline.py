@@ -376,8 +376,8 @@ def _cuts_text(cfg: MainConfig, pg: dict[str, Any], pg_seconds: float) -> str:
                 "(the default main job, 250 grids and 100 for occlusion, RISE and LIME, "
                 "is meant to take at most 45 minutes on 2 CPU cores, training included — "
                 "its measured wall time is in the README; the paper's 500 for every method "
-                "would take about 1.5 h of pointing game in the two default workers (2.2 h in "
-                "one process), estimated from the measured costs in docs/evaluation.md; "
+                "would take about 1.1 h of pointing game in the two default workers, "
+                "estimated from the measured per-grid costs in docs/evaluation.md; "
                 "set MainConfig.grids / grids_per_method or bcosnet main --grids / "
                 "--grids-per-method for more)."
             )
