@@ -67,3 +67,17 @@ def test_glibc_environment_variables_win_and_bad_values_are_refused():
 
     with pytest.raises(ValueError, match="C int"):
         tune_malloc(mmap_threshold=2**40)
+
+
+def test_the_bcosnet_command_tunes_malloc_before_running(monkeypatch, tmp_path, capsys):
+    """Every sub-command runs tuned (here one that fails at once on a missing file:
+    the tuning happened before it ran)."""
+    import bcosnet._utils.malloc as module
+    from bcosnet.cli import main
+
+    calls = []
+    monkeypatch.setattr(module, "tune_malloc", lambda: calls.append(1) or True)
+    rc = main(["explain", str(tmp_path / "missing.png"), "--checkpoint",
+               str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")])
+    assert rc != 0 and calls == [1]
+    assert "missing" in capsys.readouterr().err
