@@ -10,6 +10,10 @@ import sys
 
 import pytest
 
+# (at import time, as the other CLI tests: once build_parser() has imported the
+# sub-command modules, the attribute bcosnet.cli.main is the `main` sub-command's module)
+from bcosnet.cli import main
+
 _PROBE = r"""
 import ctypes, importlib.util, json, resource, sys
 # the module alone (no torch import: a fast probe); torch's CPU tensors come from
@@ -73,7 +77,6 @@ def test_the_bcosnet_command_tunes_malloc_before_running(monkeypatch, tmp_path, 
     """Every sub-command runs tuned (here one that fails at once on a missing file:
     the tuning happened before it ran)."""
     import bcosnet._utils.malloc as module
-    from bcosnet.cli import main
 
     calls = []
     monkeypatch.setattr(module, "tune_malloc", lambda: calls.append(1) or True)
