@@ -7,9 +7,10 @@ is trimmed: every training step or big no-grad batch then faults its
 temporaries' pages in again — one page fault per 4 KiB, each zero-filled by
 the kernel.  The B-cos layers make more temporaries than a plain convolution
 (MaxOut, the patch norms, the scaling), so they pay more.  Measured on the
-2-core CPU box (``benchmarks/README.md`` §4d): ``fmnist_bcos`` training ≈ 1.2–1.4×
-faster, a no-grad batch of 500 images of 84 px ≈ 3.4× (its twin 2.5×), at the
-price of a resident size that stays at its peak (2.0 → 3.2 GB for that batch).
+2-core CPU box (``benchmarks/README.md`` §4d): ``fmnist_bcos`` training ≈ 1.3×
+faster (1.04–1.56× in alternating runs), a no-grad batch of 500 images of 84 px
+≈ 3.4× (its twin 2.5×), at the price of a resident size that stays at its peak
+(2.0 → 3.2 GB for that batch).
 
 ``tune_malloc()`` raises the mmap threshold to 1 GiB and the trim threshold to
 2 GiB for the calling process.  The ``bcosnet`` command and the main job's
