@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -300,3 +301,106 @@ def test_bad_layer_arguments():
         bcosnet.explain(model, x, channel=1)
     with pytest.raises(ValueError, match="outside"):
         bcosnet.explain(model, x, layer="1", channel=1, location=(8, 0))
+
+
+# ----------------------------------------------------------------------------- one rule
+
+
+def _conventional_cnn(n_classes=5):
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, n_classes)).double().eval()
+
+
+@pytest.mark.parametrize("name", ["tiny bcos", "conventional", "standard_fmnist_bcos",
+                                  "fmnist_bcos", "bcosified_fmnist_bcos"])
+def test_explain_and_attribution_decide_bcos_alike(name):
+    """explain(), attribution 'bcos' and the perturbation methods' default score all
+    follow bcosnet.nn.is_bcos_model: a conventional network is refused by both with
+    the same message pointing to Input×Gradient, which then works on it."""
+    model = {"tiny bcos": lambda: _tiny_model(),
+             "conventional": lambda: _conventional_cnn(),
+             }.get(name, lambda: bcosnet.create_model(name, num_classes=4).double().eval())()
+    grey = name.endswith("fmnist_bcos")
+    x = torch.rand(2, 1 if grey else 3, 28 if grey else 8, 28 if grey else 8,
+                   dtype=torch.float64)
+    expected_bcos = name in ("tiny bcos", "fmnist_bcos", "bcosified_fmnist_bcos")
+    assert bcosnet.nn.is_bcos_model(model) is expected_bcos
+    assert bcosnet.attribution.default_output(model) == (
+        "sigmoid" if expected_bcos else "softmax")
+    if expected_bcos:
+        ex = bcosnet.explain(model, x, target=1)
+        got = bcosnet.attribution.get("bcos", model).attribute(x, target=1)
+        torch.testing.assert_close(got, ex.contributions_full[:, 0])
+        return
+    with pytest.raises(ValueError) as e_explain:
+        bcosnet.explain(model, x, target=1)
+    with pytest.raises(ValueError) as e_attr:
+        bcosnet.attribution.get("bcos", model)
+    m1, m2 = str(e_explain.value), str(e_attr.value)
+    assert m1.startswith("bcosnet.explain explains B-cos networks")
+    assert m2.startswith("attribution 'bcos' explains B-cos networks")
+    assert m1.split(" explains ", 1)[1] == m2.split(" explains ", 1)[1]
+    assert "attribution.get('ixg', model)" in m1
+    ixg = bcosnet.attribution.get("ixg", model).attribute(x, target=1)
+    xr = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(xr)[:, 1].sum(), xr)
+    torch.testing.assert_close(ixg, g * x)
+
+
+# ----------------------------------------------------------------------------- class names
+
+NAMES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat"]
+
+
+def test_class_names_as_targets():
+    model = _tiny_model(n_classes=5)
+    model.class_names = list(NAMES)
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64)
+    by_index = bcosnet.explain(model, x, target=4)
+    by_name = bcosnet.explain(model, x, target="Coat")
+    assert torch.equal(by_name.targets, torch.full((3, 1), 4))
+    torch.testing.assert_close(by_name.weights, by_index.weights)
+    per_image = bcosnet.explain(model, x, target=["Coat", "T-shirt", "Dress"])
+    assert per_image.targets[:, 0].tolist() == [4, 0, 3]
+    several = bcosnet.explain(model, x, target=[["Coat", 1]] * 3)
+    assert several.targets.tolist() == [[4, 1]] * 3
+    # the same names in attribute(), one rule for both
+    ixg = bcosnet.attribution.get("ixg", model)
+    torch.testing.assert_close(ixg.attribute(x, target="Coat"), ixg.attribute(x, target=4))
+    rise = bcosnet.attribution.get("rise", model, n_masks=8)
+    torch.testing.assert_close(rise.attribute(x, target=["Coat", "T-shirt", "Dress"]),
+                               rise.attribute(x, target=[4, 0, 3]))
+    # 'pred' stays the keyword
+    assert torch.equal(bcosnet.explain(model, x, target="pred").targets[:, 0],
+                       model(x).argmax(1))
+
+
+def test_class_name_errors():
+    model = _tiny_model(n_classes=5)
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match="records no class names.*class index"):
+        bcosnet.explain(model, x, target="Coat")
+    model.class_names = list(NAMES)
+    with pytest.raises(ValueError, match="did you mean 'Coat'"):
+        bcosnet.explain(model, x, target="Cot")
+    with pytest.raises(ValueError, match="did you mean 'Dress'"):
+        bcosnet.attribution.get("grad", model).attribute(x, target=["dress"])
+
+
+def test_explanation_repr_is_a_short_summary():
+    model = _tiny_model(n_classes=5)
+    model.class_names = list(NAMES)
+    x = torch.rand(10, 3, 32, 32, dtype=torch.float64)
+    ex = bcosnet.explain(model, x, target=[[4, 0]] * 10)
+    text = repr(ex)
+    assert len(text) < 600 and "\n" not in text, text
+    assert "10 images × 2 targets" in text and "10×2×6×32×32 float64" in text
+    assert "[4 'Coat', 0 'T-shirt']" in text and "(6 more)" in text
+    logits = model(x).detach()
+    assert f"{logits[0, 4].item():.4g}" in text
+    err = (ex.contributions.sum((-2, -1)) + ex.bias - logits[:, [4, 0]]).abs().max().item()
+    shown = float(re.search(r"max \|completeness error\| ([^)]+)\)", text).group(1))
+    assert shown == pytest.approx(err, rel=0.06, abs=1e-15) and err < 1e-12
+    neuron = bcosnet.explain(model, x[:1], layer="1", channel=[0, 3])
+    assert "1 image × 2 channels" in repr(neuron) and "Coat" not in repr(neuron)

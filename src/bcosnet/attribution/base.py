@@ -42,8 +42,13 @@ from torch import Tensor, nn
 
 from .._utils.modules import find_input_encoding, frozen_params, preserved_buffers
 from .._utils.validate import check_image_batch, check_int
-from ..explanations.core import resolve_targets, target_is_per_image
-from ..nn.explanation_mode import explanation_modules
+from ..explanations.core import (
+    _names_to_indices,
+    model_class_names,
+    resolve_targets,
+    target_is_per_image,
+)
+from ..nn.explanation_mode import is_bcos_model
 
 __all__ = [
     "AttributionMethod",
@@ -94,21 +99,11 @@ def check_input_space(space: str) -> str:
     return space
 
 
-def is_bcos_model(model: nn.Module) -> bool:
-    """True if ``model`` has B-cos layers: a module taking part in explanation
-    mode (B-cos layers, the ``bcos`` package's modules) or a
-    :class:`bcosnet.nn.LogitLayer` (the B-cos networks' BCE head)."""
-    from ..nn.logit import LogitLayer
-
-    return bool(explanation_modules(model)) or any(
-        isinstance(m, LogitLayer) for m in model.modules()
-    )
-
-
 def default_output(model: nn.Module) -> str:
     """The score perturbation methods explain with ``output="auto"``: ``"sigmoid"``
     for a B-cos network (trained with binary cross-entropy, as in the paper),
-    ``"softmax"`` for a conventional one (see :func:`is_bcos_model`)."""
+    ``"softmax"`` for a conventional one (the library's one rule,
+    :func:`bcosnet.nn.is_bcos_model`)."""
     return "sigmoid" if is_bcos_model(model) else "softmax"
 
 
@@ -313,7 +308,8 @@ class AttributionMethod:
     def attribute(self, images: Tensor, target: Target = "pred") -> Tensor:
         """Attribution maps of ``images`` (N×C×H×W, raw images in [0, 1] for a
         model that encodes its input) for ``target`` (the library's target
-        rule, :func:`resolve_targets`).
+        rule, :func:`resolve_targets`; class names such as ``"Coat"`` or a
+        list of names where the model records them).
 
         Returns N×C'×H×W when ``target`` names one class per image (an int, N
         ints, a (N,) tensor, ``"pred"``) and N×T×C'×H×W when it names T
@@ -323,6 +319,7 @@ class AttributionMethod:
         one set of passes.
         """
         check_images(images)
+        target = _names_to_indices(target, model_class_names(self.model))
         per_image = target_is_per_image(target)
         if not (isinstance(target, str) or not per_image and isinstance(target, tuple)):
             resolve_targets(target, images.shape[0], device=images.device)  # form, before passes

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.explanation_mode import explanation_mode, explanation_modules
+from ..explanations.core import check_bcos_model
+from ..nn.explanation_mode import explanation_mode
 from .base import (
     AttributionMethod,
     Baseline,
@@ -89,9 +90,10 @@ class Bcos(AttributionMethod):
     ``explain``'s extra forward for the constant term is skipped.
 
     Args:
-        model: a B-cos network.  A model without B-cos layers (no module taking
-            part in explanation mode) is a ValueError: the map would silently
-            be Input×Gradient — use ``"ixg"`` for that.
+        model: a B-cos network.  Any other network (the one rule,
+            :func:`bcosnet.nn.is_bcos_model`) is a ValueError, as in
+            :func:`bcosnet.explain`: the map would silently be Input×Gradient —
+            use ``"ixg"`` for that.
         output: ``"contributions"`` (``W ⊙ x``, default; summed over channels
             and pixels it equals ``logit − bias``) or ``"weights"`` (``W``).
 
@@ -104,12 +106,7 @@ class Bcos(AttributionMethod):
         super().__init__(model)
         if output not in ("contributions", "weights"):
             raise ValueError(f"output must be 'contributions' or 'weights', got {output!r}")
-        if not explanation_modules(model):
-            raise ValueError(
-                f"'bcos' explains B-cos networks, but {type(model).__name__} has no B-cos layers "
-                "(no module taking part in explanation mode); its 'bcos' map would just be "
-                "Input×Gradient — use attribution.get('ixg', model) instead"
-            )
+        check_bcos_model(model, "attribution 'bcos'")
         self.output = output
 
     def _attribute(self, images: Tensor, target: Target) -> Tensor:

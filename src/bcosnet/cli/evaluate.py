@@ -197,9 +197,9 @@ def _model_data_methods(args: argparse.Namespace) -> tuple[Any, Any, str, bool, 
 
 
 def _is_bcos(model: Any) -> bool:
-    from ..explanations.core import find_input_encoding
+    from ..nn import is_bcos_model
 
-    return find_input_encoding(model) is not None
+    return is_bcos_model(model)
 
 
 def run_localisation(args: argparse.Namespace) -> int:

@@ -37,11 +37,11 @@ _OUTPUTS = ("auto", "logit", "sigmoid", "softmax")
 
 def auto_output(model: nn.Module) -> str:
     """``"sigmoid"`` for a B-cos network (it has B-cos layers and was trained with
-    BCE), ``"softmax"`` otherwise."""
-    from ..nn import BcosConv2d, BcosLinear
+    BCE), ``"softmax"`` otherwise — the library's one rule,
+    :func:`bcosnet.nn.is_bcos_model` (as the perturbation methods' default)."""
+    from ..nn import is_bcos_model
 
-    return "sigmoid" if any(isinstance(m, (BcosConv2d, BcosLinear)) for m in model.modules()) \
-        else "softmax"
+    return "sigmoid" if is_bcos_model(model) else "softmax"
 
 
 @dataclass

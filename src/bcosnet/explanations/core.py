@@ -8,30 +8,36 @@ encoded input ``x`` is the row ``W_c(x)`` exactly.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 import torch
 from torch import Tensor, nn
 
 from .._utils.modules import find_input_encoding, frozen_params, preserved_buffers, resolve_layer
-from .._utils.validate import check_image_batch
-from ..nn.explanation_mode import explanation_mode
+from .._utils.validate import check_image_batch, did_you_mean
+from ..nn.explanation_mode import explanation_mode, is_bcos_model
 
 __all__ = [
     "Explanation",
     "Target",
+    "check_bcos_model",
+    "class_index",
     "explain",
     "find_input_encoding",
+    "model_class_names",
     "resolve_targets",
     "target_is_per_image",
 ]
 
 Target = Union[int, Sequence[int], Tensor, str, tuple]  # noqa: UP007 (runtime alias, py3.10)
 
+#: Images whose targets and logits ``repr(Explanation)`` lists.
+_REPR_ROWS = 4
 
-@dataclass
+
+@dataclass(repr=False)
 class Explanation:
     """The exact dynamic linear explanation of a batch.
 
@@ -43,6 +49,10 @@ class Explanation:
         bias: N×T, the constant term: ``contributions.sum((-2,-1)) + bias == logits``.
         targets: N×T long, the explained class indices (or channels).
         all_logits: N×K, the model's full output for the batch (None for neurons).
+        class_names: the model's class names when it records them (else None).
+
+    ``repr(ex)`` is a one-line summary (shapes, dtype, targets, logits, the largest
+    completeness error), not the tensors.
     """
 
     weights: Tensor
@@ -52,6 +62,7 @@ class Explanation:
     bias: Tensor
     targets: Tensor
     all_logits: Tensor | None = None
+    class_names: list[str] | None = None
 
     @property
     def contributions_full(self) -> Tensor:
@@ -66,14 +77,113 @@ class Explanation:
     def __len__(self) -> int:
         return self.weights.shape[0]
 
+    def __repr__(self) -> str:
+        n, t = self.targets.shape
+        shape = "×".join(str(v) for v in self.weights.shape)
+        neurons = self.all_logits is None
+        what = "channels" if neurons else "targets"
+
+        def rows(values: Tensor, fmt: Callable[[Any], str]) -> str:
+            shown = [ "[" + ", ".join(fmt(v) for v in row) + "]"
+                      for row in values[:_REPR_ROWS].tolist()]
+            more = f", … ({n - _REPR_ROWS} more)" if n > _REPR_ROWS else ""
+            return "[" + ", ".join(shown) + more + "]"
+
+        def target(c: int) -> str:
+            if not neurons and self.class_names and 0 <= c < len(self.class_names):
+                return f"{c} {self.class_names[c]!r}"
+            return str(c)
+
+        err = self.completeness_error.abs().max().item() if self.logits.numel() else 0.0
+        return (f"Explanation({n} image{'s' * (n != 1)} × {t} {what[:-1] if t == 1 else what}, "
+                f"weights {shape} {str(self.weights.dtype).removeprefix('torch.')} on "
+                f"{self.weights.device}, {what} {rows(self.targets, target)}, "
+                f"{'values' if neurons else 'logits'} {rows(self.logits, lambda v: f'{v:.4g}')}, "
+                f"max |completeness error| {err:.2g})")
+
 
 def _check_images(images: Tensor) -> None:
     check_image_batch(images, finite=True)
 
 
+def check_bcos_model(model: nn.Module, caller: str) -> None:
+    """Raise ``ValueError`` unless ``model`` is a B-cos network (the library's one
+    rule, :func:`bcosnet.nn.is_bcos_model`); ``caller`` names what refuses
+    (``"bcosnet.explain"``, ``"attribution 'bcos'"``).  ``explain`` and the
+    ``bcos`` attribution method give the same answer with the same message."""
+    if not is_bcos_model(model):
+        raise ValueError(
+            f"{caller} explains B-cos networks, but {type(model).__name__} has no B-cos "
+            "layers (no module taking part in explanation mode): its gradient would not be "
+            "an exact W(x), only Input×Gradient — for a conventional network use "
+            "bcosnet.attribution.get('ixg', model).attribute(images, target) (or another "
+            "post-hoc method)"
+        )
+
+
+def model_class_names(model: nn.Module) -> list[str] | None:
+    """The class names ``model`` records (index → name), or None.
+
+    The one place the library reads them (``model.class_names``, which bcosnet
+    checkpoints and ``create_model(weights=...)`` set); class-name targets of
+    :func:`explain` and every ``attribute`` go through it.
+    """
+    names = getattr(_uncompiled(model), "class_names", None)
+    return [str(c) for c in names] if names else None
+
+
+def class_index(name: str, class_names: Sequence[str] | None) -> int:
+    """The index of class ``name`` in ``class_names`` (exact match).
+
+    Raises ``ValueError`` with a did-you-mean when the name is unknown, and
+    says how to name a class when there are no names."""
+    if not class_names:
+        raise ValueError(
+            f"target {name!r} is not 'pred' and cannot be a class name: the model records no "
+            "class names — pass a class index (an int), 'pred' or ('topk', k), or set "
+            "model.class_names to the list of names (bcosnet checkpoints record them)"
+        )
+    names = list(class_names)
+    if name in names:
+        return names.index(name)
+    shown = ", ".join(map(repr, names[:12])) + (
+        f", … ({len(names)} in all)" if len(names) > 12 else "")
+    raise ValueError(
+        f"target {name!r} is not one of the model's class names"
+        f"{did_you_mean(name, names)} (classes: {shown}); the other string forms are 'pred' "
+        "and ('topk', k)"
+    )
+
+
+def _is_name_list(v: object) -> bool:
+    return isinstance(v, Sequence) and not isinstance(v, str) and any(
+        isinstance(u, str) for u in v)
+
+
+def _names_to_indices(target: Target, class_names: Sequence[str] | None) -> Target:
+    """``target`` with every class name replaced by its index (same form otherwise):
+    a string other than ``"pred"``, a list of N names, a list of N lists of names."""
+    if isinstance(target, str):
+        return target if target == "pred" else class_index(target, class_names)
+    if _is_topk(target) or isinstance(target, Tensor) or not isinstance(target, Sequence):
+        return target
+    if not any(isinstance(v, str) or _is_name_list(v) for v in target):
+        return target
+    out: list[Any] = []
+    for v in target:
+        if isinstance(v, str):
+            out.append(class_index(v, class_names))
+        elif _is_name_list(v):
+            out.append([class_index(u, class_names) if isinstance(u, str) else u for u in v])
+        else:
+            out.append(v)
+    return out
+
+
 _TARGET_FORMS = (
-    "an int (the same class for every image), a list or 1-D tensor of N ints (one class per "
-    "image), an N×T tensor or list of N lists (T classes per image), 'pred' or ('topk', k)"
+    "an int or a class name (the same class for every image), a list or 1-D tensor of N ints "
+    "or names (one class per image), an N×T tensor or list of N lists (T classes per image), "
+    "'pred' or ('topk', k)"
 )
 
 
@@ -104,6 +214,7 @@ def resolve_targets(
     *,
     logits: Tensor | None = None,
     device: torch.device | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Tensor:
     """The library's one target rule (captum's), as an N×T long tensor.
 
@@ -112,10 +223,16 @@ def resolve_targets(
     * an N×T tensor, or a list of N lists of T ints: T classes per image;
     * ``"pred"``: the arg-max class (T = 1); ``("topk", k)``: the k largest (T = k).
 
+    Wherever an int may stand, a class name may too (``"Coat"``, ``["Coat",
+    "Bag"]``, ``[["Coat", "Bag"]] * N``), looked up in ``class_names`` (the
+    model's, :func:`model_class_names`); an unknown name is a ValueError with a
+    did-you-mean.  ``"pred"`` is the keyword, not a class name.
+
     ``logits`` (N×K) are needed for ``"pred"`` / ``("topk", k)`` and to
     range-check the indices; without them only the form is checked.  Whether
     the caller should drop the T axis is :func:`target_is_per_image`.
     """
+    target = _names_to_indices(target, class_names)
     dev = logits.device if logits is not None else device
     k = logits.shape[1] if logits is not None else None
     if isinstance(target, str):
@@ -263,8 +380,11 @@ def explain(
     """Explain ``model``'s outputs on ``images`` exactly.
 
     Args:
-        model: a B-cos network (any module using the explanation-mode protocol).
-            If it contains an input encoding (:class:`bcosnet.nn.AddInverse`),
+        model: a B-cos network (any module using the explanation-mode protocol,
+            :func:`bcosnet.nn.is_bcos_model`).  Any other network is a
+            ValueError, as for ``attribution.get("bcos", model)``: its gradient
+            is not an exact ``W(x)`` — use ``attribution.get("ixg", model)``
+            for Input×Gradient.  If it contains an input encoding (:class:`bcosnet.nn.AddInverse`),
             ``images`` are raw images in [0, 1] and the explanation is taken with
             respect to the encoding's output; otherwise ``images`` are taken to be
             the encoded input.
@@ -273,8 +393,10 @@ def explain(
             :func:`resolve_targets`): an int (the same class for every image),
             a list / tuple / 1-D tensor of N ints (one class per image), an N×T
             tensor or a list of N lists (T classes per image), ``"pred"`` or
-            ``("topk", k)``.  The result always has the T axis (T = 1 for the
-            one-per-image forms).  One forward pass, one backward pass per target.
+            ``("topk", k)``; class names (``"Coat"``, a list of names) where
+            the model records them (:func:`model_class_names`).  The result
+            always has the T axis (T = 1 for the one-per-image forms).  One
+            forward pass, one backward pass per target.
         layer, channel, location: explain an intermediate neuron instead of a
             logit: ``channel`` (int or list) of the output of ``layer`` (a module
             name or module), summed over locations, or at ``location=(h, w)``.
@@ -292,6 +414,10 @@ def explain(
         raise ValueError("explaining a layer needs channel= (an int or a list of ints)")
 
     model = _uncompiled(model)
+    check_bcos_model(model, "bcosnet.explain")
+    names = model_class_names(model) if layer is None else None
+    if layer is None:
+        target = _names_to_indices(target, names)  # names checked before any pass
     encoding = find_input_encoding(model)
     layer_module = resolve_layer(model, layer) if layer is not None else None
     captured: dict[str, Tensor] = {}
@@ -385,4 +511,5 @@ def explain(
         bias=bias.detach(),
         targets=targets,
         all_logits=all_logits,
+        class_names=names,
     )

@@ -8,6 +8,7 @@ from .explanation_mode import (
     SupportsExplanationMode,
     explanation_mode,
     explanation_modules,
+    is_bcos_model,
 )
 from .logit import LogitLayer
 from .norm import (
@@ -35,5 +36,6 @@ __all__ = [
     "bcos_scaling",
     "explanation_mode",
     "explanation_modules",
+    "is_bcos_model",
     "v1_scale",
 ]

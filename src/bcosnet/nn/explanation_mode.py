@@ -27,6 +27,7 @@ __all__ = [
     "ExplainableModule",
     "explanation_mode",
     "explanation_modules",
+    "is_bcos_model",
 ]
 
 
@@ -66,6 +67,19 @@ def explanation_modules(model: nn.Module) -> list[nn.Module]:
         if callable(getattr(m, "set_explanation_mode", None))
         and hasattr(m, "is_in_explanation_mode")
     ]
+
+
+def is_bcos_model(model: nn.Module) -> bool:
+    """Whether ``model`` is a B-cos network: the library's one rule.
+
+    True when a submodule (or the model itself) takes part in explanation mode —
+    a B-cos layer of bcosnet, a B-cosified convolution, an uncentred norm, or a
+    module of the ``bcos`` package — so that one backward pass in explanation
+    mode gives the dynamic linear map ``W(x)`` exactly.  ``bcosnet.explain``,
+    ``attribution.get("bcos", ...)`` and the perturbation methods' default
+    score (sigmoid vs softmax) all decide with this function.
+    """
+    return bool(explanation_modules(model))
 
 
 @contextlib.contextmanager
