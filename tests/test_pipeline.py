@@ -23,8 +23,7 @@ def test_main_job_end_to_end_and_rerun(tmp_path):
     cfg = MainConfig(
         out_dir=str(tmp_path / "main"),
         dataset="synthetic",
-        time_limit_min=2.0,
-        max_steps=40,
+        epochs=20,
         grids=3,
         grids_per_method={"occlusion": 1},
         grid_n=2,  # the synthetic data has 4 classes
@@ -51,9 +50,28 @@ def test_main_job_end_to_end_and_rerun(tmp_path):
     assert "bcos" not in results["pointing_game"]["standard"]
     # grids per method and what was cut are stated; the Fig. A2-style panel is there
     assert results["pointing_game_grids"]["B-cos"] == {"bcos": 3, "grad": 3, "occlusion": 1}
-    assert "occlusion 1 grids instead of the paper's 500" in text
+    # each cut-for-time note once (both networks played the same counts)
+    assert text.count("cut from the paper's 500 for time: 3 for bcos and grad; 1 for "
+                      "occlusion.") == 1
     assert (out / "pointing_game" / "panel.png").stat().st_size > 1000
     assert "Fig. A2-style panel" in text
+    # the report leads with the paper's comparison, read off the results
+    lines = [x for x in text.splitlines() if x.strip()]
+    assert lines[1].startswith("**The paper's claim") and lines[1].endswith(".**")
+    bcos = results["pointing_game"]["B-cos"]["bcos"]
+    assert f"localises with a median score of {bcos['median']:.3f} (mean {bcos['mean']:.3f})" \
+        in lines[1]
+    # the box plot comes before the table; the same training epochs named once, not a column
+    assert text.index("![Grid pointing game scores") < text.index("| model | method |")
+    assert "Same in every row: model fmnist_bcos" not in text
+    assert "epochs 20" in text and "| epochs |" not in text
+    # no reference to documents outside the repository; the protocol is docs/protocol.md
+    assert "SPEC" not in text and "SPEC" not in html.read_text()
+    assert "docs/protocol.md" in text
+    # the panel's caption names the framed cell's class (the synthetic set's names)
+    grids = json.loads((out / "pointing_game" / "bcos" / "grids.json").read_text())
+    centre = np.asarray(grids["classes"]).reshape(-1, 4)[0, 2]  # 2×2: cell 4 // 2
+    assert f"cell's class, class_{centre}, on the B-cos network" in text
     assert (out / "explanations" / "example_0.png").stat().st_size > 1000
 
     # Re-running reuses every finished stage: same checkpoints, same results.

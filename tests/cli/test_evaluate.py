@@ -55,7 +55,7 @@ def test_grid_count_options() -> None:
     assert counts["bcos"] == counts["grad"] == counts["intgrad"] == counts["gradcam"] == 250
     assert counts["occlusion"] == counts["rise"] == counts["lime"] == 100
     quick = MainConfig.quick(out_dir="x")
-    assert quick.out_dir == "x" and quick.time_limit_min == 2.0
+    assert quick.out_dir == "x" and quick.epochs == 1
     assert quick.grid_counts(("bcos", "lime")) == {"bcos": 20, "lime": 3}
 
 

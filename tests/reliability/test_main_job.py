@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import bcosnet.training
 from bcosnet._utils.io import FolderBusyError, folder_lock
@@ -42,7 +43,7 @@ def tiny_presets(monkeypatch):
 
 def _cfg(out: Path, **kw) -> MainConfig:
     # workers=1: the monkeypatched presets exist in this process only
-    settings = dict(out_dir=str(out), dataset="synthetic", time_limit_min=1.0, max_steps=24,
+    settings = dict(out_dir=str(out), dataset="synthetic", epochs=24, max_steps=24,
                     grids=2, grids_per_method={}, grid_n=2, confidence_threshold=None,
                     methods_bcos=("bcos", "grad"), methods_standard=("grad",), examples=1,
                     progress=False, threads=1, seed=0, workers=1)
@@ -74,7 +75,7 @@ def test_stages_keyed_by_settings_resumable_and_locked(tmp_path, tiny_presets,
 
     # result-defining settings: refused, naming each difference, nothing touched
     for change, pattern in (({"seed": 1}, "seed: 0 then, 1 now"),
-                            ({"time_limit_min": 5.0}, "time_limit_min: 1.0 then, 5.0 now"),
+                            ({"epochs": 30}, "epochs: 24 then, 30 now"),
                             ({"max_steps": 30}, "max_steps: 24 then, 30 now"),
                             ({"train_overrides": {"epochs": 3}}, "epochs: .* then, 3 now")):
         reliability.refused(AREA, f"re-run into the same folder with {change}",
@@ -109,6 +110,56 @@ def test_stages_keyed_by_settings_resumable_and_locked(tmp_path, tiny_presets,
         reliability.refused(AREA, "a second job on the same output folder", FolderBusyError,
                             "in use by another .*use another output folder",
                             lambda: run_main(_cfg(out)))
+
+
+def test_network_trained_for_a_time_budget_is_refused(tmp_path, tiny_presets,
+                                                      reliability) -> None:
+    """A folder of the earlier main job, whose networks trained for a wall-clock budget
+    (time_limit_min in the checkpoint's config), is not reused by the fixed-epoch job."""
+    out = tmp_path / "main"
+    # as the earlier main job trained: a time budget in the training config
+    run_main(_cfg(out, train_overrides={"time_limit_min": 1.0}))
+    before = _mtimes(out)
+    reliability.refused(
+        AREA, "re-run on a folder whose networks trained for a wall-clock budget",
+        MainSettingsError,
+        r"wall-clock budget \(1 min\) by an earlier version.*fixed number of epochs "
+        r"\(--epochs, now 24\).*Delete .*another output folder",
+        lambda: run_main(_cfg(out)))
+    assert _mtimes(out) == before
+
+
+def _numbers(out: Path) -> dict:
+    """What a main job computed: accuracies, training steps, every pointing-game score,
+    the report's headline (not its timings or paths)."""
+    results = json.loads((out / "results.json").read_text())
+    scores = {net: json.loads((out / "pointing_game" / net / "pointing_game.json").read_text())
+              ["methods"] for net in ("bcos", "standard")}
+    return {"accuracy": results["accuracy"],
+            "steps": {k: (v["epochs"], v["steps"], v["test_acc"])
+                      for k, v in results["runs"].items()},
+            "scores": {net: {m: v["scores"] for m, v in ms.items()}
+                       for net, ms in scores.items()},
+            "headline": json.loads((out / "report.json").read_text())["headline"]}
+
+
+def test_two_runs_in_two_folders_give_the_same_numbers(tmp_path, tiny_presets) -> None:
+    """Same settings, two output folders, progress bars on in one: the same networks,
+    accuracies, pointing-game scores and headline, to the last bit."""
+    run_main(_cfg(tmp_path / "a"))
+    run_main(_cfg(tmp_path / "b", progress=True))
+    a, b = _numbers(tmp_path / "a"), _numbers(tmp_path / "b")
+    assert a["steps"]["B-cos"][:2] == (24, 24)  # the fixed epochs, not a time budget
+    assert set(a["scores"]["bcos"]) == {"bcos", "grad"} and a["headline"]
+    assert a == b
+    weights = [torch.load(tmp_path / run / "bcos" / "checkpoint.pt", map_location="cpu",
+                          weights_only=False)["model"] for run in ("a", "b")]
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
+    # other epochs train other networks: the comparison above could fail
+    run_main(_cfg(tmp_path / "c", epochs=20))
+    assert _numbers(tmp_path / "c")["scores"] != a["scores"]
 
 
 def test_interrupted_job_stops_its_worker_processes(reliability) -> None:

@@ -23,7 +23,13 @@ from .pointing_game import (
     plot_pointing_game,
     prepare_grids,
 )
-from .report import Report, ReportFigure, write_report
+from .report import (
+    LocalisationComparison,
+    Report,
+    ReportFigure,
+    compare_localisation,
+    write_report,
+)
 
 __all__ = [
     "AccuracyResult",
@@ -34,6 +40,7 @@ __all__ = [
     "evaluate_faithfulness",
     "faithfulness_table",
     "GridDataset",
+    "LocalisationComparison",
     "PointingGameResult",
     "Report",
     "ReportFigure",
@@ -42,6 +49,7 @@ __all__ = [
     "TopActivations",
     "cell_scores",
     "class_distribution",
+    "compare_localisation",
     "grid_pointing_game",
     "make_attribution_fn",
     "make_grid_dataset",

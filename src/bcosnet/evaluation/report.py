@@ -3,6 +3,7 @@
     from bcosnet.evaluation import Report, write_report
     files = write_report("runs/fmnist/report", Report(
         title="B-cos on Fashion-MNIST",
+        headline=compare_localisation({"B-cos": bcos_result, "standard": std_result}).headline,
         text="One B-cos network and its standard twin, 10 epochs each.",
         metadata={"data": "Fashion-MNIST test (10 000 images)", "epochs": 10},
         accuracy=[{"model": "B-cos", "kind": "bcos", "accuracy": 90.12},
@@ -11,6 +12,13 @@
         figures=[("Explanations of the most confident test images", "expl.png")],
     ))
     files.html, files.markdown
+
+The report leads with its answer: the ``headline`` (e.g. the sentence of
+:func:`compare_localisation`: does the model-inherent explanation localise better
+than the post-hoc methods, on its own network and on the others?), then the
+pointing game's box plot and table, accuracy, the example figures and the setup.
+A column that holds the same value in every row of a table is not shown as a
+column but once, in a "Same in every row" line under it.
 
 The output folder gets ``report.md`` (figures referenced by relative path),
 ``report.html`` (figures embedded as base64, so the file stands alone),
@@ -33,7 +41,16 @@ from typing import Any
 from .._utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .pointing_game import PointingGameResult, plot_pointing_game
 
-__all__ = ["Report", "ReportFigure", "ReportFiles", "format_number", "write_report"]
+__all__ = [
+    "LocalisationComparison",
+    "MethodScore",
+    "Report",
+    "ReportFigure",
+    "ReportFiles",
+    "compare_localisation",
+    "format_number",
+    "write_report",
+]
 
 _MIME = {
     ".png": "image/png",
@@ -59,6 +76,8 @@ class Report:
 
     Attributes:
         title: the report's heading.
+        headline: the answer, shown first in bold (e.g.
+            ``compare_localisation(results).headline``); empty: none.
         text: an introduction (plain text / Markdown; paragraphs separated by blank lines).
         metadata: setting name -> value, shown as a "Setup" table.
         accuracy: table rows, each a dict column -> value (e.g. ``{"model": "B-cos",
@@ -77,6 +96,7 @@ class Report:
     """
 
     title: str
+    headline: str = ""
     text: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
     accuracy: Sequence[Mapping[str, Any]] | Mapping[str, float] = ()
@@ -180,6 +200,25 @@ _PG_SETTINGS = {
 }
 
 
+def _pg_entry(label: str, r: Any) -> tuple[int, dict[str, Any], dict[str, dict[str, Any]],
+                                           dict[str, Any], PointingGameResult | None]:
+    """One pointing-game result (a :class:`PointingGameResult` or its ``to_dict()``
+    form): n, settings, method → summary dict, method → grids, the result if it has
+    scores (for the box plot)."""
+    if isinstance(r, Mapping) and any("scores" in v for v in r.get("methods", {}).values()):
+        r = PointingGameResult.from_dict(r)
+    if isinstance(r, PointingGameResult):
+        return (r.n, dict(r.settings), {m: s.to_dict() for m, s in r.summary().items()},
+                dict(r.grids_per_method), r)
+    if isinstance(r, Mapping) and "n" in r and "methods" in r:
+        return (int(r["n"]), dict(r.get("settings", {})),
+                {m: dict(v["summary"]) for m, v in r["methods"].items()},
+                {m: v.get("grids", r.get("num_grids")) for m, v in r["methods"].items()}, None)
+    raise TypeError(
+        f"pointing_game[{label!r}] must be a PointingGameResult or its to_dict() form"
+    )
+
+
 def _pg_tables(
     pg: Mapping[str, Any],
 ) -> tuple[list[dict[str, Any]], dict[str, PointingGameResult], list[dict[str, Any]]]:
@@ -188,23 +227,9 @@ def _pg_tables(
     plottable: dict[str, PointingGameResult] = {}
     setting_rows: list[dict[str, Any]] = []
     for label, r in pg.items():
-        if isinstance(r, Mapping) and any(
-            "scores" in v for v in r.get("methods", {}).values()
-        ):
-            r = PointingGameResult.from_dict(r)
-        if isinstance(r, PointingGameResult):
-            plottable[label] = r
-            n, settings = r.n, dict(r.settings)
-            per_method = r.grids_per_method
-            summaries = {m: s.to_dict() for m, s in r.summary().items()}
-        elif isinstance(r, Mapping) and "n" in r and "methods" in r:
-            n, settings = int(r["n"]), dict(r.get("settings", {}))
-            summaries = {m: dict(v["summary"]) for m, v in r["methods"].items()}
-            per_method = {m: v.get("grids", r.get("num_grids")) for m, v in r["methods"].items()}
-        else:
-            raise TypeError(
-                f"pointing_game[{label!r}] must be a PointingGameResult or its to_dict() form"
-            )
+        n, settings, summaries, per_method, result = _pg_entry(label, r)
+        if result is not None:
+            plottable[label] = result
         multi = settings.get("multi_target") or {}
         secs = settings.get("seconds_per_grid") or {}
         for m, s in summaries.items():
@@ -221,9 +246,183 @@ def _pg_tables(
             if key in settings:
                 v = settings[key]
                 setting_rows.append({"model": label, "setting": text,
-                                     "value": v if isinstance(v, (int, float, str)) or v is None
+                                     "value": "None" if v is None
+                                     else v if isinstance(v, (int, float, str))
                                      else json.dumps(v)})
     return rows, plottable, setting_rows
+
+
+def _settings_by_model(setting_rows: list[dict[str, Any]]
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The pointing game's settings rows (model, setting, value) as the settings every
+    model shares (setting → value) and a table of the others (setting, one column per
+    model)."""
+    models = list(dict.fromkeys(r["model"] for r in setting_rows))
+    values: dict[str, dict[str, Any]] = {}
+    for r in setting_rows:
+        values.setdefault(r["setting"], {})[r["model"]] = r["value"]
+    common: dict[str, Any] = {}
+    differ: list[dict[str, Any]] = []
+    for setting, by_model in values.items():
+        shown = {json.dumps(v, sort_keys=True, default=str) for v in by_model.values()}
+        if len(by_model) == len(models) and len(shown) == 1:
+            common[setting] = next(iter(by_model.values()))
+        else:
+            differ.append({"setting": setting, **{m: by_model.get(m) for m in models}})
+    return common, differ
+
+
+def _split_constant(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A table (≥ 2 rows) less its columns that hold one value in every row; those
+    columns → their value.  The first column stays (a table needs one)."""
+    cols = _columns(rows)
+    if len(rows) < 2:
+        return rows, {}
+
+    def key(v: Any) -> str:
+        return _md_cell(v)  # as shown: 0.11111 and 0.111114 are one value on screen
+
+    constant = {c: rows[0].get(c) for c in cols[1:]
+                if len({key(r.get(c)) for r in rows}) == 1}
+    shown = [{c: v for c, v in r.items() if c not in constant} for r in rows]
+    # a column empty ("–") in every row says nothing: dropped without a mention
+    return shown, {c: v for c, v in constant.items() if key(v) != "–"}
+
+
+def _same_text(constant: Mapping[str, Any], lead: str = "Same in every row") -> str:
+    return f"{lead}: " + "; ".join(f"{c} {_md_cell(v)}" for c, v in constant.items()) + "."
+
+
+# --------------------------------------------------------------------------- the answer
+
+#: Differences of a score smaller than this count as a tie (the report shows 3 decimals).
+_TIE = 5e-4
+
+
+@dataclass(frozen=True)
+class MethodScore:
+    """A method's pointing-game scores on one network: median and mean over all cells."""
+
+    network: str
+    method: str
+    median: float
+    mean: float
+
+    def text(self) -> str:
+        return f"{self.median:.3f} (mean {self.mean:.3f})"
+
+
+@dataclass(frozen=True)
+class LocalisationComparison:
+    """The paper's localisation comparison (supplement B.1, Figs. B1/B2), read off
+    pointing-game results.
+
+    Attributes:
+        explanation: the model-inherent explanation on its network (e.g. ``bcos`` on
+            the B-cos network).
+        best_same: the best other (post-hoc) method on that network, by median;
+            None when none was played.
+        best_others: per other network, its best method by median (e.g. Grad-CAM on
+            the conventional twin).
+
+    The paper's claim: the model-inherent explanation localises better than every
+    post-hoc method on the B-cos network (Fig. B1), and no method explains the
+    conventional networks better than it explains the B-cos network (Fig. B2).
+    :attr:`holds` judges by the median (the box plots' centre line); a difference
+    below 0.0005 (under the 3 decimals shown) is a tie, which is not a win.
+    """
+
+    explanation: MethodScore
+    best_same: MethodScore | None
+    best_others: tuple[MethodScore, ...]
+
+    @property
+    def rivals(self) -> tuple[MethodScore, ...]:
+        return ((self.best_same,) if self.best_same is not None else ()) + self.best_others
+
+    def beats(self, rival: MethodScore, stat: str = "median") -> bool:
+        """Whether the explanation scores higher than ``rival`` on ``stat``
+        (``"median"`` or ``"mean"``) by at least 0.0005."""
+        return getattr(self.explanation, stat) - getattr(rival, stat) >= _TIE
+
+    @property
+    def holds(self) -> bool:
+        """The claim holds: the explanation beats every rival on the median."""
+        return all(self.beats(r) for r in self.rivals)
+
+    @property
+    def headline(self) -> str:
+        """One sentence: whether the claim holds here, with the medians and means."""
+        e = self.explanation
+        same = self.best_same is None or self.beats(self.best_same)
+        others = all(self.beats(r) for r in self.best_others)
+        if same and others:
+            verdict = "The paper's claim holds here"
+        elif same:
+            verdict = (f"The paper's claim holds on the {e.network} network but not against "
+                       + " and ".join(f"the {r.network} network" for r in self.best_others
+                                      if not self.beats(r)))
+        else:
+            verdict = "The paper's claim does not hold here"
+        clauses = []
+        if self.best_same is not None:
+            clauses.append(f"{self.best_same.text()} for the best post-hoc method on the same "
+                           f"network ({self.best_same.method})")
+        clauses += [f"{r.text()} for the best method on the {r.network} network ({r.method})"
+                    for r in self.best_others]
+        sentence = (f"{verdict} (by the median): {e.method} on the {e.network} network "
+                    f"localises with a median score of {e.text()}, against "
+                    + " and ".join(clauses))
+        flips = [r for r in self.rivals if self.beats(r) != self.beats(r, "mean")]
+        if flips:
+            sentence += "; by the mean the order differs: " + ", ".join(
+                f"{e.mean:.3f} vs {r.mean:.3f} for {r.method} on the {r.network} network"
+                for r in flips)
+        return sentence + "."
+
+
+def compare_localisation(pointing_game: Mapping[str, Any], *, method: str = "bcos"
+                         ) -> LocalisationComparison | None:
+    """The paper's comparison from pointing-game results, e.g. ``{"B-cos": r1,
+    "standard": r2}`` (:class:`PointingGameResult` or its ``to_dict()`` form).
+
+    The network whose result has ``method`` (the model-inherent explanation) is the
+    B-cos network; every other result is a network to compare against.  The best
+    method of a network is the one with the highest median.  Returns None when no
+    result has ``method`` or there is nothing to compare it with.
+
+    >>> compare_localisation(results).headline   # doctest: +SKIP
+    "The paper's claim holds here (by the median): bcos on the B-cos network ..."
+    """
+    if not isinstance(pointing_game, Mapping):
+        raise TypeError("pointing_game must be a dict label -> PointingGameResult, got "
+                        f"{type(pointing_game).__name__}")
+    summaries = {label: _pg_entry(label, r)[2] for label, r in pointing_game.items()}
+    owners = [label for label, s in summaries.items() if method in s]
+    if not owners:
+        return None
+    if len(owners) > 1:
+        raise ValueError(f"method {method!r} was played on {len(owners)} networks "
+                         f"({', '.join(owners)}); it is the model-inherent explanation of one "
+                         "network — pass results with it on one network only")
+
+    def score(label: str, m: str) -> MethodScore:
+        s = summaries[label][m]
+        return MethodScore(label, m, float(s["median"]), float(s["mean"]))
+
+    def best(label: str, exclude: str | None = None) -> MethodScore | None:
+        ms = [score(label, m) for m in summaries[label] if m != exclude]
+        ms = [x for x in ms if x.median == x.median]  # NaN: no cells
+        return max(ms, key=lambda x: x.median) if ms else None
+
+    own = owners[0]
+    result = LocalisationComparison(
+        explanation=score(own, method),
+        best_same=best(own, exclude=method),
+        best_others=tuple(b for label in summaries if label != own
+                          if (b := best(label)) is not None),
+    )
+    return result if result.rivals else None
 
 
 def _figure_list(figs: Any) -> list[ReportFigure]:
@@ -312,6 +511,7 @@ th:first-child, td:first-child { text-align: left; }
 figure { margin: 1em 0; }
 img { max-width: 100%; }
 figcaption { font-size: 0.9em; color: #555; }
+p.headline { font-size: 1.1em; }
 """
 
 
@@ -372,16 +572,29 @@ def write_report(
 
     md: list[str] = [f"# {report.title}", ""]
     hb: list[str] = [f"<h1>{html.escape(report.title)}</h1>"]
+    if report.headline.strip():
+        md += [f"**{report.headline.strip()}**", ""]
+        hb.append(f'<p class="headline"><strong>{html.escape(report.headline.strip())}'
+                  "</strong></p>")
     for p in _paragraphs(report.text):
         md += [p, ""]
         hb.append(f"<p>{html.escape(p)}</p>")
-    if report.metadata:
-        meta_rows = [{"setting": str(k), "value": v} for k, v in report.metadata.items()]
-        md += ["## Setup", "", _md_table(meta_rows), ""]
-        hb += ["<h2>Setup</h2>", _html_table(meta_rows)]
-    if acc_rows:
-        md += ["## Accuracy", "", _md_table(acc_rows), ""]
-        hb += ["<h2>Accuracy</h2>", _html_table(acc_rows)]
+
+    def table(rows: list[dict[str, Any]], table_id: str | None = None) -> None:
+        """A table without its constant columns, those named once below it."""
+        shown, constant = _split_constant(rows)
+        md.extend([_md_table(shown), ""])
+        hb.append(_html_table(shown, table_id=table_id))
+        if constant:
+            md.extend([_same_text(constant), ""])
+            hb.append(f"<p>{html.escape(_same_text(constant))}</p>")
+
+    def figure(f: ReportFigure, p: Path) -> None:
+        md.extend([f"![{f.caption or p.name}]({rel(p)})", ""])
+        if f.caption:
+            md.extend([f"*{f.caption}*", ""])
+        hb.append(_html_image(p, rel(p), f.caption, embed_images))
+
     if pg_rows or pg_fig is not None or pg_figures:
         intro = (
             "Grid pointing game: the fraction of positive attribution inside the cell of "
@@ -390,32 +603,39 @@ def write_report(
         )
         md += ["## Grid pointing game", "", intro, ""]
         hb += ["<h2>Grid pointing game</h2>", f"<p>{html.escape(intro)}</p>"]
+        if pg_fig is not None:
+            figure(ReportFigure(pg_fig, "Grid pointing game scores per method"), pg_fig)
+        if pg_rows:
+            table(pg_rows, table_id="localisation")
         for p in _paragraphs(report.pointing_game_text):
             md += [p, ""]
             hb.append(f"<p>{html.escape(p)}</p>")
-        if pg_rows:
-            md += [_md_table(pg_rows), ""]
-            hb.append(_html_table(pg_rows, table_id="localisation"))
         if pg_settings:
-            md += ["Settings used:", "", _md_table(pg_settings), ""]
-            hb += ["<p>Settings used:</p>", _html_table(pg_settings)]
-        if pg_fig is not None:
-            md += [f"![Grid pointing game scores per method]({rel(pg_fig)})", ""]
-            hb.append(_html_image(pg_fig, rel(pg_fig), "Grid pointing game scores per method",
-                                  embed_images))
+            common, differ = _settings_by_model(pg_settings)
+            if common:
+                several = len({r["model"] for r in pg_settings}) > 1
+                lead = "Settings" + (" (every network)" if several else "")
+                md += [_same_text(common, lead), ""]
+                hb.append(f"<p>{html.escape(_same_text(common, lead))}</p>")
+            if differ:
+                md += ["Settings that differ between the networks:", "", _md_table(differ), ""]
+                hb += ["<p>Settings that differ between the networks:</p>",
+                       _html_table(differ)]
         for f, p in pg_figures:
-            md += [f"![{f.caption or p.name}]({rel(p)})", ""]
-            if f.caption:
-                md += [f"*{f.caption}*", ""]
-            hb.append(_html_image(p, rel(p), f.caption, embed_images))
+            figure(f, p)
+    if acc_rows:
+        md += ["## Accuracy", ""]
+        hb.append("<h2>Accuracy</h2>")
+        table(acc_rows)
     if figures:
         md += ["## Explanations", ""]
         hb.append("<h2>Explanations</h2>")
         for f, p in figures:
-            md += [f"![{f.caption or p.name}]({rel(p)})", ""]
-            if f.caption:
-                md += [f"*{f.caption}*", ""]
-            hb.append(_html_image(p, rel(p), f.caption, embed_images))
+            figure(f, p)
+    if report.metadata:
+        meta_rows = [{"setting": str(k), "value": v} for k, v in report.metadata.items()]
+        md += ["## Setup", "", _md_table(meta_rows), ""]
+        hb += ["<h2>Setup</h2>", _html_table(meta_rows)]
 
     doc = (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -424,6 +644,7 @@ def write_report(
     )
     numbers = {
         "title": report.title,
+        "headline": report.headline,
         "metadata": {str(k): _jsonable(v) for k, v in report.metadata.items()},
         "accuracy": [{k: _jsonable(v) for k, v in r.items()} for r in acc_rows],
         "pointing_game": [{k: _jsonable(v) for k, v in r.items()} for r in pg_rows],

@@ -4,7 +4,7 @@ class side by side, the explained cell framed."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ def plot_method_panel(
     cell: int | None = None,
     method_settings: Mapping[str, Mapping[str, Any]] | None = None,
     smoothing: int | None = None,
+    class_names: Sequence[str] | None = None,
     path: str | os.PathLike | None = None,
     dpi: int = 120,
 ) -> Any:
@@ -41,6 +42,8 @@ def plot_method_panel(
         grid, cell: which grid and which cell (default: the centre cell).
         method_settings: method name -> settings for ``attribution.get``.
         smoothing: as in the game, applied to the shown maps and their scores.
+        class_names: the data set's class names (index → name), shown as the explained
+            cell's class; None: "class k".
         path: if given, the figure is saved there atomically.
 
     Returns:
@@ -62,6 +65,11 @@ def plot_method_panel(
     method_settings = dict(method_settings or {})
     image = grids.get_images([grid])  # 1×C×H×W
     target = grids.classes[grid, cell].reshape(1, 1)
+    k = int(target)
+    if class_names is not None and not 0 <= k < len(class_names):
+        raise ValueError(f"class_names has {len(class_names)} names, but the framed cell's "
+                         f"class is {k}: pass the names of every class of the grids' data set")
+    class_text = str(class_names[k]) if class_names is not None else f"class {k}"
     ch, cw = grids.cell_size
     r, c = divmod(cell, grids.n)
 
@@ -94,7 +102,7 @@ def plot_method_panel(
         ax = fig.add_subplot(len(table), cols, ri * cols + 1)
         ax.imshow(img[..., 0] if grey else img, cmap="gray" if grey else None, vmin=0, vmax=1)
         frame(ax)
-        ax.set_title(f"class {int(target)}", fontsize=8)
+        ax.set_title(class_text, fontsize=8)
         ax.set_ylabel(label, fontsize=9)
         for mi, (name, m, score) in enumerate(entries):
             ax = fig.add_subplot(len(table), cols, ri * cols + 2 + mi)
@@ -102,7 +110,7 @@ def plot_method_panel(
             ax.imshow(m, cmap="bwr", vmin=-v, vmax=v)
             frame(ax)
             ax.set_title(f"{name}\n{score:.2f}", fontsize=8)
-    fig.suptitle(f"Grid {grid}: every method's map of the framed cell's class "
+    fig.suptitle(f"Grid {grid}: every method's map of the framed cell's class, {class_text} "
                  "(red +, blue −; number: the cell's score)", fontsize=8, y=0.995)
     fig.subplots_adjust(wspace=0.05, hspace=0.45, top=1 - 0.55 / fig.get_figheight())
     if path is not None:
