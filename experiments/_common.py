@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from bcosnet._utils.io import atomic_write_json, atomic_write_text
+from bcosnet._utils.io import atomic_write, atomic_write_json, atomic_write_text
 
-__all__ = ["Stopwatch", "atomic_write_json", "atomic_write_text", "prepare", "read_json",
-           "study_parser"]
+__all__ = ["Stopwatch", "atomic_write", "atomic_write_json", "atomic_write_text", "prepare",
+           "read_json", "study_parser"]
 
 
 def study_parser(name: str, description: str) -> argparse.ArgumentParser:
