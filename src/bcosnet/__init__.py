@@ -7,7 +7,14 @@
 
 from . import attribution, nn
 from ._utils.malloc import tune_malloc
-from .explanations import Explanation, explain, explanation_mode, to_rgba
+from .explanations import (
+    Explanation,
+    explain,
+    explanation_mode,
+    overlay,
+    save_explanation,
+    to_rgba,
+)
 from .models import bcosify, create_model, list_models, register_model
 
 __version__ = "0.1.0"
@@ -36,7 +43,9 @@ __all__ = [
     "explanation_mode",
     "list_models",
     "nn",
+    "overlay",
     "register_model",
+    "save_explanation",
     "to_rgba",
     "tune_malloc",
 ]

@@ -189,3 +189,75 @@ def test_hue_of_primaries_and_grey():
     hue, chroma = hue_of(rgb)
     np.testing.assert_allclose(hue, [0, 60, 120, 240, 300, 0])
     np.testing.assert_allclose(chroma, [1, 1, 1, 1, 1, 0])
+
+
+# ----------------------------------------------------------------------------- PNG, overlay
+
+
+def _tiny_rgb_bcos(n_classes=4):
+    from torch import nn
+
+    from bcosnet.nn import BcosConv2d, LogitLayer
+
+    torch.manual_seed(0)
+    return nn.Sequential(AddInverse(3), BcosConv2d(6, 8, 3, padding=1),
+                         BcosConv2d(8, n_classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         LogitLayer()).eval()
+
+
+def _read_png(path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.mode, np.asarray(im).copy()
+
+
+def test_save_explanation_writes_the_rgba_explanation(tmp_path):
+    """The plain PNG is to_rgba's map, targets side by side, quantised to 8 bits."""
+    model = _tiny_rgb_bcos()
+    x = torch.rand(2, 3, 12, 10)
+    ex = bcosnet.explain(model, x, target=[[1, 3]] * 2)
+    path = bcosnet.save_explanation(ex, tmp_path / "e.png", index=1)
+    mode, a = _read_png(path)
+    assert mode == "RGBA" and a.shape == (12, 20, 4)
+    rgba = to_rgba(ex)[1]  # T×H×W×4
+    expected = np.concatenate([rgba[0].numpy(), rgba[1].numpy()], axis=1)
+    assert np.abs(a.astype(np.float64) - expected * 255).max() <= 0.5 + 1e-6
+
+
+def test_overlay_formula_and_png(tmp_path):
+    """overlay(): explanation colour where its alpha is 1, the faded grey image
+    where it is 0, linear in between; save_explanation(overlay=True) writes it."""
+    img = torch.tensor([[[1.0, 0.0]], [[0.0, 0.0]], [[0.0, 1.0]]])  # 3×1×2: red, blue
+    rgba = torch.tensor([[[0.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]]])  # green, alpha 1 / 0
+    out = bcosnet.overlay(img, rgba, fade=0.5)
+    torch.testing.assert_close(out[0, 0], torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    grey_blue = 0.5 + 0.5 * 0.114
+    torch.testing.assert_close(out[0, 1], torch.full((3,), grey_blue, dtype=torch.float64))
+    half = bcosnet.overlay(img, rgba, alpha=0.5, fade=0.0, grey=False)
+    torch.testing.assert_close(half[0, 0], torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64))
+    # numpy uint8 H×W×C images work the same
+    u8 = (img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    torch.testing.assert_close(bcosnet.overlay(u8, rgba, fade=0.5), out)
+
+    model = _tiny_rgb_bcos()
+    x = torch.rand(1, 3, 9, 9)
+    ex = bcosnet.explain(model, x, target=2)
+    mode, a = _read_png(bcosnet.save_explanation(ex, tmp_path / "o.png", overlay=True,
+                                                 alpha=0.7))
+    # the image is recovered from the encoded input [x, 1 − x]
+    expected = bcosnet.overlay(x[0], to_rgba(ex)[0, 0], alpha=0.7).numpy()
+    assert mode == "RGB" and a.shape == (9, 9, 3)
+    assert np.abs(a.astype(np.float64) - expected * 255).max() <= 0.5 + 1e-4
+
+
+def test_save_explanation_errors(tmp_path):
+    model = _tiny_rgb_bcos()
+    ex = bcosnet.explain(model, torch.rand(2, 3, 8, 8), target=0)
+    with pytest.raises(ValueError, match="index must be an int in 0..1"):
+        bcosnet.save_explanation(ex, tmp_path / "e.png", index=2)
+    with pytest.raises(ValueError, match="overlay_image=True"):
+        bcosnet.save_explanation(ex, tmp_path / "e.png", image=torch.rand(3, 8, 8))
+    with pytest.raises(ValueError, match="8×8 pixels but the image 5×5"):
+        bcosnet.save_explanation(ex, tmp_path / "e.png", overlay=True, image=torch.rand(3, 5, 5))
+    assert not (tmp_path / "e.png").exists()

@@ -254,22 +254,6 @@ def expand_image_paths(items: Sequence[str]) -> list[str]:
     return out
 
 
-def _rgba_png(ex: Any) -> bytes:
-    """The colour explanation(s) of one image as PNG bytes (targets side by side)."""
-    import io
-
-    from PIL import Image
-
-    from ..explanations import to_rgba
-
-    rgba = to_rgba(ex.weights[:1].float(), ex.inputs[:1].float())[0]  # T×H×W×4
-    a = (rgba.clamp(0, 1) * 255).round().to(torch.uint8)
-    a = torch.cat(list(a), dim=1).numpy()  # H×(T·W)×4
-    buf = io.BytesIO()
-    Image.fromarray(a, "RGBA").save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _one(ex: Any, j: int) -> Any:
     """Image ``j`` of a batch explanation, as a batch of one."""
     import dataclasses
@@ -280,7 +264,7 @@ def _one(ex: Any, j: int) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..explanations import explain
+    from ..explanations import explain, save_explanation
 
     if args.format != "rgba":  # matplotlib only when figures are asked for
         from ..explanations.figures import plot_explanations, save_figure
@@ -297,8 +281,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--smooth must be 0 or an odd number, got {args.smooth}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from .._utils.io import atomic_write_bytes
-
     failures: list[tuple[str, str]] = []
     used: set[str] = set()
     paths = expand_image_paths(args.images)
@@ -344,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
                     i += 1
                 used.add(name)
                 if args.format == "rgba":
-                    dest = atomic_write_bytes(out / f"{name}.png", _rgba_png(ex), sync=False)
+                    dest = save_explanation(ex, out / f"{name}.png")
                 else:
                     fig = plot_explanations(
                         x,

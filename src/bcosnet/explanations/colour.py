@@ -16,6 +16,8 @@ Grey images (encoding ``[v, 1−v]``) decode to one grey channel.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["decode_colour", "to_rgba", "contribution_to_rgba", "hue_of"]
+__all__ = ["decode_colour", "to_rgba", "contribution_to_rgba", "hue_of", "overlay",
+           "explanation_png", "png_bytes", "save_explanation"]
 
 _EPS = 1e-12
 
@@ -257,3 +260,191 @@ def hue_of(rgb: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     )
     hue = (60.0 * h) % 360.0
     return np.where(chroma > 0, hue, 0.0), chroma
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def png_bytes(image: Tensor | np.ndarray) -> bytes:
+    """A float ``H×W×4`` (RGBA), ``H×W×3`` (RGB) or ``H×W`` (grey) image in [0, 1]
+    as PNG bytes (8 bits per channel, values rounded, outside [0, 1] clipped).
+    Needs only Pillow."""
+    import io
+
+    from PIL import Image
+
+    a = image.detach().to("cpu", torch.float64).numpy() if isinstance(image, Tensor) \
+        else np.asarray(image, dtype=np.float64)
+    modes = {2: "L", 3: "RGB", 4: "RGBA"}
+    channels = 2 if a.ndim == 2 else a.shape[-1] if a.ndim == 3 else 0
+    if channels not in modes or (a.ndim == 3 and channels == 2):
+        raise ValueError(f"png_bytes takes an H×W, H×W×3 or H×W×4 image, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError("the image contains NaN or Inf")
+    u8 = np.round(np.clip(a, 0.0, 1.0) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(u8, modes[channels]).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _image_hwc(image: Tensor | np.ndarray) -> Tensor:
+    """An image as an H×W×3 float64 tensor in [0, 1]: a C×H×W tensor (C = 1 or 3,
+    in [0, 1]) or an H×W×C / H×W numpy array (uint8 0–255 or float in [0, 1])."""
+    if isinstance(image, Tensor):
+        t = image.detach().to("cpu", torch.float64)
+        if t.dim() != 3 or t.shape[0] not in (1, 3):
+            raise ValueError(f"image must be a C×H×W tensor (C = 1 or 3), got shape "
+                             f"{tuple(image.shape)}")
+        t = t.permute(1, 2, 0)
+    else:
+        a = np.asarray(image)
+        if a.ndim == 2:
+            a = a[..., None]
+        if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"image must be an H×W×C array (C = 1, 3 or 4), got shape "
+                             f"{np.asarray(image).shape}")
+        a = a[..., :3] if a.shape[-1] == 4 else a
+        t = torch.from_numpy(a.astype(np.float64) / (255.0 if a.dtype == np.uint8 else 1.0))
+    return t.expand(-1, -1, 3) if t.shape[-1] == 1 else t
+
+
+def overlay(
+    image: Tensor | np.ndarray,
+    rgba: Tensor | np.ndarray,
+    *,
+    alpha: float = 1.0,
+    fade: float = 0.5,
+    grey: bool = True,
+) -> Tensor:
+    """Lay an RGBA explanation over the image it explains (as captum's
+    ``visualize_image_attr(..., "blended_heat_map")`` or pytorch-grad-cam's
+    ``show_cam_on_image`` do for heat maps).
+
+    A B-cos explanation's colours *are* the image's colours where the model looks,
+    so the image underneath is shown in grey (``grey=True``) and faded towards
+    white by ``fade`` (0: as is, 1: white); the explanation is composited on
+    top with its own alpha times ``alpha``::
+
+        background = fade + (1 − fade) · grey(image)
+        out = a · rgb + (1 − a) · background,   a = alpha · rgba[..., 3]
+
+    Args:
+        image: the image, a C×H×W tensor in [0, 1] (C = 1 or 3) or an H×W×C
+            numpy array (uint8, or float in [0, 1]).
+        rgba: an H×W×4 explanation (one map of :func:`to_rgba`, or of
+            :func:`contribution_to_rgba`) of the same H×W.
+        alpha: opacity of the explanation, in [0, 1].
+        fade, grey: how the image is shown underneath.
+
+    Returns:
+        An H×W×3 float64 tensor in [0, 1] (:func:`png_bytes` writes it).
+    """
+    img = _image_hwc(image)
+    over = rgba.detach().to("cpu", torch.float64) if isinstance(rgba, Tensor) \
+        else torch.from_numpy(np.asarray(rgba, dtype=np.float64))
+    if over.dim() != 3 or over.shape[-1] != 4:
+        raise ValueError(f"rgba must be one H×W×4 map (e.g. to_rgba(ex)[i, t]), got shape "
+                         f"{tuple(over.shape)}")
+    if over.shape[:2] != img.shape[:2]:
+        raise ValueError(f"the explanation is {over.shape[0]}×{over.shape[1]} pixels but the "
+                         f"image {img.shape[0]}×{img.shape[1]}; pass the image the model "
+                         "explained (after its resizing)")
+    for name, v in (("alpha", alpha), ("fade", fade)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+    if grey:
+        lum = img @ torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
+        img = lum[..., None].expand(-1, -1, 3)
+    background = fade + (1 - fade) * img
+    a = alpha * over[..., 3:].clamp(0, 1)
+    return (a * over[..., :3].clamp(0, 1) + (1 - a) * background).clamp(0, 1)
+
+
+def _raw_image(inputs: Tensor) -> Tensor | None:
+    """The raw image x behind an encoded input [x, 1 − x] (C×H×W), else None."""
+    c2 = inputs.shape[0]
+    if c2 % 2:
+        return None
+    x, inv = inputs[: c2 // 2], inputs[c2 // 2:]
+    if not torch.allclose(x + inv, torch.ones_like(x), atol=1e-4):
+        return None
+    return x
+
+
+def explanation_png(
+    ex: Any,
+    *,
+    index: int = 0,
+    overlay_image: bool = False,
+    image: Tensor | np.ndarray | None = None,
+    alpha: float = 1.0,
+    fade: float = 0.5,
+    smooth: int = 0,
+    percentile: float = 99.5,
+) -> bytes:
+    """PNG bytes of the colour explanation(s) of image ``index`` of ``ex`` (an
+    :class:`~bcosnet.Explanation`), its T targets side by side: an RGBA image
+    (transparent where the explanation is), or with ``overlay_image=True`` an
+    RGB image of each explanation laid over the image (:func:`overlay`).  See
+    :func:`save_explanation` for the arguments."""
+    if not (hasattr(ex, "weights") and hasattr(ex, "inputs")):
+        raise TypeError(f"ex must be an Explanation (bcosnet.explain's result), got "
+                        f"{type(ex).__name__}")
+    n = ex.weights.shape[0]
+    if isinstance(index, bool) or not isinstance(index, int) or not -n <= index < n:
+        raise ValueError(f"index must be an int in 0..{n - 1} (the explanation holds {n} "
+                         f"image{'s' * (n != 1)}), got {index!r}")
+    w, x = ex.weights[index:index + 1 or None], ex.inputs[index:index + 1 or None]
+    rgba = to_rgba(w.float(), x.float(), smooth=smooth, percentile=percentile)[0]  # T×H×W×4
+    if not overlay_image:
+        if image is not None:
+            raise ValueError("image= is what overlay_image=True lays the explanation over; "
+                             "pass overlay_image=True too (or drop image=)")
+        return png_bytes(torch.cat(list(rgba), dim=1))  # H×(T·W)×4
+    if image is None:
+        image = _raw_image(x[0])
+        if image is None:
+            raise ValueError("the explained input is not an encoding [x, 1 − x], so the image "
+                             "cannot be recovered from it; pass image= (C×H×W in [0, 1])")
+    elif isinstance(image, Tensor) and image.dim() == 4:
+        image = image[index]
+    panels = [overlay(image, r, alpha=alpha, fade=fade) for r in rgba]
+    return png_bytes(torch.cat(panels, dim=1))  # H×(T·W)×3
+
+
+def save_explanation(
+    ex: Any,
+    path: str | os.PathLike[str],
+    *,
+    index: int = 0,
+    overlay: bool = False,
+    image: Tensor | np.ndarray | None = None,
+    alpha: float = 1.0,
+    fade: float = 0.5,
+    smooth: int = 0,
+    percentile: float = 99.5,
+) -> Path:
+    """Save the colour explanation of one image as a PNG (atomically; no matplotlib).
+
+    Args:
+        ex: an :class:`~bcosnet.Explanation`.
+        path: the PNG file to write (its folder must exist).
+        index: which image of the batch (0..N−1); its T targets are side by side.
+        overlay: False (default): the RGBA explanation alone, transparent where
+            the model does not look (what ``bcosnet explain --format rgba``
+            writes).  True: an RGB image of the explanation laid over the image
+            (:func:`overlay`: the image in grey, faded by ``fade``, under the
+            explanation at opacity ``alpha``).
+        image: the image to overlay on (C×H×W or N×C×H×W tensor in [0, 1], or
+            an H×W×C array); default: recovered from the encoded input
+            ``ex.inputs`` (``[x, 1 − x]``), i.e. the image as the model saw it.
+        smooth, percentile: :func:`to_rgba`'s settings.
+
+    Returns:
+        The path written.
+    """
+    from .._utils.io import atomic_write_bytes
+
+    data = explanation_png(ex, index=index, overlay_image=overlay, image=image, alpha=alpha,
+                           fade=fade, smooth=smooth, percentile=percentile)
+    return Path(atomic_write_bytes(Path(path), data, sync=False))
