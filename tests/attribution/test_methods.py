@@ -465,3 +465,35 @@ def test_pass_counts():
         with count_passes(model) as c:
             expl.attribute(images, target=1)
         assert (c.forward, c.backward) == (fwd, bwd), name
+
+
+@pytest.mark.parametrize("method,desc", [("rise", "RISE"), ("occlusion", "occlusion"),
+                                         ("lime", "LIME"), ("intgrad", "IntGrad")])
+def test_progress_of_slow_calls(method, desc, monkeypatch, capsys):
+    """progress=None (default): a bar only on a terminal and only when the call is
+    expected to take longer than AUTO_PROGRESS_SECONDS; True: always; False: never.
+    The evaluation loops (make_attribution_fn) silence the per-call bar."""
+    from bcosnet._utils import progress as prog
+    from bcosnet.evaluation.pointing_game import make_attribution_fn
+
+    model, x = bcos_cnn(), blocky_images(1)
+    settings = {**FAST[method], "batch_size": 2}  # several chunks per call
+
+    def run(**kw):
+        attribution.get(method, model, **settings, **kw).attribute(x, target=1)
+        return capsys.readouterr().err
+
+    monkeypatch.setattr(prog, "AUTO_PROGRESS_SECONDS", 0.0)  # every call counts as slow
+    assert run() == ""  # off a terminal (tests, logs, the main job's workers): silent
+    lines = run(progress=True)  # asked for: one plain line at the end off a terminal
+    assert f"{desc}: " in lines and "(100%)" in lines
+    monkeypatch.setattr(prog, "is_terminal", lambda stream=None: True)
+    assert desc in run()  # a tqdm bar on a terminal
+    assert run(progress=False) == ""
+    fn = make_attribution_fn(model, method, **settings)
+    fn(x, torch.tensor([1]))
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(prog, "AUTO_PROGRESS_SECONDS", 1e9)  # a quick call: no bar
+    assert run() == ""
+    with pytest.raises(TypeError, match="progress must be True, False or None"):
+        run(progress="yes")

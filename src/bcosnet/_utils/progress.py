@@ -26,7 +26,10 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-__all__ = ["progress", "LineProgress", "is_terminal"]
+__all__ = ["progress", "LineProgress", "is_terminal", "CallProgress", "AUTO_PROGRESS_SECONDS"]
+
+#: ``progress=None`` (auto) shows a bar once a call is expected to take longer than this.
+AUTO_PROGRESS_SECONDS = 2.0
 
 
 def is_terminal(stream: IO[str] | None = None) -> bool:
@@ -169,3 +172,47 @@ def _write(msg: str, file: IO[str] | None = None, end: str = "\n") -> None:
 
 
 progress.write = _write  # type: ignore[attr-defined]
+
+
+class CallProgress:
+    """Progress of one library call of ``total`` steps (``update(k)`` as it goes).
+
+    ``show=True``: a bar from the start (:func:`progress`: tqdm on a terminal, plain
+    lines off one); ``False``: nothing; ``None`` (auto): a tqdm bar only on a
+    terminal, and only once the elapsed time per step says the call will take more
+    than :data:`AUTO_PROGRESS_SECONDS` — so tests, logs and the main job's worker
+    processes (``BCOSNET_PROGRESS_LINES=1``) see nothing, and quick calls never
+    flash a bar.  Use as a context manager (the bar closes on exit).
+    """
+
+    def __init__(self, total: int, desc: str, show: bool | None = None) -> None:
+        if show is not None and not isinstance(show, bool):
+            raise TypeError(f"progress must be True, False or None (auto), got {show!r}")
+        self.total, self.desc, self.show = total, desc, show
+        self.done = 0
+        self._t0 = time.monotonic()
+        self._bar: Any = None
+        self._auto = show is None and total > 1 and is_terminal()
+        if show:
+            self._bar = progress(total=total, desc=desc)
+
+    def update(self, k: int = 1) -> None:
+        self.done += k
+        if self._bar is not None:
+            self._bar.update(k)
+        elif self._auto and self.done < self.total:
+            elapsed = time.monotonic() - self._t0
+            if elapsed / self.done * self.total > AUTO_PROGRESS_SECONDS:
+                self._auto = False
+                self._bar = progress(total=self.total, desc=self.desc, initial=self.done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> CallProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

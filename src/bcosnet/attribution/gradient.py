@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._utils.progress import CallProgress
 from ..explanations.core import check_bcos_model
 from ..nn.explanation_mode import explanation_mode
 from .base import (
@@ -183,6 +184,9 @@ class IntegratedGradients(_SpaceMixin, AttributionMethod):
             the points and weights are captum's.
         batch_size: path images per forward pass (bounds memory); at least N.
         input_space: ``"raw"`` (default) or ``"encoded"``; see :class:`Grad`.
+        progress: ``None`` (default): a progress bar on a terminal when the call
+            is expected to take more than a couple of seconds (big batches);
+            ``True``: always; ``False``: never.
 
     Completeness: ``map.sum() ≈ f(x) − f(baseline)``.  Cost: one forward for
     the targets, then ``n_steps`` forwards per image and one backward per
@@ -200,9 +204,11 @@ class IntegratedGradients(_SpaceMixin, AttributionMethod):
         method: str = "gausslegendre",
         batch_size: int = 64,
         input_space: str = "raw",
+        progress: bool | None = None,
     ) -> None:
         super().__init__(model)
         self.n_steps = check_positive_int("n_steps", n_steps)
+        self.progress = progress
         self.baseline = baseline
         self.method = method
         self.batch_size = check_positive_int("batch_size", batch_size)
@@ -220,7 +226,9 @@ class IntegratedGradients(_SpaceMixin, AttributionMethod):
         n, tt = t.shape
         total = x.new_zeros(n, tt, *x.shape[1:])
         per = max(1, self.batch_size // n)
-        for lo in range(0, self.n_steps, per):
+        starts = range(0, self.n_steps, per)
+        bar = CallProgress(len(starts), "IntGrad", self.progress)
+        for lo in starts:
             a = x.new_tensor(alphas[lo : lo + per])
             w = x.new_tensor(steps[lo : lo + per])
             k = a.shape[0]
@@ -231,6 +239,8 @@ class IntegratedGradients(_SpaceMixin, AttributionMethod):
                 logits = fn(path)
                 g = _grads_per_target(logits.gather(1, t.repeat(k, 1)), path)  # (k·N)×T×...
             total += (w.view((k, 1, 1) + (1,) * (x.dim() - 1)) * g.view(k, n, *g.shape[1:])).sum(0)
+            bar.update()
+        bar.close()
         return (x - x0)[:, None] * total
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._utils.progress import progress as tqdm
+from .._utils.progress import CallProgress
 from .base import (
     AttributionMethod,
     Baseline,
@@ -90,6 +90,9 @@ class Occlusion(AttributionMethod):
             network, softmax on a conventional one; see the module docstring),
             ``"sigmoid"``, ``"softmax"`` or ``"logit"``.
         batch_size: occluded images per forward pass.
+        progress: ``None`` (default): a progress bar on a terminal when the call
+            is expected to take more than a couple of seconds; ``True``: always
+            (plain lines off a terminal); ``False``: never.
 
     Cost: 1 + (number of windows) forward passes per image, no backward,
     whatever the number of targets.  Returns N×1×H×W.
@@ -107,7 +110,7 @@ class Occlusion(AttributionMethod):
         baseline: Baseline = "black",
         output: str = "auto",
         batch_size: int = 64,
-        progress: bool = False,
+        progress: bool | None = None,
     ) -> None:
         super().__init__(model)
         self.patch_size = _pair(patch_size, "patch_size")
@@ -144,7 +147,9 @@ class Occlusion(AttributionMethod):
         total = images.new_zeros(n, tt, 1, h, w)
         coverage = images.new_zeros(1, 1, h, w)
         per = max(1, self.batch_size // n)
-        for lo in tqdm(range(0, len(windows), per), disable=not self.progress, desc="occlusion"):
+        starts = range(0, len(windows), per)
+        bar = CallProgress(len(starts), "occlusion", self.progress)
+        for lo in starts:
             chunk = windows[lo : lo + per]
             m = images.new_zeros(len(chunk), 1, h, w)  # masks built per chunk: bounded memory
             for i, (y, x) in enumerate(chunk):
@@ -154,6 +159,8 @@ class Occlusion(AttributionMethod):
             drop = s0[:, None] - s.view(n, len(chunk), tt)  # N×w×T
             total += torch.einsum("nmt,mchw->ntchw", drop, m)
             coverage += m.sum(0, keepdim=True)
+            bar.update()
+        bar.close()
         return total / coverage.clamp_min(1)
 
 
@@ -201,6 +208,9 @@ class Rise(AttributionMethod):
             ``"softmax"`` or ``"logit"``.
         seed / generator: randomness (a fresh generator from ``seed`` per call).
         batch_size: masked images per forward pass.
+        progress: ``None`` (default, a bar on a terminal for calls expected to
+            take more than a couple of seconds), ``True`` or ``False``; see
+            :class:`Occlusion`.
 
     Cost: 1 + ``n_masks`` forward passes per image, no backward, whatever the
     number of targets.  Returns N×1×H×W.
@@ -221,7 +231,7 @@ class Rise(AttributionMethod):
         seed: int | None = 0,
         generator: torch.Generator | None = None,
         batch_size: int = 64,
-        progress: bool = False,
+        progress: bool | None = None,
     ) -> None:
         super().__init__(model)
         self.n_masks = check_positive_int("n_masks", n_masks)
@@ -248,12 +258,15 @@ class Rise(AttributionMethod):
         base = make_baseline(images, self.baseline)
         sal = images.new_zeros(n, tt, 1, h, w)
         per = max(1, self.batch_size // n)
-        for lo in tqdm(range(0, self.n_masks, per), disable=not self.progress, desc="RISE"):
-            m = masks[lo : lo + per]
-            k = m.shape[0]
-            x = images[:, None] * m + base[:, None] * (1 - m)
-            sc = _scores(self.model, x.flatten(0, 1), t.repeat_interleave(k, 0), output)
-            sal += torch.einsum("nmt,mchw->ntchw", sc.view(n, k, tt), m)
+        starts = range(0, self.n_masks, per)
+        with CallProgress(len(starts), "RISE", self.progress) as bar:
+            for lo in starts:
+                m = masks[lo : lo + per]
+                k = m.shape[0]
+                x = images[:, None] * m + base[:, None] * (1 - m)
+                sc = _scores(self.model, x.flatten(0, 1), t.repeat_interleave(k, 0), output)
+                sal += torch.einsum("nmt,mchw->ntchw", sc.view(n, k, tt), m)
+                bar.update()
         return sal / (self.n_masks * self.p)
 
 
@@ -324,6 +337,9 @@ class Lime(AttributionMethod):
         seed / generator: randomness of the patterns (a ``torch.Generator``
             replaces lime's numpy draw); quickshift uses ``seed`` too.
         batch_size: perturbed images per forward pass.
+        progress: ``None`` (default, a bar on a terminal for calls expected to
+            take more than a couple of seconds), ``True`` or ``False``; see
+            :class:`Occlusion`.
 
     Cost: ``n_samples`` forward passes per image (+1 for the targets), no
     backward; with T targets the same samples serve every target (one
@@ -348,7 +364,7 @@ class Lime(AttributionMethod):
         seed: int | None = 0,
         generator: torch.Generator | None = None,
         batch_size: int = 64,
-        progress: bool = False,
+        progress: bool | None = None,
     ) -> None:
         super().__init__(model)
         self.n_samples = check_positive_int("n_samples", n_samples, minimum=2)
@@ -395,6 +411,8 @@ class Lime(AttributionMethod):
         if self.fill != "segment_mean":
             fills = make_baseline(images, self.fill)
         maps = []
+        starts = range(0, self.n_samples, self.batch_size)
+        bar = CallProgress(n * len(starts), "LIME", self.progress)
         for i in range(n):
             img = images[i]
             seg = self.segments(img).to(images.device)
@@ -408,15 +426,16 @@ class Lime(AttributionMethod):
             data = self.samples(n_seg)
             data_d = data.to(device=images.device, dtype=images.dtype)
             ys = []
-            for lo in tqdm(range(0, self.n_samples, self.batch_size), disable=not self.progress,
-                           desc=f"LIME {i + 1}/{n}"):
+            for lo in starts:
                 m = data_d[lo : lo + self.batch_size][:, seg][:, None]  # b×1×H×W
                 x = img[None] * m + fill[None] * (1 - m)
                 ys.append(_scores(self.model, x, t[i].expand(m.shape[0], tt), output))
+                bar.update()
             y = torch.cat(ys).to("cpu", torch.float64)  # S×T
             coef = self.fit(data.to(torch.float64), y)  # S_seg×T
             vals = self.segment_values(coef)  # S_seg×T
             maps.append(vals.T.to(device=images.device, dtype=images.dtype)[:, seg])  # T×H×W
+        bar.close()
         return torch.stack(maps)[:, :, None]
 
     def fit(self, data: Tensor, y: Tensor) -> Tensor:

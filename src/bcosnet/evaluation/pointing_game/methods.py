@@ -72,6 +72,8 @@ def make_attribution_fn(model: nn.Module, method: MethodSpec, **settings: Any) -
             "pass an attribution callable (images, targets) -> maps instead"
         ) from e
     impl = get(method, model, **settings)
+    if "progress" not in settings and hasattr(impl, "progress"):
+        impl.progress = False  # the caller's loop shows progress, not each call
 
     def fn(images: Tensor, targets: Tensor) -> Tensor:
         return impl.attribute(images, target=targets)
