@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,56 @@ def test_evaluate_faithfulness_cli(tmp_path: Path, capsys) -> None:
     stamp = (out / "bcos.json").stat().st_mtime_ns
     assert main(args) == 0
     assert (out / "bcos.json").stat().st_mtime_ns == stamp
+
+
+def test_library_errors_are_reworded_into_the_commands_flags() -> None:
+    """cli_message: API arguments in a library message become the command's flags
+    (one mapping per command, used by main() for every command)."""
+    import torch
+
+    from bcosnet.cli._common import COMMON_FLAGS, cli_message
+    from bcosnet.cli.evaluate import LOCALISATION_FLAGS
+    from bcosnet.evaluation import make_grid_dataset
+
+    flags = {**COMMON_FLAGS, **LOCALISATION_FLAGS}
+    assert cli_message("pass num_grids=7, allow_fewer=True, a smaller grid (n=2 needs 4 classes "
+                       "per grid) or confidence_threshold=None; batch_size must be >= 1", flags) \
+        == ("pass --grids 7, --allow-fewer, a smaller grid (--grid-n 2 needs 4 classes per grid) "
+            "or --no-threshold; --batch-size must be >= 1")
+    # whole names only: not inside identifiers, attributes or flags
+    assert cli_message("model.batch_size and my_num_grids=3 and --grids 3", flags) \
+        == "model.batch_size and my_num_grids=3 and --grids 3"
+
+    # a real message of the library: 3 of 5 classes pass the threshold
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            lab = x[:, 0, 0, 0].round().long()
+            scale = torch.where(lab < 3, 5.0, 0.1)[:, None]  # classes 3, 4: not confident
+            out = torch.nn.functional.one_hot(lab, 5).double() * scale
+            return out + 0 * x.sum((1, 2, 3))[:, None]
+
+    labels = torch.arange(20) % 5
+    images = labels.double().view(-1, 1, 1, 1).expand(-1, 1, 4, 4).clone()
+    with pytest.raises(ValueError) as e:
+        make_grid_dataset(Fixed(), (images, labels), n=2, confidence_threshold=0.9,
+                          progress=False)
+    api = str(e.value)
+    assert "n=2" in api and "confidence_threshold=None" in api
+    cli = cli_message(api, flags)
+    assert "--grid-n 2" in cli and "--no-threshold" in cli
+    assert "n=" not in cli and "confidence_threshold" not in cli
+
+
+def test_evaluate_localisation_names_its_flags_and_the_grid_that_fits(tmp_path: Path,
+                                                                       capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "smoke", "--out-dir", str(run), "--no-progress",
+                 "--threads", "1", "--epochs", "1"]) == 0
+    capsys.readouterr()
+    code = main(["evaluate", "localisation", "--checkpoint", str(run / "checkpoint.pt"),
+                 "--out", str(tmp_path / "pg"), "--grid-n", "4", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert re.search(r"a 4×4 grid needs 16 distinct classes \(n² for --grid-n 4\), but the "
+                     r"model has (4|10); --grid-n [23] fits", err), err
+    assert "n=" not in err

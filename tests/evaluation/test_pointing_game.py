@@ -16,6 +16,7 @@ from torch import nn
 from bcosnet.evaluation import (
     GridDataset,
     PointingGameResult,
+    TooFewClassesError,
     cell_scores,
     grid_pointing_game,
     make_attribution_fn,
@@ -276,9 +277,11 @@ def test_too_few_confident_classes_is_an_error_that_says_how_many_there_are() ->
     per_class = {c: conf[ok & (data[1] == c)].max().item() for c in range(5)
                  if (ok & (data[1] == c)).any()}
     strict = sorted(per_class.values())[-3] - 1e-9  # 3 classes keep an image
-    with pytest.raises(ValueError, match=r"only 3 of the 5 classes have a correctly classified "
-                                         r"image with sigmoid\(logit\) >"):
+    with pytest.raises(TooFewClassesError, match=r"only 3 of the model's 5 classes have a "
+                       r"correctly classified image with sigmoid\(logit\) > .*: usable classes 3;"
+                       r" no grid size fits.*confidence_threshold=None") as e:
         make_grid_dataset(model, data, n=2, confidence_threshold=float(strict), progress=False)
+    assert e.value.needed == 4 and len(e.value.usable) == 3
 
 
 def test_grid_needs_enough_classes() -> None:

@@ -207,8 +207,20 @@ def test_grids_per_method_play_the_first_grids(tmp_path) -> None:
 
 
 def test_too_few_classes_for_the_grid_says_how_many() -> None:
-    with pytest.raises(ValueError, match="needs 9 distinct classes but the model has 4"):
+    with pytest.raises(ValueError, match=r"needs 9 distinct classes \(n² for n=3\), but the "
+                                         r"model has 4; n=2 fits \(a 2×2 grid, 4 classes\)"):
         grid_pointing_game(LabelModel(4), label_data(40, 4, 4), oracle, n=3, num_grids=2,
+                           progress=False)
+    # 3 classes: no n fits, for any n asked (issue #24: it said "use a smaller n" for every n)
+    for n in (2, 3, 5):
+        with pytest.raises(ValueError, match=rf"a {n}×{n} grid needs {n * n} distinct classes "
+                           r".*but the model has 3; no grid size fits: the pointing game needs "
+                           r"at least 4 classes"):
+            grid_pointing_game(LabelModel(3), label_data(30, 3, 4), oracle, n=n, num_grids=2,
+                               progress=False)
+    # 17 classes: n=4 is the largest that fits
+    with pytest.raises(ValueError, match="but the model has 17; n=4 fits"):
+        grid_pointing_game(LabelModel(17), label_data(34, 17, 4), oracle, n=5, num_grids=1,
                            progress=False)
 
 

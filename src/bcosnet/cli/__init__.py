@@ -49,7 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, TypeError) as e:
-        print(f"bcosnet {args.command}: error: {e}", file=sys.stderr)
+        from ._common import api_flags, cli_message
+
+        # library errors name API arguments; say them as this command's flags
+        print(f"bcosnet {args.command}: error: {cli_message(str(e), api_flags(args))}",
+              file=sys.stderr)
         return 2
 
 

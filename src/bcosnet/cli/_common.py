@@ -3,8 +3,51 @@
 from __future__ import annotations
 
 import argparse
+import re
+from collections.abc import Mapping
 
-__all__ = ["parse_grid_counts"]
+__all__ = ["COMMON_FLAGS", "api_flags", "cli_message", "parse_grid_counts"]
+
+#: API argument → CLI flag, for every command.  Library errors name the API's
+#: arguments (``batch_size``, ``confidence_threshold=None``); before a command prints
+#: one, :func:`cli_message` rewrites them into the command's flags.  A sub-command
+#: adds or overrides entries with ``parser.set_defaults(api_flags={...})``.
+COMMON_FLAGS: dict[str, str] = {
+    "batch_size": "--batch-size",
+    "num_workers": "--workers",
+    "results_dir": "--out",
+    "use_ema=False": "--no-ema",
+    "progress=False": "--no-progress",
+}
+
+
+def api_flags(args: argparse.Namespace) -> dict[str, str]:
+    """The API-argument → flag mapping of the parsed command (common + its own)."""
+    return {**COMMON_FLAGS, **(getattr(args, "api_flags", None) or {})}
+
+
+def cli_message(message: str, flags: Mapping[str, str]) -> str:
+    """A library error message in the CLI's words.
+
+    ``flags`` maps API arguments to flags.  A key ``"name=value"`` replaces that
+    exact text (``"confidence_threshold=None"`` → ``"--no-threshold"``); a key
+    ``"name"`` replaces ``name=VALUE`` by ``"--flag VALUE"`` (``n=2`` → ``--grid-n 2``)
+    and, when the name has an underscore (so it is no English word), the bare
+    name by the flag (``batch_size must be`` → ``--batch-size must be``).  Names
+    are matched whole: not inside longer identifiers, not after a dot.
+    """
+    def pattern(text: str) -> str:
+        return rf"(?<![\w.\-]){re.escape(text)}"
+
+    for key in sorted((k for k in flags if "=" in k), key=len, reverse=True):
+        message = re.sub(pattern(key) + r"(?![\w.])", lambda _m, f=flags[key]: f, message)
+    for key in sorted((k for k in flags if "=" not in k), key=len, reverse=True):
+        flag = flags[key]
+        message = re.sub(pattern(key) + r"=([^\s,;:)]+)",
+                         lambda m, f=flag: f"{f} {m.group(1)}", message)
+        if "_" in key:
+            message = re.sub(pattern(key) + r"(?![\w=])", lambda _m, f=flag: f, message)
+    return message
 
 
 def parse_grid_counts(text: str) -> dict[str, int]:

@@ -16,6 +16,21 @@ from typing import Any
 
 __all__ = ["register", "run_accuracy", "run_faithfulness", "run_localisation", "EVALUATORS"]
 
+#: The library's argument names → these commands' flags (errors are reworded with
+#: them, see :func:`bcosnet.cli._common.cli_message`).
+LOCALISATION_FLAGS = {
+    "n": "--grid-n", "num_grids": "--grids", "grids_per_method": "--grids-per-method",
+    "confidence_threshold=None": "--no-threshold", "confidence_threshold": "--threshold",
+    "allow_fewer=True": "--allow-fewer", "smoothing": "--smoothing", "methods": "--methods",
+    "seed": "--seed",
+}
+FAITHFULNESS_FLAGS = {
+    "images": "--images", "images_per_method": "--images-per-method", "steps": "--steps",
+    "modes": "--modes", "target": "--target", "baseline": "--baseline", "output": "--output",
+    "attribution_batch_size": "--attribution-batch-size", "methods": "--methods",
+    "seed": "--seed",
+}
+
 #: name → (add-arguments function, run function); other modules may extend it.
 EVALUATORS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
                             Callable[[argparse.Namespace], int]]] = {}
@@ -26,7 +41,8 @@ def register(subparsers: Any) -> None:
                               description="Evaluate a trained model.")
     sub = p.add_subparsers(dest="evaluation", metavar="EVALUATION")
     sub.required = True
-    a = sub.add_parser("accuracy", help="top-1/top-5 and per-class test accuracy")
+    a = sub.add_parser("accuracy", help="top-1 (and top-5 with more than 5 classes) and "
+                       "per-class test accuracy")
     _accuracy_args(a)
     a.set_defaults(func=run_accuracy)
     loc = sub.add_parser(
@@ -36,7 +52,7 @@ def register(subparsers: Any) -> None:
         "networks), smoothing by the cell size. Progress bars show each method's ETA; "
         "re-running with the same --out resumes.")
     _localisation_args(loc)
-    loc.set_defaults(func=run_localisation)
+    loc.set_defaults(func=run_localisation, api_flags=LOCALISATION_FLAGS)
     fa = sub.add_parser(
         "faithfulness", help="deletion and insertion (Petsiuk et al. 2018): AUC per method",
         description="Deletion and insertion on test images: pixels in order of each method's "
@@ -46,7 +62,7 @@ def register(subparsers: Any) -> None:
         "faithfulness.json and faithfulness.md; re-running with the same --out resumes "
         "(finished methods are loaded).")
     _faithfulness_args(fa)
-    fa.set_defaults(func=run_faithfulness)
+    fa.set_defaults(func=run_faithfulness, api_flags=FAITHFULNESS_FLAGS)
     for name, (add_args, fn) in EVALUATORS.items():
         s = sub.add_parser(name)
         add_args(s)

@@ -72,7 +72,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=32,
                    help="images explained per forward/backward pass (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of a randomly initialised model")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, api_flags={"target": "--target", "smooth": "--smooth",
+                                        "batch_size": "--batch-size"})
 
 
 def load_model(
@@ -291,8 +292,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
 
     def fail(path: str, e: Exception) -> None:
+        from ._common import api_flags, cli_message
+
         failures.append((path, str(e)))
-        print(f"bcosnet explain: error: {e}", file=sys.stderr)
+        print(f"bcosnet explain: error: {cli_message(str(e), api_flags(args))}",
+              file=sys.stderr)
 
     for start in range(0, len(paths), args.batch_size):
         loaded: list[tuple[str, Tensor]] = []

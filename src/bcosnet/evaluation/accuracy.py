@@ -19,11 +19,13 @@ class AccuracyResult:
 
     Attributes:
         top1: fraction of images whose highest logit is the label.
-        topk: ``{k: fraction}`` for each requested k (includes 1).
+        topk: ``{k: fraction}`` for 1 and each k below the number of classes
+            (top-k of K classes with k >= K is 100 % by definition, never listed).
         per_class: accuracy per class index (NaN for classes without images).
         counts: number of images per class.
         n: number of images.
         class_names: names, when the data set has ``.classes``.
+        num_classes: the model's number of outputs K.
     """
 
     top1: float
@@ -32,6 +34,7 @@ class AccuracyResult:
     counts: list[int]
     n: int
     class_names: list[str] = field(default_factory=list)
+    num_classes: int = 0
 
     def summary(self) -> str:
         ks = "  ".join(f"top-{k} {100 * v:.2f} %" for k, v in sorted(self.topk.items()))
@@ -43,7 +46,7 @@ def accuracy(
     model: nn.Module,
     data: Dataset | DataLoader,
     *,
-    topk: tuple[int, ...] = (1, 5),
+    topk: tuple[int, ...] | None = None,
     batch_size: int = 256,
     num_workers: int = 0,
     device: torch.device | str | None = None,
@@ -55,21 +58,25 @@ def accuracy(
         model: maps N×C×H×W images in [0, 1] to N×K logits (a tuple output
             takes its first element).
         data: a data set of ``(image, label)`` or a ``DataLoader`` over one.
-        topk: the k of top-k accuracies (k larger than K counts every image).
+        topk: the k of top-k accuracies besides top-1; each must be below the
+            model's number of classes K (top-K is 100 % by definition).  Default
+            ``None``: top-5 when K > 5, else top-1 only.
         device: where to run (default: the model's parameters' device).
     """
     from .._utils.progress import progress as tqdm
 
-    if any(k < 1 for k in topk):
-        raise ValueError(f"topk values must be >= 1, got {topk}")
+    if topk is not None and any(
+            isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in topk):
+        raise ValueError(f"topk values must be ints >= 1, got {topk}")
     param = next(model.parameters(), None)
     dev = torch.device(device) if device is not None else (
         param.device if param is not None else torch.device("cpu"))
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     loader = data if isinstance(data, DataLoader) else DataLoader(
         data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    ks = sorted(set(topk) | {1})
-    hits = dict.fromkeys(ks, 0)
+    ks: list[int] = []
+    hits: dict[int, int] = {}
+    num_classes = 0
     per_hit: torch.Tensor | None = None
     per_cnt: torch.Tensor | None = None
     n = 0
@@ -81,6 +88,8 @@ def accuracy(
             if per_hit is None:
                 per_hit = torch.zeros(num_classes, dtype=torch.long)
                 per_cnt = torch.zeros(num_classes, dtype=torch.long)
+                ks = _top_ks(topk, num_classes)
+                hits = dict.fromkeys(ks, 0)
             top = out.topk(min(max(ks), num_classes), dim=1).indices
             correct = top == y[:, None]
             for k in ks:
@@ -99,4 +108,19 @@ def accuracy(
     ]
     names = getattr(getattr(loader, "dataset", data), "classes", None) or []
     topk_res = {k: hits[k] / n for k in ks}
-    return AccuracyResult(topk_res[1], topk_res, per_class, per_cnt.tolist(), n, list(names))
+    return AccuracyResult(topk_res[1], topk_res, per_class, per_cnt.tolist(), n, list(names),
+                          num_classes)
+
+
+def _top_ks(topk: tuple[int, ...] | None, num_classes: int) -> list[int]:
+    """1 and the requested k below ``num_classes`` (default: 5 when it fits)."""
+    if topk is None:
+        return [1, 5] if num_classes > 5 else [1]
+    bad = sorted(k for k in set(topk) if k >= num_classes and k != 1)
+    if bad:
+        raise ValueError(
+            f"top-{bad[0]} accuracy of a {num_classes}-class model is 100 % by definition: "
+            f"topk values must be below the number of classes ({num_classes}), got "
+            f"{tuple(topk)}; leave topk=None for the default (top-5 when there are more "
+            "than 5 classes)")
+    return sorted(set(topk) | {1})

@@ -222,12 +222,16 @@ def _grid_set(model: nn.Module, data: Any, *, n: int, num_grids: int | None, see
         grid_file=out_dir / "grids.json" if out_dir is not None else None, model_fp=model_fp,
     )
     if len(grids) == 0:
-        raise ValueError(_NO_GRIDS)
+        raise ValueError(_no_grids(grids.n, confidence_threshold))
     return grids
 
 
-_NO_GRIDS = ("no grids could be made (fewer than n² classes have a correctly classified image); "
-             "check the model's accuracy, use a smaller n or drop the confidence threshold")
+def _no_grids(n: int, confidence_threshold: float | None) -> str:
+    """The error for a game without grids (e.g. ``num_grids=0``)."""
+    more = "" if confidence_threshold is None else ", or confidence_threshold=None"
+    return (f"no grids to play: none were made or requested (an {n}×{n} grid needs {n * n} "
+            f"classes with a correctly classified image); pass num_grids >= 1 (or None: as "
+            f"many as can be made), check the model's accuracy{more}")
 
 
 def grid_pointing_game(
@@ -313,7 +317,8 @@ def grid_pointing_game(
     if isinstance(data, GridDataset):
         grids = data
         if len(grids) == 0:
-            raise ValueError(_NO_GRIDS)
+            raise ValueError("the GridDataset given holds no grids; make it with num_grids >= 1 "
+                             "(make_grid_dataset)")
     else:
         grids = _grid_set(model, data, n=n, num_grids=num_grids, seed=seed,
                           confidence_threshold=confidence_threshold,

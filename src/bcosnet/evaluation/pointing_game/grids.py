@@ -4,6 +4,7 @@ confidence threshold."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from torch import Tensor, nn
 from ..._utils.progress import progress as tqdm
 from ._model import _eval_mode, _logits_of, _model_device_dtype
 
-__all__ = ["GridDataset", "TooFewClassesError", "make_grid_dataset"]
+__all__ = ["GridDataset", "TooFewClassesError", "grid_size_advice", "largest_grid_n",
+           "make_grid_dataset"]
 
 
 class TooFewClassesError(ValueError):
@@ -31,6 +33,24 @@ class TooFewClassesError(ValueError):
         super().__init__(message)
         self.needed, self.usable = needed, usable
         self.confidence_threshold = confidence_threshold
+
+
+def largest_grid_n(classes: int) -> int:
+    """The largest n whose n×n grid fits ``classes`` distinct classes (n² ≤ classes);
+    0 when none does, i.e. fewer than 4 classes: the game needs n ≥ 2."""
+    n = math.isqrt(max(classes, 0))
+    return n if n >= 2 else 0
+
+
+def grid_size_advice(n: int, classes: int, whose: str) -> str:
+    """``"a 3×3 grid needs 9 distinct classes (n² for n=3), but <whose> 5; n=2 fits
+    (a 2×2 grid, 4 classes)"`` — or that no grid fits (fewer than 4 classes)."""
+    need = f"a {n}×{n} grid needs {n * n} distinct classes (n² for n={n}), but {whose} {classes}"
+    fit = largest_grid_n(classes)
+    if fit == 0:
+        return (f"{need}; no grid size fits: the pointing game needs at least 4 classes "
+                "(n=2, a 2×2 grid)")
+    return f"{need}; n={fit} fits (a {fit}×{fit} grid, {fit * fit} classes)"
 
 
 def _check_n(n: int) -> int:
@@ -358,20 +378,19 @@ def make_grid_dataset(
     )
     sq = n * n
     if num_classes < sq:
-        raise ValueError(
-            f"a {n}×{n} grid needs {sq} distinct classes but the model has {num_classes}; "
-            f"use a smaller n"
-        )
+        raise ValueError(grid_size_advice(n, num_classes, "the model has"))
     usable = {c: len(r) for c, r in ranking.items()}
     thr = "" if confidence_threshold is None else (
         f" with {confidence_score}(logit) > {confidence_threshold:g}"
         if confidence_score == "sigmoid" else f" with softmax > {confidence_threshold:g}")
     if len(usable) < sq:
+        more = "a better-trained model" + (
+            "" if confidence_threshold is None else " or confidence_threshold=None")
         raise TooFewClassesError(
-            f"a {n}×{n} grid needs {sq} distinct classes, but only {len(usable)} of the "
-            f"{num_classes} classes have a correctly classified image{thr} (images per class: "
-            f"{dict(sorted(usable.items()))}); use a smaller n, a better-trained model or "
-            "confidence_threshold=None",
+            grid_size_advice(n, len(usable), f"only {len(usable)} of the model's {num_classes} "
+                             f"classes have a correctly classified image{thr}: usable classes")
+            + f" (images per class: {dict(sorted(usable.items()))}); for more usable classes: "
+            f"{more}",
             needed=sq, usable=usable, confidence_threshold=confidence_threshold,
         )
     gen = torch.Generator().manual_seed(seed)
@@ -398,10 +417,12 @@ def make_grid_dataset(
             f"(usable images per class: {dict(sorted(usable.items()))})"
         )
         if not allow_fewer:
-            raise ValueError(
-                f"{msg}; pass num_grids={made} (or None, or allow_fewer=True), a smaller n, "
-                "or confidence_threshold=None"
-            )
+            fixes = [f"num_grids={made}", "allow_fewer=True"]
+            if n > 2:
+                fixes.append(f"a smaller grid (n={n - 1} needs {(n - 1) ** 2} classes per grid)")
+            if confidence_threshold is not None:
+                fixes.append("confidence_threshold=None (more usable images)")
+            raise ValueError(f"{msg}; pass {', '.join(fixes[:-1])} or {fixes[-1]}")
         warnings.warn(msg, stacklevel=2)
     return GridDataset(
         source=source,

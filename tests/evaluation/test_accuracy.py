@@ -1,0 +1,60 @@
+"""evaluation.accuracy: top-k only where it means something (k below the class count)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bcosnet.evaluation.accuracy import accuracy
+
+
+class _Table(nn.Module):
+    """Logits looked up by the image's value (image i holds i everywhere)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("table", logits)
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.table[x[:, 0, 0, 0].round().long()]
+
+
+def _data(n: int, k: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, k, generator=g)
+    labels = torch.randint(0, k, (n,), generator=g)
+    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 2, 2)
+    return _Table(logits), list(zip(images.clone(), labels.tolist(), strict=True)), logits, labels
+
+
+def _topk_reference(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """From the definition: the label is among the k largest logits (sorted by hand)."""
+    hits = 0
+    for row, y in zip(logits.tolist(), labels.tolist(), strict=True):
+        order = sorted(range(len(row)), key=lambda c: -row[c])
+        hits += y in order[:k]
+    return hits / len(labels)
+
+
+def test_three_classes_report_top1_only():
+    model, ds, logits, labels = _data(40, 3)
+    res = accuracy(model, ds, batch_size=7)
+    assert list(res.topk) == [1] and res.num_classes == 3
+    assert res.top1 == pytest.approx(_topk_reference(logits, labels, 1))
+    assert "top-5" not in res.summary() and "top-1" in res.summary()
+    with pytest.raises(ValueError, match=r"top-3 accuracy of a 3-class model is 100 % by "
+                                         r"definition: topk values must be below the number "
+                                         r"of classes \(3\)"):
+        accuracy(model, ds, topk=(1, 3))
+
+
+def test_many_classes_report_top5_by_default():
+    model, ds, logits, labels = _data(50, 10, seed=1)
+    res = accuracy(model, ds, batch_size=16)
+    assert list(res.topk) == [1, 5]
+    for k in (1, 5):
+        assert res.topk[k] == pytest.approx(_topk_reference(logits, labels, k))
+    assert f"top-5 {100 * res.topk[5]:.2f} %" in res.summary()
+    assert list(accuracy(model, ds, topk=(2, 9)).topk) == [1, 2, 9]
