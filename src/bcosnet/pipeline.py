@@ -104,7 +104,7 @@ DEFAULT_GRIDS = 250
 #: the paper: same data, optimiser, schedule and epochs).  6 epochs of the B-cos
 #: network take ≈ 10–12 min on one thread (≈ 490–580 img/s in the timed main job of
 #: commit 56e6fa4), the twin's ≈ 7–8 min beside it; with the 1 155 s pointing game
-#: that job took, the default main job is estimated at ≈ 35 min on 2 cores — within
+#: that job took, the default main job is estimated at ≈ 33–35 min on 2 cores — within
 #: 45 min with a margin for slower machines (8 epochs would leave ≈ 6 min).
 DEFAULT_EPOCHS = 6
 DEFAULT_GRIDS_PER_METHOD: dict[str, int] = dict.fromkeys(PERTURBATION_METHODS, 100)

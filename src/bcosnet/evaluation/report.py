@@ -370,8 +370,9 @@ class LocalisationComparison:
                            f"network ({self.best_same.method})")
         clauses += [f"{r.text()} for the best method on the {r.network} network ({r.method})"
                     for r in self.best_others]
-        sentence = (f"{verdict} (by the median): {e.method} on the {e.network} network "
-                    f"localises with a median score of {e.text()}, against "
+        sentence = (f"{verdict} (by the median): {e.method}, the model-inherent explanation, "
+                    f"on the {e.network} network localises with a median score of {e.text()}, "
+                    "against "
                     + " and ".join(clauses))
         flips = [r for r in self.rivals if self.beats(r) != self.beats(r, "mean")]
         if flips:
