@@ -80,15 +80,17 @@ def test_bcosified_at_b1_computes_the_source(source: str) -> None:
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.Linear)) for m in net.modules())
     x = torch.rand(3, channels, 32, 32, dtype=torch.float64)
     if source.startswith("torchvision"):  # a plain torchvision model takes normalised images
-        mean = torch.tensor(kw.get("mean", [0.485, 0.456, 0.406])).view(1, -1, 1, 1)
-        std = torch.tensor(kw.get("std", [0.229, 0.224, 0.225])).view(1, -1, 1, 1)
-        ref = src((x - mean.double()) / std.double())
+        f64 = dict(dtype=torch.float64)
+        mean = torch.tensor(kw.get("mean", [0.485, 0.456, 0.406]), **f64).view(1, -1, 1, 1)
+        std = torch.tensor(kw.get("std", [0.229, 0.224, 0.225]), **f64).view(1, -1, 1, 1)
+        ref = src((x - mean) / std)
     else:
-        ref = src(x)
+        ref = src(x)  # the twins normalise inside
     out = net(x)
     assert out.dtype == torch.float64 and out.shape == ref.shape == (3, 5)
     rel = (out - ref).abs().max() / ref.abs().max()
-    assert rel < 1e-6, f"{source}: relative difference {rel:.2e}"
+    # float64 throughout, the normalisation folded in float64 (it was float32: 1.6e-8)
+    assert rel < 1e-12, f"{source}: relative difference {rel:.2e}"
     # the source is not modified
     assert all(torch.equal(v, before[k]) for k, v in src.state_dict().items())
 
@@ -171,6 +173,44 @@ def test_fine_tuning_form_is_complete_for_other_families(source: str) -> None:
     assert ex.logits.abs().max() > 0
     torch.testing.assert_close(ex.contributions.sum((-2, -1)) + ex.bias, ex.logits,
                                rtol=1e-9, atol=1e-9 * float(ex.logits.abs().max()))
+
+
+def test_fine_tuning_form_logits_are_the_logit_bias_because_b2_shrinks_each_layer() -> None:
+    """The docstring's reason for constant logits after fine_tuning_form(b=2): every
+    B-cos conv scales its convolution by |conv(x)|/‖x_patch‖ (far below 1 here), the
+    eval-mode batch norms keep the B = 1 variances, so the evidence vanishes layer by
+    layer; B = 1 (biases still removed) or the batch's statistics (train mode) bring
+    input-dependent logits back."""
+    torch.manual_seed(0)
+    src = _randomise_norms(bcosnet.create_model("standard_fmnist_bcos", 3)).double().eval()
+    net = bcosnet.bcosify(src).fine_tuning_form(b=2).eval()
+    x = torch.rand(8, 1, 28, 28, dtype=torch.float64)
+    bias = net.logit_layer.bias
+
+    def spread(out: torch.Tensor) -> float:  # how much the logits vary across images
+        return float((out - out.mean(0)).abs().max())
+
+    factors: list[float] = []
+
+    def record(conv: BcosifiedConv2d, inp: tuple, out: torch.Tensor) -> None:
+        lin = F.conv2d(inp[0], conv.weight, None, conv.stride, conv.padding)  # B = 1
+        factors.append(float(out.abs().mean() / lin.abs().mean()))
+
+    hooks = [m.register_forward_hook(record) for m in net.bcos_layers()]
+    with torch.no_grad():
+        at_b2 = net(x)
+    for h in hooks:
+        h.remove()
+    # every layer shrinks its output, the product is tiny: the logits are the bias
+    assert len(factors) == 6 and max(factors) < 0.5, factors
+    assert (at_b2 - bias).abs().max() < 1e-6 and spread(at_b2) < 1e-9
+    with torch.no_grad():
+        net.set_b(1.0)
+        at_b1 = net(x)  # same network, biases still removed: input-dependent again
+        net.set_b(2.0).train()
+        batch_stats = net(x)  # train mode: the norms use the batch's statistics
+    assert spread(at_b1) > 1e3 * spread(at_b2) and spread(at_b1) > 1e-5
+    assert spread(batch_stats) > 1e-3
 
 
 def test_registered_bcosified_twin_loads_the_source_weights(tmp_path) -> None:

@@ -109,6 +109,20 @@ class BcosifiedNet(BcosClassifier):
                          avg_pool: bool = True, logit_bias: float | None = None) -> BcosifiedNet:
         """Make the paper's changes for fine-tuning (in place; returns ``self``).
 
+        **Right after this call every logit is (close to) the logit bias
+        −log(C − 1) for every input — intended, the paper's starting point.**
+        At B = 2 a :class:`~bcosnet.nn.BcosifiedConv2d` multiplies its
+        convolution by ``|conv(x)| / ‖x_patch‖ = ‖w‖·|cos(x, w)|`` (weights not
+        normalised, as in the B-cosification code), a factor far below 1 for the
+        source's weights; in eval mode the uncentred batch norms still divide by
+        the variances measured at B = 1, so nothing restores the scale and the
+        class evidence shrinks by that factor at every layer — after a handful
+        of layers it is below the rounding of the logit bias.  In training mode
+        the batch norms normalise with the batch's statistics, the evidence is
+        back at its scale (the logits vary with the input again) and the running
+        statistics follow within the first steps: fine-tune (or run a few
+        batches in ``train()`` mode) before evaluating.
+
         Args:
             b: B of every layer (the paper: 2, set at once).
             remove_biases: drop every conv and norm bias (the paper: yes, at once).
@@ -172,7 +186,7 @@ def bcosify(
     if isinstance(norm, ImageNormalize):
         if mean is not None or std is not None:
             raise ValueError(f"{name} normalises its input itself; do not pass mean/std")
-        mu, sd = list(norm.stats[0]), list(norm.stats[1])
+        mu, sd = _applied_stats(norm)
         in_channels, min_size = norm.in_channels, min_size or norm.min_size
     elif _is_fmnist_twin(src):
         if mean is not None or std is not None:
@@ -204,6 +218,18 @@ def bcosify(
     if fine_tune:
         net.fine_tuning_form(b)
     return net
+
+
+def _applied_stats(norm: ImageNormalize) -> tuple[list[float], list[float]]:
+    """The mean and std ``norm`` actually applies: its buffers, in the model's dtype.
+
+    A twin made in float32 and then ``.double()``-ed holds the float32-rounded
+    statistics as float64 values; folding those (not the recorded decimal
+    floats) keeps a float64 B-cosified net equal to its source to float64
+    rounding.  On the meta device the recorded floats are all there is."""
+    if norm.mean.is_meta or norm.std.is_meta:
+        return list(norm.stats[0]), list(norm.stats[1])
+    return norm.mean.flatten().tolist(), norm.std.flatten().tolist()
 
 
 def _is_fmnist_twin(model: nn.Module) -> bool:
