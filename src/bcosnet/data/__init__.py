@@ -1,18 +1,35 @@
 """Data sets and transform presets (images in [0, 1], class names kept with the data)."""
 
-from .builder import DATASETS, DataSplits, EpochSeededDataset, build_datasets, per_class_subset
+from .builder import (
+    DATASETS,
+    DatasetRecord,
+    DataSplits,
+    EpochSeededDataset,
+    build_datasets,
+    canonical_dataset_name,
+    eval_preprocess,
+    per_class_subset,
+)
 from .datasets import (
     CIFAR10_CLASSES,
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIRS,
     IMAGE_EXTENSIONS,
-    CorruptImageError,
     DataNotFoundError,
     ImageFolderDataset,
     SyntheticDataset,
     TensorImageDataset,
     cifar10,
     fashion_mnist,
+)
+from .images import (
+    MAX_IMAGE_PIXELS,
+    CorruptImageError,
+    Preprocess,
+    convert_image,
+    model_preprocess,
+    open_image,
+    to_model_input,
 )
 from .transforms import (
     IMAGENET_SIZE,
@@ -28,6 +45,15 @@ __all__ = [
     "DATASETS",
     "DataNotFoundError",
     "DataSplits",
+    "DatasetRecord",
+    "MAX_IMAGE_PIXELS",
+    "Preprocess",
+    "canonical_dataset_name",
+    "convert_image",
+    "eval_preprocess",
+    "model_preprocess",
+    "open_image",
+    "to_model_input",
     "CorruptImageError",
     "EpochSeededDataset",
     "FASHION_MNIST_CLASSES",

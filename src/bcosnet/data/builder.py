@@ -7,14 +7,14 @@ transform preset:
 * ``"cifar10"``: see :func:`~bcosnet.data.cifar10`.
 * ``"imagenet"``: ``root/train`` and ``root/val`` image folders, ImageNet presets.
 * ``"folder"``: ``root/train`` and ``root/val`` (or ``root/test``) image folders,
-  resized evaluation transform at ``image_size``.
+  resized evaluation transform at ``image_size`` (:func:`eval_preprocess`).
 * ``"synthetic"``: :class:`~bcosnet.data.SyntheticDataset` (no files).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +29,145 @@ from .datasets import (
     cifar10,
     fashion_mnist,
 )
+from .images import IMAGENET_CROP_FRACTION, Preprocess
 from .transforms import IMAGENET_SIZE, cifar10_transform, fmnist_transform, imagenet_transform
 
-__all__ = ["DATASETS", "DataSplits", "EpochSeededDataset", "build_datasets", "per_class_subset"]
+__all__ = ["DATASETS", "DataSplits", "DatasetRecord", "EpochSeededDataset", "build_datasets",
+           "canonical_dataset_name", "eval_preprocess", "per_class_subset"]
 
 DATASETS = ("fashion-mnist", "fmnist", "cifar10", "imagenet", "folder", "synthetic")
+_ALIASES = {"fmnist": "fashion-mnist"}
+
+
+def canonical_dataset_name(name: str) -> str:
+    """``"FMNIST"`` / ``"fashion_mnist"`` → ``"fashion-mnist"``; ``ValueError`` for
+    an unknown name."""
+    key = str(name).lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
+    if key not in DATASETS:
+        from .._utils.validate import did_you_mean
+
+        raise ValueError(f"unknown data set {name!r}{did_you_mean(key, list(DATASETS))}; "
+                         f"choose one of {', '.join(DATASETS)}")
+    return key
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """Which data set a model was trained and tested on: enough to build it again
+    (:meth:`build`).  Part of a saved model's record (``model.model_info.dataset``).
+
+    Attributes:
+        name: a name of :data:`DATASETS` (canonical: ``"fashion-mnist"``, not ``"fmnist"``).
+        root: the data root (an absolute path), or ``None`` (found by itself:
+            Fashion-MNIST's system copy, generated data).
+        train_split, test_split: the splits' names (for image folders: the
+            sub-folders of ``root``, e.g. ``"train"`` and ``"val"``).
+        options: what else :func:`build_datasets` needs (``channels`` of image
+            folders, ``synthetic_*`` of generated data).
+    """
+
+    name: str
+    root: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, *, root: str | os.PathLike | None = None, image_size: int | None = None,
+              augment: bool = False) -> DataSplits:
+        """The data set again (``root`` replaces the recorded root)."""
+        return build_datasets(self.name, root if root is not None else self.root,
+                              image_size=image_size, augment=augment,
+                              test_split=self.test_split, **self.options)
+
+    def describe(self) -> str:
+        """E.g. ``"folder at /data/shapes (train/val)"``."""
+        where = f" at {self.root}" if self.root else ""
+        return f"{self.name}{where} ({self.train_split}/{self.test_split})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "root": self.root, "train_split": self.train_split,
+                "test_split": self.test_split, "options": dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> DatasetRecord:
+        """The inverse of :meth:`to_dict`; ``ValueError`` naming a bad or unknown field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"the data-set record must be a mapping, got {type(d).__name__}")
+        unknown = set(d) - {"name", "root", "train_split", "test_split", "options"}
+        if unknown:
+            raise ValueError(f"unknown field(s) {sorted(unknown)} in the data-set record")
+        if not isinstance(d.get("name"), str):
+            raise ValueError("the data-set record has no 'name'")
+        opts = d.get("options") or {}
+        if not isinstance(opts, dict) or set(opts) - set(_BUILD_OPTIONS):
+            raise ValueError(f"bad data-set options {opts!r} in the record (known: "
+                             f"{', '.join(_BUILD_OPTIONS)})")
+        root = d.get("root")
+        if root is not None and not isinstance(root, str):
+            raise ValueError(f"the data-set record's root must be a path or null, got {root!r}")
+        return cls(canonical_dataset_name(d["name"]), root,
+                   str(d.get("train_split", "train")), str(d.get("test_split", "test")),
+                   dict(opts))
+
+    @classmethod
+    def from_config(cls, data: dict[str, Any]) -> DatasetRecord:
+        """From a training config's ``data`` section (checkpoints of bcosnet < 0.2
+        record only that); the folders' test split is found when building."""
+        name = canonical_dataset_name(data.get("dataset", "fashion-mnist"))
+        root = data.get("root")
+        opts: dict[str, Any] = {}
+        if name == "synthetic":
+            opts = {k: data[k] for k in ("synthetic_samples", "synthetic_classes",
+                                         "synthetic_channels") if k in data}
+        test = "test" if name not in ("imagenet", "folder") else _find_test_split(root)
+        return cls(name, None if root is None else str(Path(root).resolve()), "train", test,
+                   opts)
+
+
+#: build_datasets options a :class:`DatasetRecord` keeps.
+_BUILD_OPTIONS = ("channels", "synthetic_samples", "synthetic_classes", "synthetic_channels")
+_FOLDER_TEST_SPLITS = ("val", "test")
+
+
+def _find_test_split(root: Any) -> str:
+    if root is not None:
+        for n in _FOLDER_TEST_SPLITS:
+            if (Path(root) / n).is_dir():
+                return n
+    return _FOLDER_TEST_SPLITS[0]
 
 
 @dataclass
 class DataSplits:
-    """A train and a test split with their class names."""
+    """A train and a test split with their class names.
+
+    ``preprocess``: the test split's transform as a record (what a model trained
+    on these data is fed: size, resize rule); ``dataset``: how to build the data
+    again.  Both ``None`` for data sets made by hand.
+    """
 
     train: Dataset
     test: Dataset
     classes: list[str]
     in_channels: int
     image_size: tuple[int, int]
+    dataset: DatasetRecord | None = None
+    preprocess: Preprocess | None = None
+
+
+def eval_preprocess(name: str, image_size: int | None = None) -> Preprocess:
+    """The evaluation transform of data set ``name`` at ``image_size``: image
+    folders (ImageNet, ``folder``) resize to ``size·256/224`` and cut the centre
+    (default 224 px); Fashion-MNIST (28 px), CIFAR-10 (32 px) and generated data
+    are used at their native size (the rule scales the shorter side to the size:
+    nothing changes for their own images)."""
+    key = canonical_dataset_name(name)
+    if key in ("imagenet", "folder"):
+        size = image_size or IMAGENET_SIZE
+        return Preprocess((size, size), "crop", IMAGENET_CROP_FRACTION)
+    native = {"fashion-mnist": 28, "cifar10": 32}.get(key, image_size or 28)
+    return Preprocess((native, native), "crop", 1.0)
 
 
 def _folder_split(root: Path, names: tuple[str, ...]) -> Path:
@@ -65,28 +188,42 @@ def build_datasets(
     augment: bool = True,
     download: bool = False,
     skip_corrupt: bool = False,
+    channels: int | None = None,
+    test_split: str | None = None,
     synthetic_samples: int = 256,
     synthetic_classes: int = 4,
     synthetic_channels: int = 1,
 ) -> DataSplits:
-    """Train and test data sets of ``name`` (one of :data:`DATASETS`) with the
-    transform presets of SPEC §6 (``augment=False`` drops training augmentation)."""
-    key = name.lower().replace("_", "-")
-    if key in ("fashion-mnist", "fmnist"):
+    """Train and test data sets of ``name`` (one of :data:`DATASETS`) with their
+    transform presets (``augment=False`` drops training augmentation).
+
+    ``channels`` (image folders): 3 (RGB, default) or 1 (grey; files are
+    converted).  ``test_split`` (image folders): the test sub-folder (default:
+    ``val``, else ``test``).  The result records how it was built
+    (``.dataset``) and the test transform (``.preprocess``).
+    """
+    key = canonical_dataset_name(name)
+    if key == "fashion-mnist":
         tr = fashion_mnist(root, "train", fmnist_transform(True, augment), download=download)
         te = fashion_mnist(root, "test", None, download=download)
-        return DataSplits(tr, te, tr.classes, 1, (28, 28))
+        rec = DatasetRecord(key, None if root is None else str(Path(root).resolve()))
+        return DataSplits(tr, te, tr.classes, 1, (28, 28), rec, eval_preprocess(key))
     if key == "cifar10":
         if root is None:
             raise ValueError("CIFAR-10 needs a data root (--data DIR); add --download to fetch it")
         tr = cifar10(root, "train", cifar10_transform(augment), download=download)
         te = cifar10(root, "test", None, download=download)
-        return DataSplits(tr, te, tr.classes, 3, (32, 32))
+        rec = DatasetRecord(key, str(Path(root).resolve()))
+        return DataSplits(tr, te, tr.classes, 3, (32, 32), rec, eval_preprocess(key))
     if key in ("imagenet", "folder"):
         if root is None:
             raise ValueError(f"data set {name!r} needs a data root (--data DIR) holding "
                              f"train/ and val/ image folders")
-        size = image_size or IMAGENET_SIZE
+        if channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+        ch = channels or 3
+        pre = eval_preprocess(key, image_size)
+        size = pre.size[0]
         r = Path(root)
         if not r.is_dir():
             raise DataNotFoundError(
@@ -96,29 +233,29 @@ def build_datasets(
         rand_aug = key == "imagenet"
         tr = ImageFolderDataset(
             _folder_split(r, ("train",)),
-            imagenet_transform(True, size, rand_augment=rand_aug) if augment
-            else imagenet_transform(False, size),
-            skip_corrupt=skip_corrupt,
+            imagenet_transform(True, size, rand_augment=rand_aug) if augment else pre,
+            skip_corrupt=skip_corrupt, grey=ch == 1,
         )
-        te = ImageFolderDataset(
-            _folder_split(r, ("val", "test")),
-            imagenet_transform(False, size),
-            skip_corrupt=skip_corrupt,
-        )
+        te_dir = _folder_split(r, (test_split,) if test_split else _FOLDER_TEST_SPLITS)
+        te = ImageFolderDataset(te_dir, pre, skip_corrupt=skip_corrupt, grey=ch == 1)
         if te.classes != tr.classes:
             raise ValueError(
-                f"train and val folders in {r} have different classes "
+                f"train and {te_dir.name} folders in {r} have different classes "
                 f"({len(tr.classes)} vs {len(te.classes)}); they must match"
             )
-        return DataSplits(tr, te, tr.classes, 3, (size, size))
-    if key == "synthetic":
-        size = image_size or 28
-        tr = SyntheticDataset(synthetic_samples, synthetic_classes, size, synthetic_channels,
-                              seed=0)
-        te = SyntheticDataset(max(synthetic_samples // 4, synthetic_classes), synthetic_classes,
-                              size, synthetic_channels, seed=1)
-        return DataSplits(tr, te, tr.classes, synthetic_channels, (size, size))
-    raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+        rec = DatasetRecord(key, str(r.resolve()), "train", te_dir.name,
+                            {"channels": ch} if ch != 3 else {})
+        return DataSplits(tr, te, tr.classes, ch, pre.size, rec, pre)
+    assert key == "synthetic"
+    size = image_size or 28
+    tr = SyntheticDataset(synthetic_samples, synthetic_classes, size, synthetic_channels, seed=0)
+    te = SyntheticDataset(max(synthetic_samples // 4, synthetic_classes), synthetic_classes,
+                          size, synthetic_channels, seed=1)
+    rec = DatasetRecord(key, None, options={"synthetic_samples": synthetic_samples,
+                                            "synthetic_classes": synthetic_classes,
+                                            "synthetic_channels": synthetic_channels})
+    return DataSplits(tr, te, tr.classes, synthetic_channels, (size, size), rec,
+                      eval_preprocess(key, size))
 
 
 def per_class_subset(dataset: Dataset, per_class: int, *, seed: int = 0) -> Subset:

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .images import CorruptImageError, _pil_to_tensor, open_image
+
 __all__ = [
     "DataNotFoundError",
     "CorruptImageError",
@@ -60,10 +62,6 @@ _CIFAR_DIR = "cifar-10-batches-py"
 class DataNotFoundError(FileNotFoundError):
     """The data set's files were not found; the message lists where they were
     looked for and how to get them."""
-
-
-class CorruptImageError(ValueError):
-    """An image file could not be read (named in the message)."""
 
 
 def _check_split(split: str, allowed: Sequence[str]) -> str:
@@ -317,8 +315,11 @@ class ImageFolderDataset(Dataset):
     ``verify=True`` opens every file up front and raises (or, with
     ``skip_corrupt``, drops them) listing all unreadable files.
 
-    ``transform`` receives a PIL image (RGB, or "L" when ``grey=True``); without
-    one, images become C×H×W float tensors in [0, 1].
+    Files are decoded by :func:`bcosnet.data.open_image` (EXIF orientation,
+    transparency over white, 16-bit scaled, decompression bombs refused) — the
+    decoder ``bcosnet explain`` uses.  ``transform`` receives that PIL image (RGB,
+    or "L" when ``grey=True``); without one, images become C×H×W float tensors in
+    [0, 1].
     """
 
     def __init__(
@@ -381,14 +382,11 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def _load(self, path: str) -> Any:
-        from PIL import Image
-
         try:
-            with Image.open(path) as im:
-                return im.convert("L" if self.grey else "RGB")
-        except Exception as e:  # PIL raises many types for bad files
+            return open_image(path, 1 if self.grey else 3)
+        except (CorruptImageError, OSError) as e:
             raise CorruptImageError(
-                f"cannot read image file {path}: {e} — fix or remove it, or pass "
+                f"{e} — fix or remove it, or pass "
                 f"skip_corrupt=True (CLI: --skip-corrupt)"
             ) from e
 
@@ -409,17 +407,12 @@ class ImageFolderDataset(Dataset):
             raise CorruptImageError(f"no readable image in {self.root}")
         if self.transform is not None:
             return self.transform(img), target
-        arr = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True))
-        arr = arr.unsqueeze(0) if arr.dim() == 2 else arr.permute(2, 0, 1)
-        return arr.float().div_(255.0), target
+        return _pil_to_tensor(img), target
 
 
 def _readable(path: str) -> bool:
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            im.load()
+        open_image(path, None)
         return True
-    except Exception:
+    except (CorruptImageError, OSError):
         return False

@@ -58,15 +58,19 @@ def imagenet_transform(
     grey: bool = False,
 ) -> Callable[[Any], Tensor]:
     """ImageNet: RandomResizedCrop(size) + flip + RandAugment(2, 9) for training;
-    resize to ``round(size·256/224)`` + centre crop for evaluation.  Takes PIL images."""
+    resize to ``round(size·256/224)`` + centre crop for evaluation (a
+    :class:`~bcosnet.data.Preprocess`, the rule a trained model records).  Takes
+    PIL images."""
+    from .images import IMAGENET_CROP_FRACTION, Preprocess
+
     if size < 8:
         raise ValueError(f"image size must be at least 8 px, got {size}")
-    if train:
-        ops: list[Any] = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
-        if rand_augment:
-            ops.append(T.RandAugment(num_ops=2, magnitude=9))
-    else:
-        ops = [T.Resize(round(size * 256 / 224)), T.CenterCrop(size)]
+    if not train:
+        pre = Preprocess((size, size), "crop", IMAGENET_CROP_FRACTION)
+        return T.Compose([T.Grayscale(1), pre]) if grey else pre
+    ops: list[Any] = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
+    if rand_augment:
+        ops.append(T.RandAugment(num_ops=2, magnitude=9))
     if grey:
         ops.append(T.Grayscale(1))
     ops.append(T.ToTensor())

@@ -19,13 +19,22 @@ from . import (  # noqa: F401  (registration)
 from .base import BcosClassifier
 from .bcos_v2 import load_bcos_v2
 from .bcosification import BcosifiedNet, bcosify, register_bcosified_models
-from .registry import ModelInfo, create_model, list_models, model_info, register_model
+from .registry import (
+    RECORD_FORMAT,
+    ModelInfo,
+    create_model,
+    list_models,
+    model_info,
+    register_model,
+)
 from .weights import (
+    ReadWeights,
     Weights,
     create_finetune_model,
     freeze_backbone,
     get_weights,
     list_weights,
+    read_weights,
     register_weights,
 )
 
@@ -35,6 +44,8 @@ __all__ = [
     "BcosClassifier",
     "BcosifiedNet",
     "ModelInfo",
+    "RECORD_FORMAT",
+    "ReadWeights",
     "bcosify",
     "create_finetune_model",
     "create_model",
@@ -47,4 +58,5 @@ __all__ = [
     "Weights",
     "get_weights",
     "list_weights",
+    "read_weights",
 ]

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from .._utils.validate import check_image_batch, did_you_mean
 from ..nn import AvgPool2d, BatchNormUncentered2d, BcosConv2d, v1_scale
+from .registry import ClassNamesMixin
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -375,10 +376,11 @@ class ImageNormalize(nn.Module):
         return f"in_channels={self.in_channels}"
 
 
-class StandardClassifierMixin:
+class StandardClassifierMixin(ClassNamesMixin):
     """Fine-tuning helpers of the conventional twins (as on the B-cos models):
-    :meth:`get_classifier` and :meth:`reset_classifier`.  ``classifier_name`` names
-    the head (a linear/conv layer, or a ``Sequential`` ending in one)."""
+    :meth:`get_classifier`, :meth:`reset_classifier` and ``class_names``.
+    ``classifier_name`` names the head (a linear/conv layer, or a ``Sequential``
+    ending in one)."""
 
     classifier_name: str = "classifier"
 
@@ -400,11 +402,9 @@ class StandardClassifierMixin:
         else:
             setattr(self, self.classifier_name, _resized_copy(head, num_classes))
         self.num_classes = num_classes
-        info = getattr(self, "model_info", None)
-        if info is not None:
-            from dataclasses import replace
+        from .base import _reset_record
 
-            self.model_info = replace(info, num_classes=num_classes)
+        _reset_record(self, num_classes)  # type: ignore[arg-type]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -25,11 +25,12 @@ from torch import Tensor, nn
 
 from ..nn import AddInverse, LogitLayer
 from ._common import check_images
+from .registry import ClassNamesMixin
 
 __all__ = ["BcosClassifier"]
 
 
-class BcosClassifier(nn.Module):
+class BcosClassifier(ClassNamesMixin, nn.Module):
     """Base class of the zoo's B-cos networks (see the module docstring).
 
     Subclasses call ``super().__init__(...)`` first (it creates ``encoding``),
@@ -126,14 +127,7 @@ class BcosClassifier(nn.Module):
                           else v1_logit_bias(num_classes))
         self.logit_layer = type(self.logit_layer)(temperature=self.logit_layer.temperature,
                                                   bias=float(logit_bias))
-        info = getattr(self, "model_info", None)
-        if info is not None:
-            from dataclasses import replace
-
-            self.model_info = replace(info, num_classes=num_classes)
-        names = getattr(self, "class_names", None)
-        if names is not None and len(names) != num_classes:
-            del self.class_names
+        _reset_record(self, num_classes)
 
     def _logit_rule(self) -> str:
         """``"v2"`` or ``"v1"``: which logit-bias rule this model follows."""
@@ -143,6 +137,17 @@ class BcosClassifier(nn.Module):
         from ..nn import BatchNormUncentered2d
 
         return "v2" if any(isinstance(m, BatchNormUncentered2d) for m in self.modules()) else "v1"
+
+
+def _reset_record(model: nn.Module, num_classes: int) -> None:
+    """After a new head: the record's class count; its class names only if the
+    count is the same (new outputs have no names yet)."""
+    info = model.__dict__.get("model_info")
+    if info is not None:
+        from dataclasses import replace
+
+        keep = info.classes if num_classes == info.num_classes else ()
+        model.model_info = replace(info, num_classes=num_classes, classes=keep)
 
 
 def _resized_copy(layer: nn.Module, out: int) -> nn.Module:

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ._common import BcosPolicy, ConvFactory, ImageNormalize, bcos_policy, resolve_options
 from .base import BcosClassifier
-from .registry import register_model
+from .registry import ClassNamesMixin, register_model
 
 __all__ = [
     "BcosInception3",
@@ -267,7 +267,7 @@ class BcosInception3(BcosClassifier):
         return InceptionOutputs(logits, self.logit_layer(aux))
 
 
-class StandardInception3(tvm.Inception3):
+class StandardInception3(ClassNamesMixin, tvm.Inception3):
     """torchvision's Inception-v3 taking images in [0, 1]: ``normalize`` (ImageNet
     mean/std) then the usual forward; ``transform_input`` is off.
 

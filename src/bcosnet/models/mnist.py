@@ -29,7 +29,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..nn import AvgPool2d
-from ._common import StandardClassifierMixin, bcos_conv_factory, check_images, resolve_options
+from ._common import ImageNormalize, StandardClassifierMixin, bcos_conv_factory, resolve_options
 from .base import BcosClassifier
 from .registry import register_model
 
@@ -104,12 +104,13 @@ class FMNISTStandardNet(StandardClassifierMixin, nn.Module):
         )
         self.classifier = nn.Conv2d(w3, num_classes, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
+        # checks the images, then (x − 0.5) / 0.5 (non-persistent buffers)
+        self.normalize = ImageNormalize(in_channels, (4, 4), (0.5,) * in_channels,
+                                        (0.5,) * in_channels, model="standard_fmnist_bcos")
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Images ``N×C×H×W`` in [0, 1] → last feature map ``N×4w×h×w``."""
-        check_images(x, in_channels=self.in_channels, min_size=(4, 4),
-                     model="standard_fmnist_bcos", like=self)
-        return self.features((x - 0.5) / 0.5)
+        return self.features(self.normalize(x))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(self.classifier(self.forward_features(x))).flatten(1)

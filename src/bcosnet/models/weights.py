@@ -29,9 +29,10 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Weights", "WeightsSource", "check_fits", "create_finetune_model", "freeze_backbone",
-           "get_weights", "guess_model_names", "list_weights", "load_weights",
-           "read_checkpoint_file", "read_state_dict", "register_weights"]
+__all__ = ["ReadWeights", "Weights", "WeightsSource", "check_fits", "create_finetune_model",
+           "freeze_backbone", "get_weights", "guess_model_names", "list_weights", "load_weights",
+           "read_checkpoint_file", "read_state_dict", "read_weights", "register_weights",
+           "saved_record"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class Weights:
         metrics: accuracy the release reports (e.g. ``{"imagenet_top1": 68.736}``);
             reported by the source, not measured here.
         model_options: options the model must be built with for these weights.
+        preprocess: the evaluation transform as a record
+            (:class:`bcosnet.data.Preprocess`); recorded in the loaded model.
+        dataset: the data set they were trained on (:class:`bcosnet.data.DatasetRecord`).
+        classes: class names of the outputs (empty: not bundled).
     """
 
     name: str
@@ -62,6 +67,9 @@ class Weights:
     transforms: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
+    preprocess: Any = None
+    dataset: Any = None
+    classes: tuple[str, ...] = ()
 
 
 #: ``weights=`` accepts: an entry name or "DEFAULT", a :class:`Weights`, a path,
@@ -71,6 +79,8 @@ WeightsSource = Union[str, os.PathLike, Weights, Mapping[str, Any]]  # noqa: UP0
 _WEIGHTS: dict[str, dict[str, Weights]] = {}
 _URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _HASH_RE = re.compile(r"-([a-f0-9]{6,})\.")
+# What a bcosnet checkpoint / export records besides the weights.
+_META_KEYS = ("model_info", "model_name", "model_options", "num_classes", "classes")
 # Containers some training code wraps the weights in.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -166,8 +176,10 @@ def read_state_dict(
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read weights from a path, URL or mapping: ``(state_dict, meta)``.
 
-    ``meta`` holds what a bcosnet training checkpoint records (``model_name``,
-    ``model_options``, ``num_classes``, ``classes``), empty for a plain state
+    ``meta`` holds what a bcosnet training checkpoint or export records
+    (``model_info``: the model record, :meth:`bcosnet.models.ModelInfo.to_dict`;
+    the older keys ``model_name``, ``model_options``, ``num_classes``,
+    ``classes``; a checkpoint's training ``config``), empty for a plain state
     dict.  Training checkpoints give their EMA weights when present and ``use_ema``.
     """
     if isinstance(source, Mapping):
@@ -184,8 +196,15 @@ def read_state_dict(
 
             with safe_open(str(path), framework="pt") as f:
                 raw = f.metadata() or {}
-            meta = {k: json.loads(v) for k, v in raw.items()
-                    if k in ("model_name", "model_options", "num_classes", "classes")}
+            meta = {}
+            for k, v in raw.items():
+                if k in _META_KEYS:
+                    try:
+                        meta[k] = json.loads(v)
+                    except ValueError as e:
+                        raise ValueError(
+                            f"{path}: its metadata {k!r} is not valid JSON ({e}); the file's "
+                            f"model record is damaged or was edited") from None
             return dict(obj), meta
     else:
         raise TypeError(
@@ -194,7 +213,7 @@ def read_state_dict(
         )
     meta: dict[str, Any] = {}
     if "model_name" in obj and isinstance(obj.get("model"), Mapping):  # a training checkpoint
-        meta = {k: obj.get(k) for k in ("model_name", "model_options", "num_classes", "classes")}
+        meta = {k: obj.get(k) for k in (*_META_KEYS, "config") if k in obj}
         ema = obj.get("ema")
         obj = ema if (use_ema and isinstance(ema, Mapping)) else obj["model"]
     else:
@@ -218,9 +237,122 @@ def _looks_like_bcos_v2(state: Mapping[str, Tensor], target: Mapping[str, Tensor
     return any(k.endswith(".linear.weight") and k not in target for k in state)
 
 
+@dataclass
+class ReadWeights:
+    """Weights read from a source, not yet loaded into a model (what
+    :func:`read_weights` returns; ``create_model(name, weights=...)`` takes it).
+
+    Attributes:
+        state: the state dict.
+        meta: what the file records besides the weights (see :func:`read_state_dict`).
+        what: the source in words (a path, a URL, an entry), for messages.
+        key_format: ``"bcos_v2"`` / ``"bcosnet"`` when known.
+        record: the saved model record (:class:`bcosnet.models.ModelInfo`) — read
+            from the file, or for files of an earlier bcosnet derived from what they
+            hold (with a warning saying what was assumed); ``None`` for a plain
+            state dict.
+        entry: the registered :class:`Weights` entry, when the source is one.
+    """
+
+    state: dict[str, Tensor]
+    meta: dict[str, Any]
+    what: str
+    key_format: str | None = None
+    record: Any = None
+    entry: Weights | None = None
+
+
+def read_weights(
+    weights: WeightsSource,
+    *,
+    model_name: str | None = None,
+    use_ema: bool = True,
+    check_hash: bool = True,
+    model_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> ReadWeights:
+    """Read ``weights`` (an entry name of ``model_name``, a :class:`Weights`, a path,
+    a URL or a state dict) and the model record it carries.
+
+    Raises ``ValueError`` for an unreadable file, a record that is damaged or of
+    an unknown format, or a file recorded for another model than ``model_name``.
+    """
+    if isinstance(weights, str) and model_name is not None and not _URL_RE.match(weights) \
+            and not Path(weights).exists() \
+            and (weights == "DEFAULT" or weights in list_weights(model_name)
+                 or not any(c in weights for c in "/\\.")):
+        weights = get_weights(model_name, weights)
+    if isinstance(weights, Weights):
+        state, meta = read_state_dict(weights.url, check_hash=check_hash, model_dir=model_dir,
+                                      progress=progress)
+        return ReadWeights(state, meta, f"weights {weights.name!r} ({weights.source})",
+                           weights.key_format, None, weights)
+    what = str(weights) if isinstance(weights, (str, os.PathLike)) else "weights"
+    state, meta = read_state_dict(weights, use_ema=use_ema, check_hash=check_hash,
+                                  model_dir=model_dir, progress=progress)
+    record = saved_record(meta, what)
+    if record is not None and model_name is not None and record.name != model_name:
+        raise ValueError(
+            f"{what} was trained as {record.name!r}, not {model_name!r} — build "
+            f"{record.name!r} (or load it with bcosnet.training.load_checkpoint_model)"
+        )
+    return ReadWeights(state, meta, what, None, record)
+
+
+def saved_record(meta: Mapping[str, Any], what: str = "the weights file") -> Any:
+    """The :class:`~bcosnet.models.ModelInfo` a checkpoint's / export's ``meta``
+    records, or ``None`` (a plain state dict).
+
+    Files of bcosnet 0.1 hold no record: it is derived from their model name,
+    options, class names and (checkpoints) training config, and a warning says
+    what was assumed.  A damaged or edited record is a ``ValueError``.
+    """
+    import warnings
+    from dataclasses import replace
+
+    from ..data.builder import DatasetRecord, eval_preprocess
+    from .registry import ModelInfo, model_info
+
+    if meta.get("model_info") is not None:
+        rec = ModelInfo.from_dict(meta["model_info"], source=what)
+        for key, value in (("model_name", rec.name), ("num_classes", rec.num_classes)):
+            if meta.get(key) is not None and meta[key] != value:
+                raise ValueError(
+                    f"{what}: its model record says {key} {value!r}, the file's {key} entry "
+                    f"{meta[key]!r} — the file's model record is damaged or was edited; "
+                    f"re-export the model from its training checkpoint")
+        return rec
+    name = meta.get("model_name")
+    if not name:
+        return None
+    if not isinstance(name, str):
+        raise ValueError(f"{what}: its model_name {name!r} is not a name; the file is damaged")
+    base = model_info(name)
+    opts = dict(meta.get("model_options") or {})
+    num = meta.get("num_classes") or base.num_classes
+    rec = replace(base, num_classes=num, in_channels=opts.get("in_channels", base.in_channels),
+                  extra=opts).with_classes(list(meta.get("classes") or []))
+    cfg = meta.get("config")
+    data = cfg.get("data") if isinstance(cfg, Mapping) else None
+    if isinstance(data, Mapping):
+        dataset = DatasetRecord.from_config(dict(data))
+        pre = eval_preprocess(dataset.name, data.get("image_size"))
+        rec = replace(rec, dataset=dataset, preprocess=pre)
+        note = (f"derived from its training config: data set {dataset.describe()}, input "
+                f"{pre.describe()}")
+    else:
+        h, w = base.input_size
+        note = (f"it records neither its image size nor its data set: {name}'s native "
+                f"{h}×{w} input is assumed (override: --image-size / image_size=), and the "
+                f"data set must be named where one is needed (--dataset, --data)")
+    warnings.warn(f"{what} was saved by an earlier bcosnet, without a model record; {note}",
+                  UserWarning, stacklevel=3)
+    return rec
+
+
 def load_weights(
     model: nn.Module,
-    weights: WeightsSource,
+    weights: WeightsSource | ReadWeights,
     *,
     model_name: str,
     use_ema: bool = True,
@@ -233,22 +365,11 @@ def load_weights(
     shape mismatches, or a checkpoint recorded for another model."""
     from .bcos_v2 import convert_bcos_v2_state_dict
 
-    what = "weights"
-    key_format = None
-    if isinstance(weights, str) and not _URL_RE.match(weights) and not Path(weights).exists() \
-            and (weights == "DEFAULT" or weights in list_weights(model_name)
-                 or not any(c in weights for c in "/\\.")):
-        weights = get_weights(model_name, weights)
-    if isinstance(weights, Weights):
-        what, key_format = f"weights {weights.name!r} ({weights.source})", weights.key_format
-        state, meta = read_state_dict(weights.url, check_hash=check_hash, model_dir=model_dir,
-                                      progress=progress)
-    else:
-        if isinstance(weights, (str, os.PathLike)):
-            what = str(weights)
-        state, meta = read_state_dict(weights, use_ema=use_ema, check_hash=check_hash,
-                                      model_dir=model_dir, progress=progress)
-    found = meta.get("model_name")
+    read = weights if isinstance(weights, ReadWeights) else read_weights(
+        weights, model_name=model_name, use_ema=use_ema, check_hash=check_hash,
+        model_dir=model_dir, progress=progress)
+    state, meta, what, key_format = read.state, read.meta, read.what, read.key_format
+    found = read.record.name if read.record is not None else None
     if found and found != model_name:
         raise ValueError(
             f"{what} was trained as {found!r}, not {model_name!r} — build {found!r} (or "
@@ -267,9 +388,10 @@ def load_weights(
     except ValueError as e:
         if found:  # the checkpoint says how its model was built
             raise ValueError(
-                f"{e} The checkpoint records num_classes={meta.get('num_classes')} and "
-                f"model_options={meta.get('model_options') or {}}: pass those to create_model, "
-                f"or use bcosnet.training.load_checkpoint_model(path)") from e.__cause__
+                f"{e} The checkpoint records num_classes={read.record.num_classes} and "
+                f"model_options={read.record.extra or {}}: pass those to create_model (or "
+                f"leave them out: create_model takes them from the file), or use "
+                f"bcosnet.training.load_checkpoint_model(path)") from e.__cause__
         raise ValueError(f"{e}{_found_hint(state, model_name)}") from e.__cause__
     model.load_state_dict(state)
     return meta

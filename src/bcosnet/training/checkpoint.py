@@ -7,7 +7,13 @@ A training checkpoint is a plain dict of tensors and Python primitives::
      "scheduler": ..., "ema": state_dict | None, "scaler": ... | None,
      "rng": {...}, "epoch": int, "step": int, "step_in_epoch": int,
      "model_name": str, "model_options": dict, "num_classes": int,
-     "classes": [str], "config": dict, "metrics": dict}
+     "classes": [str], "model_info": dict, "config": dict, "metrics": dict}
+
+``model_info`` is the model record (:meth:`bcosnet.models.ModelInfo.to_dict`:
+architecture and options, class names, input channels, image size and resize
+rule, input encoding, data set); the exported ``.safetensors`` carries the same
+keys in its metadata.  Checkpoints written before the record (bcosnet 0.1) lack
+it and still load (:func:`bcosnet.models.weights.saved_record`).
 """
 
 from __future__ import annotations
@@ -125,22 +131,22 @@ def load_checkpoint_model(
 ) -> nn.Module:
     """Rebuild the model recorded in a training checkpoint (``.pt``) or an exported
     ``.safetensors`` file and load its weights (EMA weights when present and
-    ``use_ema``).  Returns the model in eval mode, with ``model.model_info`` and
-    ``model.class_names`` set."""
+    ``use_ema``).  Returns the model in eval mode, with ``model.model_info`` — the
+    saved record: architecture, options, class names, image size and resize rule,
+    data set — and ``model.class_names`` set.  Files of bcosnet 0.1 (no record)
+    load too: a warning says what was derived or assumed."""
     from ..models import create_model
-    from ..models.weights import read_state_dict
+    from ..models.weights import read_weights
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {p} not found")
-    state, meta = read_state_dict(p, use_ema=use_ema)
-    if not meta.get("model_name"):
+    read = read_weights(p, use_ema=use_ema)
+    if read.record is None:
         raise ValueError(
             f"{p} records no model name: it is not a bcosnet training checkpoint or export. "
             f"Load it with bcosnet.create_model(NAME, weights={str(p)!r}) (plain and `bcos` "
             f"v2 state dicts load that way)."
         )
-    model = create_model(meta["model_name"], meta.get("num_classes"), weights=state,
-                         **(meta.get("model_options") or {}))
-    model.class_names = list(meta.get("classes") or [])  # type: ignore[assignment]
+    model = create_model(read.record.name, weights=read)
     return model.to(map_location).eval()

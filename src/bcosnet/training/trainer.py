@@ -255,16 +255,31 @@ class _Run:
         self.epoch, self.step, self.step_in_epoch, self.train_time_prev = 0, 0, 0, 0.0
         self.log = _MetricsLog(self.out_dir, env.is_main, cfg.tensorboard)
         self.history: list[dict[str, Any]] = []
-        self.info = {
-            "model_name": cfg.model.name,
-            "model_options": dict(cfg.model.options),
-            "num_classes": self.num_classes,
-            "classes": list(self.data.classes),
-        }
+        self.info = self._record()
         self.stop_reason = "completed"
         self.epoch_stats: dict[str, float] = {}
 
     # ------------------------------------------------------------------ set-up
+    def _record(self) -> dict[str, Any]:
+        """What the checkpoint and the export save besides the weights: the model
+        record (``model_info``: :meth:`bcosnet.models.ModelInfo.to_dict`, with the
+        data's class names, test transform and data set) and, for readers of
+        bcosnet 0.1, its name, options, class count and names.  Also attached to
+        the model (``self.model.model_info``)."""
+        from dataclasses import replace
+
+        from ..data import Preprocess
+
+        d = self.data
+        pre = d.preprocess or Preprocess(tuple(d.image_size), "crop", 1.0)
+        info = replace(self.model.model_info, preprocess=pre, dataset=d.dataset)
+        classes = list(d.classes)
+        info = info.with_classes(classes if len(classes) <= self.num_classes else [])
+        self.model.model_info = info
+        return {"model_name": info.name, "model_options": dict(info.extra),
+                "num_classes": self.num_classes, "classes": classes,
+                "model_info": info.to_dict()}
+
     def _build_data(self, datasets: DataSplits | None) -> None:
         cfg, env, d = self.cfg, self.env, self.cfg.data
         self.data = datasets or build_datasets(
