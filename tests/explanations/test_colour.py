@@ -217,7 +217,7 @@ def test_save_explanation_writes_the_rgba_explanation(tmp_path):
     model = _tiny_rgb_bcos()
     x = torch.rand(2, 3, 12, 10)
     ex = bcosnet.explain(model, x, target=[[1, 3]] * 2)
-    path = bcosnet.save_explanation(ex, tmp_path / "e.png", index=1)
+    path = bcosnet.save_explanation(ex, tmp_path / "new" / "e.png", index=1)  # folder made
     mode, a = _read_png(path)
     assert mode == "RGBA" and a.shape == (12, 20, 4)
     rgba = to_rgba(ex)[1]  # T×H×W×4

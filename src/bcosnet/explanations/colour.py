@@ -428,7 +428,7 @@ def save_explanation(
 
     Args:
         ex: an :class:`~bcosnet.Explanation`.
-        path: the PNG file to write (its folder must exist).
+        path: the PNG file to write (missing folders are created).
         index: which image of the batch (0..N−1); its T targets are side by side.
         overlay: False (default): the RGBA explanation alone, transparent where
             the model does not look (what ``bcosnet explain --format rgba``
@@ -447,4 +447,5 @@ def save_explanation(
 
     data = explanation_png(ex, index=index, overlay_image=overlay, image=image, alpha=alpha,
                            fade=fade, smooth=smooth, percentile=percentile)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     return Path(atomic_write_bytes(Path(path), data, sync=False))
