@@ -8,8 +8,8 @@ one set of forward passes.  Random methods take a ``seed`` (default 0) or a
 same map on every device.
 
 The score explained (``output``): ``"auto"`` (default) is the sigmoid of the
-logits for a B-cos network (one with B-cos layers or a ``LogitLayer``: trained
-with binary cross-entropy, as in the paper) and the softmax for a
+logits for a B-cos network (:func:`bcosnet.nn.is_bcos_model`, the library's one
+rule; trained with binary cross-entropy, as in the paper) and the softmax for a
 conventional one (see :func:`bcosnet.attribution.default_output`);
 ``"sigmoid"``, ``"softmax"`` and ``"logit"`` choose explicitly.
 """
