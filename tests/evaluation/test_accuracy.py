@@ -9,24 +9,18 @@ from torch import nn
 from bcosnet.evaluation.accuracy import accuracy
 
 
-class _Table(nn.Module):
-    """Logits looked up by the image's value (image i holds i everywhere)."""
-
-    def __init__(self, logits: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("table", logits)
-        self.w = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.table[x[:, 0, 0, 0].round().long()]
-
-
 def _data(n: int, k: int, seed: int = 0):
+    """A random linear classifier on random 2×2 images, its logits and random labels."""
     g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(n, k, generator=g)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, k))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    images = torch.rand(n, 1, 2, 2, generator=g)
     labels = torch.randint(0, k, (n,), generator=g)
-    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 2, 2)
-    return _Table(logits), list(zip(images.clone(), labels.tolist(), strict=True)), logits, labels
+    with torch.no_grad():
+        logits = model(images)
+    return model, list(zip(images, labels.tolist(), strict=True)), logits, labels
 
 
 def _topk_reference(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
