@@ -32,7 +32,7 @@ def cli_message(message: str, flags: Mapping[str, str]) -> str:
     ``flags`` maps API arguments to flags.  A key ``"name=value"`` replaces that
     exact text (``"confidence_threshold=None"`` → ``"--no-threshold"``); a key
     ``"name"`` replaces ``name=VALUE`` by ``"--flag VALUE"`` (``n=2`` → ``--grid-n 2``)
-    and, when the name has an underscore (so it is no English word), the bare
+    and, when the name has an underscore or a dot (so it is no English word), the bare
     name by the flag (``batch_size must be`` → ``--batch-size must be``).  Names
     are matched whole: not inside longer identifiers, not after a dot.
     """
@@ -45,7 +45,7 @@ def cli_message(message: str, flags: Mapping[str, str]) -> str:
         flag = flags[key]
         message = re.sub(pattern(key) + r"=([^\s,;:)]+)",
                          lambda m, f=flag: f"{f} {m.group(1)}", message)
-        if "_" in key:
+        if "_" in key or "." in key:
             message = re.sub(pattern(key) + r"(?![\w=])", lambda _m, f=flag: f, message)
     return message
 

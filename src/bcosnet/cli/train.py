@@ -1,6 +1,7 @@
 """``bcosnet train``: train from a named preset and/or a YAML config, with flag overrides.
 
     bcosnet train --preset fmnist --time-limit-min 10
+    bcosnet train --dataset folder --data my-images        # your own images (docs/your-data.md)
     bcosnet train --config configs/fmnist.yaml --epochs 3
     torchrun --nproc_per_node 4 -m bcosnet train --preset imagenet-resnet50-v1 --data /data/in1k
 """
@@ -10,9 +11,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "run", "config_from_args"]
+__all__ = ["FLAGS", "register", "run", "config_from_args"]
+
+#: Config key → CLI flag (the flags that set a key; errors of the library name the
+#: key, and the CLI prints them with the flag).
+FLAGS: tuple[tuple[str, str], ...] = (
+    ("model.name", "--model"), ("model.num_classes", "--num-classes"),
+    ("model.init_weights", "--init-weights"), ("data.dataset", "--dataset"),
+    ("data.root", "--data"), ("data.download", "--download"),
+    ("data.skip_corrupt", "--skip-corrupt"), ("data.image_size", "--image-size"),
+    ("data.channels", "--channels"), ("data.train_per_class", "--train-per-class"),
+    ("per_class", "--train-per-class"), ("data.num_workers", "--workers"),
+    ("optim.batch_size", "--batch-size"), ("optim.lr", "--lr"), ("optim.name", "--optimizer"),
+    ("optim.weight_decay", "--weight-decay"), ("schedule.name", "--schedule"),
+    ("schedule.warmup_epochs", "--warmup-epochs"), ("ema_decay", "--ema"),
+    ("time_limit_min", "--time-limit-min"), ("max_steps", "--max-steps"),
+    ("checkpoint_every_steps", "--checkpoint-every"), ("eval_every_epochs", "--eval-every"),
+    ("out_dir", "--out-dir"), ("resume=True", "--resume"), ("grad_clip", "--grad-clip"),
+    ("threads", "--threads"), ("epochs", "--epochs"), ("trainable", "--trainable"),
+)
 
 
 def register(subparsers: Any) -> None:
@@ -20,7 +40,13 @@ def register(subparsers: Any) -> None:
         "train",
         help="train a model (presets, YAML configs, torchrun for several processes)",
         description="Train a model. Settings come from --preset, then --config FILE, then "
-        "the flags below (later wins). Without --preset/--config the 'fmnist' preset is used.",
+        "the flags below (later wins). Without --preset/--config the preset of --dataset is "
+        "used (fashion-mnist: fmnist, folder: folder, cifar10: cifar10-v1, imagenet: "
+        "imagenet-resnet50-v1, synthetic: smoke) and named on screen. A preset pointed at "
+        "another data set keeps its recipe and leaves its data settings (class count, image "
+        "size, channels, images per class, output folder) to the new data, and says so. For an "
+        "image folder, what is not given is read off the data (classes, grey or colour, image "
+        "size, model, output folder); the start-up summary states each rule.",
     )
     p.add_argument("--preset", help="named preset (see --list-presets)")
     p.add_argument("--config", help="YAML config file (may itself name a 'preset')")
@@ -40,8 +66,15 @@ def register(subparsers: Any) -> None:
                    help="download the data set when it is not found")
     p.add_argument("--skip-corrupt", action="store_true", default=None,
                    help="skip unreadable image files (reported by name) instead of failing")
-    p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
-    p.add_argument("--image-size", type=int)
+    p.add_argument("--augment", dest="augment", action="store_true", default=None,
+                   help="training augmentation on (the data set's preset)")
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                   help="training augmentation off")
+    p.add_argument("--image-size", type=int, metavar="N",
+                   help="train on N×N images (image folders: default read off the data)")
+    p.add_argument("--channels", type=int, choices=[1, 3],
+                   help="image folders: convert the images to grey (1) or RGB (3) (default: "
+                        "1 when every sampled image is grey, else 3)")
     p.add_argument("--train-per-class", type=int, metavar="N",
                    help="train on N images per class (a seeded, balanced subset)")
     p.add_argument("--workers", type=int, help="data-loader worker processes")
@@ -68,13 +101,15 @@ def register(subparsers: Any) -> None:
                    help="also checkpoint every N steps")
     p.add_argument("--eval-every", type=int, dest="eval_every_epochs",
                    help="test evaluation every N epochs (0: at the end only)")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads")
+    p.add_argument("--threads", type=int,
+                   help="torch threads (default: OMP_NUM_THREADS when set, else torch's "
+                        "default; the start-up summary says which)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--tensorboard", action="store_true", default=None)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--print-config", action="store_true",
                    help="print the resulting config as YAML and exit")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, api_flags={key: flag for key, flag in FLAGS if flag})
 
 
 def _parse_value(text: str) -> Any:
@@ -84,17 +119,28 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`TrainConfig` that ``args`` describe."""
+def config_from_args(args: argparse.Namespace, notes: list[str] | None = None) -> Any:
+    """The :class:`TrainConfig` that ``args`` describe.  What was chosen for the
+    user (the preset of the data set, a preset's settings left to other data) is
+    appended to ``notes`` (when given) in the CLI's words."""
     from ..training import get_preset, load_config, merge_config
+    from ..training.presets import default_preset, retarget
 
+    said: list[str] = []
     if args.config:
-        cfg = load_config(args.config)
         if args.preset:
             raise ValueError("give either --preset or --config (a config file may name its "
                              "preset with a 'preset:' key)")
+        cfg = load_config(args.config, notes=said)
+        source, tag = f"config {args.config}", Path(args.config).stem
     else:
-        cfg = get_preset(args.preset or "fmnist")
+        preset = args.preset
+        if preset is None:
+            preset = default_preset(args.dataset)
+            said.append(f"no --preset given: using preset {preset!r}, the one for "
+                        f"--dataset {args.dataset or 'fashion-mnist'} (--list-presets)")
+        cfg = get_preset(preset)
+        source, tag = f"preset {preset}", preset
     o: dict[str, Any] = {}
 
     def put(path: str, value: Any) -> None:
@@ -123,6 +169,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     put("data.skip_corrupt", args.skip_corrupt)
     put("data.augment", args.augment)
     put("data.image_size", args.image_size)
+    put("data.channels", args.channels)
     put("data.train_per_class", args.train_per_class)
     put("data.num_workers", args.workers)
     put("epochs", args.epochs)
@@ -136,6 +183,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
                 "time_limit_min", "max_steps", "checkpoint_every_steps", "eval_every_epochs",
                 "threads", "device", "tensorboard", "progress", "trainable"):
         put(key, getattr(args, key))
+    o, more = retarget(cfg, o, source, tag)
+    if notes is not None:
+        from ._common import cli_message
+
+        flags = dict(f for f in FLAGS if f[1])
+        notes.extend(cli_message(n, flags) for n in said + more)
     return merge_config(cfg, o)
 
 
@@ -145,7 +198,10 @@ def run(args: argparse.Namespace) -> int:
     if args.list_presets:
         print("\n".join(list_presets()))
         return 0
-    cfg = config_from_args(args)
+    notes: list[str] = []
+    cfg = config_from_args(args, notes)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
     if args.print_config:
         import yaml
 

@@ -31,6 +31,7 @@ from .images import (
     open_image,
     to_model_input,
 )
+from .survey import FolderSurvey, survey_image_folder
 from .transforms import (
     IMAGENET_SIZE,
     INCEPTION_SIZE,
@@ -46,6 +47,7 @@ __all__ = [
     "DataNotFoundError",
     "DataSplits",
     "DatasetRecord",
+    "FolderSurvey",
     "MAX_IMAGE_PIXELS",
     "Preprocess",
     "canonical_dataset_name",
@@ -71,5 +73,6 @@ __all__ = [
     "fmnist_transform",
     "imagenet_transform",
     "per_class_subset",
+    "survey_image_folder",
     "to_unit_tensor",
 ]

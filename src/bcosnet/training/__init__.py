@@ -27,7 +27,9 @@ from .distributed import DistEnv, ShardedSampler, init_distributed
 from .ema import ModelEMA
 from .losses import classification_loss, combined_loss, one_hot_targets
 from .presets import PRESETS, config_from_dict, get_preset, list_presets, load_config
+from .resolve import resolve_config
 from .schedules import build_scheduler, lr_factor
+from .summary import startup_summary
 from .trainer import CHECKPOINT_NAME, NonFiniteLossError, TrainResult, evaluate_model, train
 
 __all__ = [
@@ -62,5 +64,7 @@ __all__ = [
     "lr_factor",
     "merge_config",
     "one_hot_targets",
+    "resolve_config",
+    "startup_summary",
     "train",
 ]

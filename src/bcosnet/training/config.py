@@ -39,7 +39,9 @@ TRAINABLE = ("all", "head")
 class ModelConfig:
     """Which registered model to build (``bcosnet.create_model(name, num_classes, **options)``).
 
-    ``num_classes=None`` takes the data set's class count.  ``init_weights``: start
+    ``name=None``: picked from the data (image folders only: see
+    :func:`bcosnet.training.resolve_config`).  ``num_classes=None`` takes the data
+    set's class count.  ``init_weights``: start
     from these weights instead of a random initialisation (fine-tuning; a
     checkpoint/safetensors/state-dict file, a URL or a registered weights name).
     Weights trained for another class count load everything but the classifier's
@@ -47,7 +49,7 @@ class ModelConfig:
     ``reset_head=True`` starts it fresh in any case (a linear probe of the features).
     """
 
-    name: str = "fmnist_bcos"
+    name: str | None = "fmnist_bcos"
     num_classes: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
     init_weights: str | None = None
@@ -56,7 +58,12 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Data set (see :func:`bcosnet.data.build_datasets`) and loading options."""
+    """Data set (see :func:`bcosnet.data.build_datasets`) and loading options.
+
+    ``image_size`` (px, square) and ``channels`` (1: grey, 3: RGB; image files are
+    converted) of image folders: ``None`` reads them off the data
+    (:func:`bcosnet.training.resolve_config` states the rules).
+    """
 
     dataset: str = "fashion-mnist"
     root: str | None = None
@@ -64,6 +71,7 @@ class DataConfig:
     augment: bool = True
     download: bool = False
     skip_corrupt: bool = False
+    channels: int | None = None
     num_workers: int = 0
     synthetic_samples: int = 256
     synthetic_classes: int = 4
@@ -123,7 +131,8 @@ class TrainConfig:
         ema_decay: exponential moving average of the weights (``None``: off);
             evaluation and exported weights then use the EMA.
         seed: seeds model init, data order and augmentation.
-        out_dir: run folder (checkpoints, ``metrics.jsonl``, exported weights).
+        out_dir: run folder (checkpoints, ``metrics.jsonl``, exported weights);
+            ``None``: ``runs/<data set>`` (an image folder's own name).
         resume: continue from ``out_dir/checkpoint.pt`` if it exists.
         checkpoint_every_steps: also checkpoint every N steps (0: epoch ends only).
         eval_every_epochs: test-set evaluation every N epochs (0: at the end only).
@@ -131,7 +140,9 @@ class TrainConfig:
             training time in this invocation.
         max_steps: stop cleanly after this many optimiser steps in total.
         log_every_steps: metrics-log interval.
-        threads: ``torch.set_num_threads`` (``None``: leave as is).
+        threads: ``torch.set_num_threads`` (``None``: leave as is — torch's
+            default, ``OMP_NUM_THREADS`` when set, else the machine's cores; the
+            start-up summary says which).
         progress: tqdm progress bars.
         tensorboard: also log to TensorBoard (only if it is installed).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``...
@@ -152,7 +163,7 @@ class TrainConfig:
     grad_clip: float | None = None
     ema_decay: float | None = None
     seed: int = 0
-    out_dir: str = "runs/default"
+    out_dir: str | None = "runs/default"
     resume: bool = False
     checkpoint_every_steps: int = 0
     eval_every_epochs: int = 1
@@ -199,9 +210,23 @@ class TrainConfig:
             raise ValueError(
                 f"trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}"
             )
+        if self.model.name is None and self.data.dataset.lower() != "folder":
+            raise ValueError("model.name is not set: only image folders (data.dataset folder) "
+                             "pick a model from the data; name one")
         if self.model.reset_head and not self.model.init_weights:
             raise ValueError("model.reset_head resets the classifier of loaded weights: set "
                              "model.init_weights too (CLI: --init-weights), or drop reset_head")
+        if self.data.channels is not None:
+            if self.data.channels not in (1, 3):
+                raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got "
+                                 f"{self.data.channels}")
+            if self.data.dataset.lower() not in ("folder", "imagenet"):
+                raise ValueError(f"data.channels converts image files; data set "
+                                 f"{self.data.dataset!r} has fixed channels: drop data.channels")
+        if self.data.image_size is not None and self.data.image_size < 4:
+            raise ValueError(f"data.image_size must be at least 4 px, got {self.data.image_size}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.data.train_per_class is not None and self.data.train_per_class < 1:
             raise ValueError(f"data.train_per_class must be >= 1 (or null: all images), got "
                              f"{self.data.train_per_class}")

@@ -31,13 +31,27 @@ fresh :class:`TrainConfig` that YAML files and CLI flags may override.
                             30 epochs, cosine, BCE — a template: point
                             ``model.init_weights`` and ``data`` at yours
 ``fmnist-finetune``         the same, every parameter trained, Adam 1e-3
+``folder``                  your own image folder (``--dataset folder --data DIR``):
+                            classes, grey/colour, image size, model and output
+                            folder read off the data (:mod:`bcosnet.training.resolve`);
+                            Adam 1e-3, batch 16, 20 epochs, cosine to 1e-5,
+                            random resized crop + flip, BCE, no EMA (on small
+                            data an EMA of 0.999 would lag behind the few
+                            hundred steps) — docs/your-data.md
 ``smoke``                   synthetic data, 3 epochs: a seconds-long check
 ==========================  =====================================================
+
+Every preset is made for one data set (its ``data.dataset``).  Pointed at
+another (a config's or the CLI's ``data.dataset``), :func:`retarget` keeps its
+recipe — model, optimiser, schedule, stopping rule — and leaves the settings
+that belong to its own data (:data:`DATA_SPECIFIC`) to the new data, and says so.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,7 +66,8 @@ from .config import (
     merge_config,
 )
 
-__all__ = ["PRESETS", "config_from_dict", "get_preset", "list_presets", "load_config"]
+__all__ = ["DATA_SPECIFIC", "DEFAULT_PRESETS", "PRESETS", "config_from_dict", "default_preset",
+           "get_preset", "list_presets", "load_config", "retarget"]
 
 _IMAGENET_ARCHS = {
     # preset arch name: (v1 model, v2 model or None, image size)
@@ -119,7 +134,6 @@ def _fmnist(standard: bool) -> TrainConfig:
         time_limit_min=10.0,
         loss="ce" if standard else "bce",
         eval_every_epochs=0,
-        threads=2,
         log_every_steps=50,
         out_dir="runs/fmnist-standard" if standard else "runs/fmnist",
     )
@@ -151,6 +165,21 @@ def _fmnist_finetune(head_only: bool) -> TrainConfig:
     return cfg
 
 
+def _folder() -> TrainConfig:
+    return TrainConfig(
+        model=ModelConfig(None),  # picked from the image size (resolve_config)
+        data=DataConfig(dataset="folder", augment=True),
+        optim=OptimConfig(name="adam", lr=1e-3, batch_size=16),
+        schedule=ScheduleConfig(name="cosine", min_lr=1e-5),
+        epochs=20,
+        loss="bce",
+        ema_decay=None,
+        eval_every_epochs=1,
+        log_every_steps=10,
+        out_dir=None,  # runs/<folder name>
+    )
+
+
 def _smoke() -> TrainConfig:
     return TrainConfig(
         model=ModelConfig("fmnist_bcos", options={"width": 8, "temperature": 100.0}),
@@ -171,12 +200,82 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "fmnist-bcosify": _fmnist_bcosify,
     "fmnist-finetune": lambda: _fmnist_finetune(False),
     "fmnist-finetune-head": lambda: _fmnist_finetune(True),
+    "folder": _folder,
     "smoke": _smoke,
 }
 for _arch, (_v1, _v2, _) in _IMAGENET_ARCHS.items():
     PRESETS[f"imagenet-{_arch}-v1"] = (lambda a: lambda: _imagenet(a, 1))(_arch)
     if _v2 is not None:
         PRESETS[f"imagenet-{_arch}-v2"] = (lambda a: lambda: _imagenet(a, 2))(_arch)
+
+
+#: The preset used for a data set when none is named (``bcosnet train --dataset D``).
+DEFAULT_PRESETS = {"fashion-mnist": "fmnist", "cifar10": "cifar10-v1",
+                   "imagenet": "imagenet-resnet50-v1", "folder": "folder", "synthetic": "smoke"}
+
+#: The settings a preset fixes for its own data set; :func:`retarget` leaves them
+#: to the new data when the preset is pointed at another data set.
+DATA_SPECIFIC = ("model.num_classes", "data.root", "data.image_size", "data.channels",
+                 "data.train_per_class", "out_dir")
+
+
+def default_preset(dataset: str | None) -> str:
+    """The preset for ``dataset`` (:data:`DEFAULT_PRESETS`; ``None``: Fashion-MNIST's)."""
+    from ..data import canonical_dataset_name
+
+    return DEFAULT_PRESETS[canonical_dataset_name(dataset or "fashion-mnist")]
+
+
+def _get(cfg: Any, path: str) -> Any:
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _given(overrides: dict[str, Any], path: str) -> bool:
+    d: Any = overrides
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return False
+        d = d[part]
+    return True
+
+
+def retarget(base: TrainConfig, overrides: dict[str, Any], source: str,
+             tag: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """``overrides`` for ``base`` (a preset's or a file's config, named ``source`` in
+    the note), extended when they point it at another data set: each setting of
+    :data:`DATA_SPECIFIC` that ``base`` sets and ``overrides`` leave alone becomes
+    ``None`` (read off the new data) — but ``out_dir``, which becomes
+    ``runs/<data folder>-<tag>`` when the new data have a root and a ``tag`` is
+    given (so a fine-tuning run does not land in the folder's own run).  Returns the
+    overrides and a note saying what was kept and what was left to the data (no
+    note when the data set is the same)."""
+    from ..data import canonical_dataset_name
+
+    new = (overrides.get("data") or {}).get("dataset")
+    if new is None or canonical_dataset_name(new) == canonical_dataset_name(base.data.dataset):
+        return overrides, []
+    out = copy.deepcopy(overrides)
+    dropped = []
+    for path in DATA_SPECIFIC:
+        old = _get(base, path)
+        if old is None or _given(overrides, path):
+            continue
+        d = out
+        *head, last = path.split(".")
+        for h in head:
+            d = d.setdefault(h, {})
+        root = (overrides.get("data") or {}).get("root")
+        d[last] = (str(Path("runs") / f"{Path(root).resolve().name}-{tag}")
+                   if path == "out_dir" and root and tag else None)
+        dropped.append(f"{path} (was {old}" + (f", now {d[last]})" if d[last] else ")"))
+    model = (overrides.get("model") or {}).get("name") or base.model.name
+    kept = (f"its recipe: model {model}, optimiser ({base.optim.name}, lr "
+            f"{base.optim.lr:g}), schedule and stopping rule")
+    note = (f"{source} is made for {base.data.dataset}; on {new} data it keeps {kept}"
+            + (f", and leaves to the data: {', '.join(dropped)}" if dropped else ""))
+    return out, [note]
 
 
 def list_presets() -> list[str]:
@@ -195,18 +294,28 @@ def get_preset(name: str) -> TrainConfig:
 
 
 # ----------------------------------------------------------------------------- config files
-def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+def config_from_dict(data: dict[str, Any], *, notes: list[str] | None = None) -> TrainConfig:
     """Build a :class:`TrainConfig` from a (nested) dict.  A ``preset`` key starts
-    from that named preset and applies the rest on top."""
+    from that named preset and applies the rest on top (:func:`retarget` when the
+    rest names another data set).  Notes on what was adapted go to ``notes`` when
+    given, else they are warnings."""
     data = dict(data)
     preset = data.pop("preset", None)
     if preset is not None:
-        return merge_config(get_preset(preset), data)
+        base = get_preset(preset)
+        data, said = retarget(base, data, f"preset {preset}", preset)
+        if notes is not None:
+            notes.extend(said)
+        else:
+            for n in said:
+                warnings.warn(n, UserWarning, stacklevel=2)
+        return merge_config(base, data)
     return _from_dict(TrainConfig, data).validate()
 
 
-def load_config(path: str | os.PathLike) -> TrainConfig:
-    """Read a YAML config file (see the module docstring for the layout)."""
+def load_config(path: str | os.PathLike, *, notes: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config file (see the module docstring for the layout); ``notes``
+    as in :func:`config_from_dict`."""
     import yaml
 
     p = Path(path)
@@ -221,6 +330,6 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
     if not isinstance(data, dict):
         raise ValueError(f"{p} must contain a mapping of config keys, got {type(data).__name__}")
     try:
-        return config_from_dict(data)
+        return config_from_dict(data, notes=notes)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{p}: {e}") from e

@@ -208,14 +208,17 @@ def train(config: TrainConfig, *, datasets: DataSplits | None = None) -> TrainRe
         ValueError / FileNotFoundError: bad config, data or checkpoint.
     """
     from .._utils.progress import progress as tqdm  # plain lines when not on a terminal
+    from .resolve import resolve_config
+    from .summary import print_summary
 
-    cfg = config.validate()
+    cfg, notes = resolve_config(config, survey=datasets is None)  # settings left to the data
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     env = init_distributed(cfg.device)
     try:
         run = _Run(cfg, env, datasets, tqdm)
         run.resume()
+        print_summary(run, notes)
         run.train_epochs()
         return run.finish()
     finally:
@@ -236,8 +239,8 @@ class _Run:
         self.resuming = cfg.resume and self.ckpt_path.is_file()
         if self.ckpt_path.is_file() and not cfg.resume:
             raise ValueError(
-                f"{self.ckpt_path} already exists: pass resume=True (CLI: --resume) to continue "
-                f"that run, or choose another out_dir (CLI: --out-dir)"
+                f"{self.ckpt_path} already exists: pass resume=True to continue that run, or "
+                f"choose another out_dir"
             )
         if env.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -284,7 +287,7 @@ class _Run:
         cfg, env, d = self.cfg, self.env, self.cfg.data
         self.data = datasets or build_datasets(
             d.dataset, d.root, image_size=d.image_size, augment=d.augment, download=d.download,
-            skip_corrupt=d.skip_corrupt, synthetic_samples=d.synthetic_samples,
+            skip_corrupt=d.skip_corrupt, channels=d.channels, synthetic_samples=d.synthetic_samples,
             synthetic_classes=d.synthetic_classes, synthetic_channels=d.synthetic_channels,
         )
         self.num_classes = cfg.model.num_classes or len(self.data.classes)
