@@ -63,9 +63,15 @@ def test_neurons_errors_and_listing(ckpt, tmp_path, capsys):
     assert main(["neurons", "--checkpoint", str(path), "--list-layers"]) == 0
     assert "features.3\tBcosConv2d" in capsys.readouterr().out
     rc = main(["neurons", "--checkpoint", str(path), "--layer", "featurez.3", "--limit", "10",
-               "--out", str(tmp_path)])
+               "--dataset", "fashion-mnist", "--out", str(tmp_path)])
     assert rc == 2
     assert "did you mean 'features.3'" in capsys.readouterr().err
+    # a file that records no data set: the command asks for one (no silent default)
+    rc = main(["neurons", "--checkpoint", str(path), "--layer", "features.3", "--limit", "10",
+               "--out", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "records no data set; pass --dataset NAME" in err and "--data DIR" in err
 
 
 def test_parse_channels():

@@ -195,7 +195,18 @@ def test_url_hash_mismatch_is_refused_and_nothing_cached(tmp_path, reliability) 
 
 
 def test_checkpoint_with_options_into_default_model_says_how_to_build(reliability) -> None:
-    reliability.refused(AREA, "create_model(NAME, weights=<training checkpoint of NAME built "
-                        "with other options>)", ValueError,
+    # the checkpoint records its options and class count: create_model builds with them
+    with pytest.warns(UserWarning, match="without a model record"):
+        m = bcosnet.create_model("fmnist_bcos", weights=ASSET)
+    ref = load_checkpoint_model(ASSET)
+    x = torch.rand(2, 1, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), ref(x), rtol=0, atol=0)
+    assert m.model_info.num_classes == 4 and m.model_info.extra["width"] == 4
+    reliability.handled(AREA, "create_model(NAME, weights=<training checkpoint of NAME built "
+                        "with non-default options>)", "built with the recorded options and "
+                        "class count")
+    reliability.refused(AREA, "create_model(NAME, weights=<training checkpoint of NAME>, "
+                        "<other options>)", ValueError,
                         r"records num_classes=4 and model_options=\{.*load_checkpoint_model",
-                        lambda: bcosnet.create_model("fmnist_bcos", weights=ASSET))
+                        lambda: bcosnet.create_model("fmnist_bcos", weights=ASSET, width=8))

@@ -14,6 +14,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from ._model import RECORD_FLAGS
+
 __all__ = ["register", "run_accuracy", "run_faithfulness", "run_localisation", "EVALUATORS"]
 
 #: The library's argument names → these commands' flags (errors are reworded with
@@ -44,7 +46,7 @@ def register(subparsers: Any) -> None:
     a = sub.add_parser("accuracy", help="top-1 (and top-5 with more than 5 classes) and "
                        "per-class test accuracy")
     _accuracy_args(a)
-    a.set_defaults(func=run_accuracy)
+    a.set_defaults(func=run_accuracy, api_flags=RECORD_FLAGS)
     loc = sub.add_parser(
         "localisation", help="the grid pointing game (SPEC §5; Figs. B1/B2)",
         description="The grid pointing game on the paper's protocol by default: 3×3 grids, "
@@ -52,7 +54,7 @@ def register(subparsers: Any) -> None:
         "networks), smoothing by the cell size. Progress bars show each method's ETA; "
         "re-running with the same --out resumes.")
     _localisation_args(loc)
-    loc.set_defaults(func=run_localisation, api_flags=LOCALISATION_FLAGS)
+    loc.set_defaults(func=run_localisation, api_flags={**LOCALISATION_FLAGS, **RECORD_FLAGS})
     fa = sub.add_parser(
         "faithfulness", help="deletion and insertion (Petsiuk et al. 2018): AUC per method",
         description="Deletion and insertion on test images: pixels in order of each method's "
@@ -62,7 +64,7 @@ def register(subparsers: Any) -> None:
         "faithfulness.json and faithfulness.md; re-running with the same --out resumes "
         "(finished methods are loaded).")
     _faithfulness_args(fa)
-    fa.set_defaults(func=run_faithfulness, api_flags=FAITHFULNESS_FLAGS)
+    fa.set_defaults(func=run_faithfulness, api_flags={**FAITHFULNESS_FLAGS, **RECORD_FLAGS})
     for name, (add_args, fn) in EVALUATORS.items():
         s = sub.add_parser(name)
         add_args(s)
@@ -70,11 +72,7 @@ def register(subparsers: Any) -> None:
 
 
 def _accuracy_args(a: argparse.ArgumentParser) -> None:
-    a.add_argument("--checkpoint", required=True,
-                   help="training checkpoint (.pt) or exported weights (.safetensors)")
-    a.add_argument("--dataset", help="data set name (default: the one the checkpoint was "
-                   "trained on)")
-    a.add_argument("--data", help="data root (default: the checkpoint's)")
+    _model_and_data_args(a)
     a.add_argument("--split", choices=["test", "train"], default="test")
     a.add_argument("--batch-size", type=int, default=256)
     a.add_argument("--workers", type=int, default=0)
@@ -85,10 +83,12 @@ def _accuracy_args(a: argparse.ArgumentParser) -> None:
 
 
 def _model_and_data_args(a: argparse.ArgumentParser) -> None:
+    from ._model import add_data_args
+
     a.add_argument("--checkpoint", required=True,
-                   help="training checkpoint (.pt) or exported weights (.safetensors)")
-    a.add_argument("--dataset", help="data set name (default: the checkpoint's)")
-    a.add_argument("--data", help="data root (default: the checkpoint's)")
+                   help="training checkpoint (.pt) or exported weights (.safetensors): it "
+                        "records its classes, image size and data set")
+    add_data_args(a)
 
 
 def _localisation_args(a: argparse.ArgumentParser) -> None:
@@ -157,6 +157,13 @@ def _faithfulness_args(a: argparse.ArgumentParser) -> None:
 
 
 def run_faithfulness(args: argparse.Namespace) -> int:
+    from ._model import cli_warnings
+
+    with cli_warnings(args):
+        return _run_faithfulness(args)
+
+
+def _run_faithfulness(args: argparse.Namespace) -> int:
 
     from .._utils.io import atomic_write_json, atomic_write_text
     from ..evaluation.faithfulness import evaluate_faithfulness
@@ -219,6 +226,13 @@ def _is_bcos(model: Any) -> bool:
 
 
 def run_localisation(args: argparse.Namespace) -> int:
+    from ._model import cli_warnings
+
+    with cli_warnings(args):
+        return _run_localisation(args)
+
+
+def _run_localisation(args: argparse.Namespace) -> int:
 
     from ..evaluation import ScoreSummary, grid_pointing_game, plot_pointing_game
     from ..pipeline import METHOD_SETTINGS
@@ -253,25 +267,13 @@ def run_localisation(args: argparse.Namespace) -> int:
 
 
 def _load_model_and_splits(args: argparse.Namespace) -> tuple[Any, Any, str]:
-    """The checkpoint's model, the train/test splits of its data set, and its name."""
-    from ..data import build_datasets
-    from ..training import load_checkpoint, load_checkpoint_model
+    """The checkpoint's model, the train/test splits of its data set (its record, or
+    ``--dataset``/``--data``/``--image-size``), and the data set's name."""
+    from ._model import load_model, model_data
 
-    model = load_checkpoint_model(args.checkpoint, use_ema=not args.no_ema)
-    data_cfg: dict[str, Any] = {}
-    if not args.checkpoint.endswith(".safetensors"):
-        data_cfg = (load_checkpoint(args.checkpoint).get("config") or {}).get("data", {})
-    dataset = args.dataset or data_cfg.get("dataset")
-    if not dataset:
-        raise ValueError("the weights file does not record its data set; pass --dataset "
-                         "(and --data)")
-    root = args.data if args.data is not None else data_cfg.get("root")
-    splits = build_datasets(
-        dataset, root, image_size=data_cfg.get("image_size"), augment=False,
-        synthetic_samples=data_cfg.get("synthetic_samples", 256),
-        synthetic_classes=data_cfg.get("synthetic_classes", 4),
-        synthetic_channels=data_cfg.get("synthetic_channels", 1),
-    )
+    model = load_model(args.checkpoint, None, use_ema=not args.no_ema, args=args,
+                       model_flag=False)
+    splits, dataset = model_data(args, model)
     return model, splits, dataset
 
 
@@ -281,6 +283,13 @@ def _load_model_and_test_set(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 
 def run_accuracy(args: argparse.Namespace) -> int:
+    from ._model import cli_warnings
+
+    with cli_warnings(args):
+        return _run_accuracy(args)
+
+
+def _run_accuracy(args: argparse.Namespace) -> int:
     import torch
 
     from ..evaluation.accuracy import accuracy
@@ -289,9 +298,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, splits, dataset = _load_model_and_splits(args)
-    ds = splits.test if args.split == "test" else splits.train
-    if args.split == "train":
-        ds.transform = None  # type: ignore[attr-defined]
+    ds = splits.test if args.split == "test" else splits.train  # both: the test transform
     res = accuracy(model, ds, batch_size=args.batch_size, num_workers=args.workers,
                    progress=True)
     print(f"{args.checkpoint}: {dataset} {args.split}: {res.summary()}")

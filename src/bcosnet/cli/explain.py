@@ -3,17 +3,21 @@
     bcosnet explain photo.jpg other.png --checkpoint runs/fmnist/checkpoint.pt --out expl/
     bcosnet explain cat.jpg --model resnet18 --target topk:3      # random init: plumbing only
 
-Images of any size and mode are read with PIL, converted to the model's channel
-count (RGBA/LA are composited over white) and resized to the model's input size
-(``model.model_info.input_size``; shorter side, then centre crop, or
-``--resize stretch``).  EXIF orientation is applied (the image is explained as a
-viewer shows it), 16-bit images are scaled to [0, 1], an animated image gives
-its first frame, and an image whose header claims more than
-:data:`MAX_IMAGE_PIXELS` pixels is refused before it is decoded (a
-decompression bomb).  A folder given as IMAGE stands for the files in it
-(sorted, not recursive, hidden files skipped).  A file that cannot be read is
-reported and skipped; the others are still written (each atomically), the bad
-ones are listed at the end, and the exit code is 1.
+Images of any size and mode are read by :func:`bcosnet.data.open_image` — the
+decoder the image-folder data sets use — and turned into model input by
+:func:`bcosnet.data.to_model_input` from the model's record: its channel count
+(RGBA/LA are composited over white), the image size it was trained at and its
+evaluation resize rule (``model.model_info.preprocess``; e.g. a folder-trained
+model: shorter side to size·256/224, centre crop).  So an image is explained on
+the pixels the model was tested on.  ``--image-size N`` feeds another size (with
+a warning naming the trained size); ``--resize stretch`` another rule.  EXIF
+orientation is applied (the image is explained as a viewer shows it), 16-bit
+images are scaled to [0, 1], an animated image gives its first frame, and an
+image whose header claims more than :data:`MAX_IMAGE_PIXELS` pixels is refused
+before it is decoded (a decompression bomb).  A folder given as IMAGE stands for
+the files in it (sorted, not recursive, hidden files skipped).  A file that
+cannot be read is reported and skipped; the others are still written (each
+atomically), the bad ones are listed at the end, and the exit code is 1.
 
 ``--format rgba`` writes only the colour explanation (an RGBA PNG per image, the
 explained classes side by side), without matplotlib: fast for many images.
@@ -33,9 +37,8 @@ from torch import Tensor, nn
 __all__ = ["MAX_IMAGE_PIXELS", "register", "run", "load_model", "load_image", "parse_target",
            "class_names_for", "expand_image_paths"]
 
-#: Largest image (width × height, from the file's header) ``load_image`` decodes:
-#: PIL's own decompression-bomb limit.
-MAX_IMAGE_PIXELS = 89_478_485
+from ..data.images import MAX_IMAGE_PIXELS
+from ._model import RECORD_FLAGS, load_model
 
 
 def register(subparsers: Any) -> None:
@@ -66,61 +69,21 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--smooth", type=int, default=None, help="alpha box kernel (odd; default ≈ size/15)"
     )
-    p.add_argument("--resize", default="crop", choices=["crop", "stretch"])
+    p.add_argument("--image-size", type=int, metavar="N",
+                   help="explain N×N images (default: the size the model was trained at; "
+                        "another size gets a warning)")
+    p.add_argument("--resize", choices=["crop", "stretch"],
+                   help="how images are fitted to the size (default: the model's evaluation "
+                        "rule, e.g. shorter side to size·256/224 + centre crop for image "
+                        "folders; stretch: resize, aspect not kept)")
     p.add_argument("--class-names", help="text file with one class name per line")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--batch-size", type=int, default=32,
                    help="images explained per forward/backward pass (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of a randomly initialised model")
     p.set_defaults(func=run, api_flags={"target": "--target", "smooth": "--smooth",
-                                        "batch_size": "--batch-size"})
-
-
-def load_model(
-    checkpoint: str | None, model_name: str | None, num_classes: int | None = None, *, seed: int = 0
-) -> nn.Module:
-    """The model to explain, in eval mode.
-
-    ``checkpoint`` alone: a bcosnet training checkpoint or export (it names its
-    model).  ``checkpoint`` and ``model_name``: any weights file of that model —
-    a bcosnet checkpoint, a plain ``torch.save(model.state_dict())``, or a
-    ``bcos`` v2 state dict (``create_model(model_name, weights=checkpoint)``).
-    ``model_name`` alone: a randomly initialised registered model."""
-    if checkpoint is None and model_name is None:
-        raise ValueError("give --checkpoint CKPT (a trained model) or --model NAME (random init)")
-    if checkpoint is not None:
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"checkpoint {checkpoint} not found")
-        from ..training import load_checkpoint_model
-
-        if model_name is not None:
-            from ..models import create_model
-            from ..models.weights import read_state_dict
-
-            # A bcosnet checkpoint/export records the options its model was built
-            # with (width, class count, ...): build it from those, not the defaults.
-            state, meta = read_state_dict(checkpoint)
-            found = meta.get("model_name")
-            if found and found != model_name:
-                raise ValueError(
-                    f"{checkpoint} is a bcosnet checkpoint of {found!r}, not of --model "
-                    f"{model_name!r}: drop --model (the checkpoint names its model) or pass "
-                    f"--model {found}"
-                )
-            if found:
-                return load_checkpoint_model(checkpoint).eval()
-            return create_model(model_name, num_classes, weights=checkpoint).eval()
-
-        return load_checkpoint_model(checkpoint).eval()
-    from ..models import create_model
-
-    torch.manual_seed(seed)
-    print(
-        f"note: --model {model_name} without --checkpoint is randomly initialised; "
-        "its explanations show the plumbing, not a trained model",
-        file=sys.stderr,
-    )
-    return create_model(model_name, num_classes).eval()  # type: ignore[arg-type]
+                                        "batch_size": "--batch-size", "resize": "--resize",
+                                        **RECORD_FLAGS})
 
 
 def class_names_for(model: nn.Module, path: str | None = None) -> list[str] | None:
@@ -171,75 +134,18 @@ def parse_target(text: str, class_names: Sequence[str] | None) -> Any:
 
 def load_image(path: str | Path, in_channels: int, size: tuple[int, int], resize: str = "crop"
                ) -> Tensor:
-    """Read an image file into a ``in_channels×H×W`` float tensor in [0, 1] of the given size.
+    """An image file as an ``in_channels×H×W`` float tensor in [0, 1] of an explicit
+    ``size`` (``"crop"``: shorter side scaled to the size, centre crop; ``"stretch"``).
+    The command itself feeds images by the model's record
+    (:func:`bcosnet.data.to_model_input`).
 
     Raises FileNotFoundError or ValueError (unreadable/corrupt file) naming the file.
     """
-    from PIL import Image, UnidentifiedImageError
+    from ..data import Preprocess, open_image
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such file")
-    from PIL import ImageOps
-
-    try:
-        with Image.open(p) as im:
-            # The header gives the size: refuse a decompression bomb before decoding.
-            if im.width * im.height > MAX_IMAGE_PIXELS:
-                raise ValueError(
-                    f"{p}: {im.width}×{im.height} pixels is more than the "
-                    f"{MAX_IMAGE_PIXELS:,} bcosnet decodes (a decompression bomb?); refused "
-                    "before decoding — downscale the image first if it is genuine")
-            im.seek(0)  # animated images: the first frame
-            im.load()
-            img = ImageOps.exif_transpose(im)  # as a viewer shows it
-            img = img.copy() if img is im else img
-    except ValueError as e:
-        if str(e).startswith(str(p)):
-            raise
-        raise ValueError(f"{p}: cannot read the image ({e}); is it a valid image file?") from e
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"{p}: {e} — refused before decoding; downscale the image first if "
-                         "it is genuine") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, EOFError, MemoryError) as e:
-        raise ValueError(f"{p}: cannot read the image ({e}); is it a valid image file?") from e
-    except Exception as e:  # any other decoder failure on an untrusted file
-        raise ValueError(f"{p}: cannot read the image ({type(e).__name__}: {e}); is it a "
-                         "valid image file?") from e
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        # 16-bit / 32-bit grey: scale to 8 bits instead of clipping at 255.
-        import numpy as np
-
-        a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
-        if img.mode == "F":
-            top = 1.0 if a.max(initial=0) <= 1 else 255.0
-        img = Image.fromarray(np.clip(np.round(a / top * 255), 0, 255).astype(np.uint8), "L")
-    # Composite transparency over white so transparent regions do not turn black.
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, img)
-    if in_channels == 3:
-        img = img.convert("RGB")
-    elif in_channels == 1:
-        img = img.convert("L")
-    else:
+    if in_channels not in (1, 3):
         raise ValueError(f"models with {in_channels} input channels cannot take image files")
-    h, w = size
-    if resize == "stretch":
-        img = img.resize((w, h), Image.Resampling.BICUBIC)
-    else:
-        scale = max(h / img.height, w / img.width)
-        nw, nh = max(w, round(img.width * scale)), max(h, round(img.height * scale))
-        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
-        left, top = (nw - w) // 2, (nh - h) // 2
-        img = img.crop((left, top, left + w, top + h))
-    import numpy as np
-
-    a = np.asarray(img, dtype=np.float32) / 255.0
-    t = torch.from_numpy(a.copy())
-    return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
+    return Preprocess(tuple(size), resize, 1.0)(open_image(path, in_channels))
 
 
 def expand_image_paths(items: Sequence[str]) -> list[str]:
@@ -265,17 +171,27 @@ def _one(ex: Any, j: int) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ._model import cli_warnings
+
+    with cli_warnings(args):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..data import to_model_input
     from ..explanations import explain, save_explanation
 
     if args.format != "rgba":  # matplotlib only when figures are asked for
         from ..explanations.figures import plot_explanations, save_figure
 
-    model = load_model(args.checkpoint, args.model, args.num_classes, seed=args.seed)
+    model = load_model(args.checkpoint, args.model, args.num_classes, seed=args.seed, args=args)
     device = torch.device(args.device)
     model.to(device)
     info = getattr(model, "model_info", None)
     if info is None:
         raise ValueError("the model has no model_info (build it with bcosnet.create_model)")
+    if args.image_size is not None and args.image_size < 1:
+        raise ValueError(f"--image-size must be >= 1, got {args.image_size}")
     names = class_names_for(model, args.class_names)
     target = parse_target(args.target, names)
     if args.smooth is not None and (args.smooth < 0 or (args.smooth > 1 and args.smooth % 2 == 0)):
@@ -302,8 +218,8 @@ def run(args: argparse.Namespace) -> int:
         loaded: list[tuple[str, Tensor]] = []
         for path in paths[start:start + args.batch_size]:
             try:
-                loaded.append((path, load_image(path, info.in_channels,
-                                                 tuple(info.input_size), args.resize)))
+                loaded.append((path, to_model_input(path, model, image_size=args.image_size,
+                                                     resize=args.resize)))
             except (FileNotFoundError, ValueError, TypeError) as e:
                 fail(path, e)
         if not loaded:

@@ -1,7 +1,11 @@
 """``bcosnet neurons``: the most highly activating images of a layer's neurons.
 
     bcosnet neurons --checkpoint runs/fmnist/checkpoint.pt --layer features.5 \
-        --data fashion-mnist --top 200 --out neurons/
+        --top 200 --out neurons/
+
+The data set is the one the checkpoint records (its images fed as it was tested:
+size and resize rule); ``--dataset NAME`` / ``--data ROOT`` choose another, as in
+``bcosnet evaluate`` and ``bcosnet train``.
 
 One pass over the data keeps the top-N activations per channel
 (:func:`bcosnet.evaluation.top_activations`); then it writes
@@ -22,6 +26,8 @@ from typing import Any
 
 import torch
 
+from ._model import RECORD_FLAGS, add_data_args
+
 __all__ = ["register", "run", "parse_channels"]
 
 
@@ -40,9 +46,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--channels", help="channels, e.g. '3,17,40' or '0-7' (default: all, "
                    "showing the --num-neurons strongest)")
     p.add_argument("--num-neurons", type=int, default=8, help="neurons shown without --channels")
-    p.add_argument("--data", default="fashion-mnist",
-                   help="data set: fashion-mnist, cifar10, imagenet, folder or synthetic")
-    p.add_argument("--data-root", help="data root folder (cifar10, imagenet, folder)")
+    add_data_args(p)
+    p.add_argument("--data-root", help=argparse.SUPPRESS)  # deprecated spelling of --data
     p.add_argument("--split", default="test", choices=["test", "train"])
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--top", type=int, default=100, help="activations kept per neuron (N)")
@@ -54,7 +59,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", default="neurons", help="output folder")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, api_flags=RECORD_FLAGS)
 
 
 def parse_channels(text: str | None) -> list[int] | None:
@@ -87,15 +92,45 @@ def _write_json(obj: Any, path: Path) -> None:
     atomic_write_json(path, obj)
 
 
+def _old_flags(args: argparse.Namespace) -> None:
+    """``--data NAME`` (a data-set name, before --dataset) and ``--data-root DIR``
+    still work, with a message naming the new flags."""
+    from ..data import DATASETS
+    from ._model import say
+
+    data = args.data
+    if data is not None and args.dataset is None and not Path(data).exists() \
+            and data.lower().replace("_", "-") in DATASETS:
+        say(args, f"--data {data} names a data set: that spelling is deprecated, write "
+                  f"--dataset {data} (--data ROOT is the data root, as in train and evaluate)",
+            "warning")
+        args.dataset, args.data = data, None
+    if args.data_root is not None:
+        say(args, "--data-root is deprecated: write --data ROOT (--dataset NAME names the data "
+                  "set)", "warning")
+        if args.data is not None:
+            raise ValueError("give the data root once: --data ROOT (--data-root is its old "
+                             "spelling)")
+        args.data = args.data_root
+
+
 def run(args: argparse.Namespace) -> int:
+    from ._model import cli_warnings
+
+    with cli_warnings(args):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader, Subset
 
-    from ..data import build_datasets
     from ..evaluation.neurons import class_distribution, top_activations
     from ..explanations.figures import plot_class_distribution, plot_neuron_grid, save_figure
-    from .explain import load_model
+    from ._model import load_model, model_data
 
-    model = load_model(args.checkpoint, args.model, args.num_classes, seed=args.seed)
+    _old_flags(args)
+    model = load_model(args.checkpoint, args.model, args.num_classes, seed=args.seed,
+                       args=args)
     if args.list_layers:
         for name, m in model.named_modules():
             if name:
@@ -108,20 +143,13 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1")
     device = torch.device(args.device)
     model.to(device)
-    info = getattr(model, "model_info", None)
-    size = info.input_size[0] if info is not None else None
-    splits = build_datasets(args.data, args.data_root, image_size=size, augment=False)
-    dataset = splits.test if args.split == "test" else splits.train
+    splits, dataset_name = model_data(args, model)
+    dataset = splits.test if args.split == "test" else splits.train  # both: the test transform
     if args.limit is not None:
         if args.limit < 1:
             raise ValueError("--limit must be >= 1")
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
-    if info is not None and splits.in_channels != info.in_channels:
-        raise ValueError(
-            f"data set {args.data!r} has {splits.in_channels}-channel images but the model "
-            f"takes {info.in_channels}; choose a matching data set"
-        )
-    names = list(getattr(model, "class_names", None) or splits.classes)
+    names = list(splits.classes)  # the labels counted are the data's
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
                         num_workers=args.workers)
     channels = parse_channels(args.channels)
@@ -145,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {p}")
     record = {
         "layer": args.layer,
-        "data": args.data,
+        "dataset": dataset_name,
+        "root": splits.dataset.root if splits.dataset is not None else None,
         "split": args.split,
         "per_image": top.per_image,
         "classes": names,

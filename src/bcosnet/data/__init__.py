@@ -7,6 +7,7 @@ from .builder import (
     EpochSeededDataset,
     build_datasets,
     canonical_dataset_name,
+    datasets_for,
     eval_preprocess,
     per_class_subset,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "Preprocess",
     "canonical_dataset_name",
     "convert_image",
+    "datasets_for",
     "eval_preprocess",
     "model_preprocess",
     "open_image",

@@ -14,6 +14,7 @@ transform preset:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from .images import IMAGENET_CROP_FRACTION, Preprocess
 from .transforms import IMAGENET_SIZE, cifar10_transform, fmnist_transform, imagenet_transform
 
 __all__ = ["DATASETS", "DataSplits", "DatasetRecord", "EpochSeededDataset", "build_datasets",
-           "canonical_dataset_name", "eval_preprocess", "per_class_subset"]
+           "canonical_dataset_name", "datasets_for", "eval_preprocess", "per_class_subset"]
 
 DATASETS = ("fashion-mnist", "fmnist", "cifar10", "imagenet", "folder", "synthetic")
 _ALIASES = {"fmnist": "fashion-mnist"}
@@ -75,10 +76,12 @@ class DatasetRecord:
 
     def build(self, *, root: str | os.PathLike | None = None, image_size: int | None = None,
               augment: bool = False) -> DataSplits:
-        """The data set again (``root`` replaces the recorded root)."""
+        """The data set again (``root`` replaces the recorded root; its test folder
+        is then looked for as in :func:`build_datasets`)."""
+        moved = root is not None and str(root) != self.root
         return build_datasets(self.name, root if root is not None else self.root,
                               image_size=image_size, augment=augment,
-                              test_split=self.test_split, **self.options)
+                              test_split=None if moved else self.test_split, **self.options)
 
     def describe(self) -> str:
         """E.g. ``"folder at /data/shapes (train/val)"``."""
@@ -256,6 +259,82 @@ def build_datasets(
                                             "synthetic_channels": synthetic_channels})
     return DataSplits(tr, te, tr.classes, synthetic_channels, (size, size), rec,
                       eval_preprocess(key, size))
+
+
+def datasets_for(
+    model: Any,
+    *,
+    dataset: str | None = None,
+    root: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    augment: bool = False,
+) -> DataSplits:
+    """The data set a model was trained and tested on, built again from its record
+    (``model.model_info.dataset``), with the test transform it was evaluated with
+    (``model.model_info.preprocess``).
+
+    Args:
+        model: a model built by :func:`bcosnet.create_model` /
+            :func:`bcosnet.training.load_checkpoint_model`, or its ``ModelInfo``.
+        dataset: another data set than the recorded one (needed when the model
+            records none: weights of bcosnet 0.1 exports, plain state dicts).
+        root: where the data set is now, when not at the recorded root.
+        image_size: feed another size than the recorded one (a warning names the
+            trained size).
+        augment: training augmentation on the train split (default: off: the
+            train split is then fed as the test split is).
+
+    Raises ``ValueError`` when no data set is recorded nor given, or when the
+    data's channel count is not the model's.
+    """
+    from dataclasses import replace
+
+    from .datasets import TensorImageDataset
+
+    info = getattr(model, "model_info", model)
+    rec: DatasetRecord | None = getattr(info, "dataset", None)
+    pre: Preprocess | None = getattr(info, "preprocess", None)
+    if dataset is None and rec is None:
+        names = ", ".join(d for d in DATASETS if d not in _ALIASES)
+        raise ValueError(f"the model ({info.name}) records no data set; pass dataset=NAME "
+                         f"(one of {names}) and root=DIR where it needs one")
+    if dataset is not None and (rec is None or canonical_dataset_name(dataset) != rec.name):
+        if rec is not None:
+            warnings.warn(f"the model was trained on {rec.describe()}; using dataset={dataset}",
+                          UserWarning, stacklevel=2)
+        rec = DatasetRecord(canonical_dataset_name(dataset), None)
+        if pre is not None and rec.name in ("imagenet", "folder"):
+            pre = None  # another data set's images: its own rule at the model's size
+    assert rec is not None
+    size = pre.size[0] if pre is not None else (
+        info.image_size[0] if rec.name in ("imagenet", "folder", "synthetic") else None)
+    if image_size is not None and pre is not None and (image_size, image_size) != pre.size:
+        warnings.warn(f"the model was trained on {pre.size[0]}×{pre.size[1]} images; feeding "
+                      f"{image_size}×{image_size} (image_size={image_size})", UserWarning,
+                      stacklevel=2)
+    if image_size is not None:
+        size = image_size
+    try:
+        splits = rec.build(root=root, image_size=size, augment=augment)
+    except DataNotFoundError as e:
+        if root is None and rec.root is not None:
+            raise DataNotFoundError(f"{e} (the root recorded with the model); pass root=DIR "
+                                    f"where the data set is now") from e
+        raise
+    if splits.in_channels != info.in_channels:
+        raise ValueError(
+            f"data set {rec.name!r} has {splits.in_channels}-channel images but the model "
+            f"takes {info.in_channels}; choose a data set with {info.in_channels}-channel "
+            f"images")
+    if pre is not None:
+        want = replace(pre, size=(size, size)) if size is not None else pre
+        for part in (splits.test, *(() if augment else (splits.train,))):
+            if isinstance(part, ImageFolderDataset):
+                part.transform = want
+            elif isinstance(part, TensorImageDataset) and want.size != splits.image_size:
+                part.transform = want
+        splits.preprocess = want
+    return splits
 
 
 def per_class_subset(dataset: Dataset, per_class: int, *, seed: int = 0) -> Subset:

@@ -99,7 +99,8 @@ class ModelInfo:
         names = ", ".join(self.classes[:6]) + (", ..." if len(self.classes) > 6 else "")
         cls = f"{self.num_classes} classes" + (f" ({names})" if names else "")
         pre = (self.preprocess.describe() if self.preprocess is not None else
-               f"{self.input_size[0]}×{self.input_size[1]} px (native size; no size recorded)")
+               f"{self.input_size[0]}×{self.input_size[1]} px (the native size: no size "
+               f"recorded), shorter side scaled, centre crop")
         data = self.dataset.describe() if self.dataset is not None else "not recorded"
         return (f"{self.name}: {cls}; input {self.in_channels}×{pre}; data set {data}")
 

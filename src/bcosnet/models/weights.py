@@ -343,8 +343,8 @@ def saved_record(meta: Mapping[str, Any], what: str = "the weights file") -> Any
     else:
         h, w = base.input_size
         note = (f"it records neither its image size nor its data set: {name}'s native "
-                f"{h}×{w} input is assumed (override: --image-size / image_size=), and the "
-                f"data set must be named where one is needed (--dataset, --data)")
+                f"{h}×{w} input is assumed (another: image_size=N), and the data set must be "
+                f"named where one is needed (dataset=NAME, root=DIR)")
     warnings.warn(f"{what} was saved by an earlier bcosnet, without a model record; {note}",
                   UserWarning, stacklevel=3)
     return rec
