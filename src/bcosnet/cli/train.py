@@ -23,7 +23,7 @@ FLAGS: tuple[tuple[str, str], ...] = (
     ("model.init_weights", "--init-weights"), ("data.dataset", "--dataset"),
     ("data.root", "--data"), ("data.download", "--download"),
     ("data.skip_corrupt", "--skip-corrupt"), ("data.image_size", "--image-size"),
-    ("data.channels", "--channels"), ("data.train_per_class", "--train-per-class"),
+    ("data.channels", "--image-channels"), ("data.train_per_class", "--train-per-class"),
     ("per_class", "--train-per-class"), ("data.num_workers", "--workers"),
     ("optim.batch_size", "--batch-size"), ("optim.lr", "--lr"), ("optim.name", "--optimizer"),
     ("optim.weight_decay", "--weight-decay"), ("schedule.name", "--schedule"),
@@ -72,7 +72,7 @@ def register(subparsers: Any) -> None:
                    help="training augmentation off")
     p.add_argument("--image-size", type=int, metavar="N",
                    help="train on N×N images (image folders: default read off the data)")
-    p.add_argument("--channels", type=int, choices=[1, 3],
+    p.add_argument("--image-channels", dest="channels", type=int, choices=[1, 3],
                    help="image folders: convert the images to grey (1) or RGB (3) (default: "
                         "1 when every sampled image is grey, else 3)")
     p.add_argument("--train-per-class", type=int, metavar="N",

@@ -138,7 +138,7 @@ def _resolve_folder(cfg: TrainConfig, notes: list[str]) -> None:
         d.channels = s.channels
         kind = "grey" if s.channels == 1 else "colour"
         notes.append(f"channels: {s.channels} ({kind}: {s.grey} of {s.sampled} sampled images "
-                     f"grey; all grey → 1, else 3; data.channels / --channels to convert)")
+                     f"grey; all grey → 1, else 3; data.channels / --image-channels to convert)")
     if m.init_weights:
         want = (record.in_channels if record is not None
                 else m.options.get("in_channels", info.in_channels))
