@@ -119,3 +119,40 @@ def test_files_of_the_previous_version_load_and_say_what_was_assumed() -> None:
     assert "records neither its image size nor its data set" in text and "28×28" in text
     assert e.model_info.preprocess is None and e.model_info.dataset is None
     assert e.model_info.image_size == (28, 28) and e.model_info.num_classes == 4
+
+
+def test_registered_weights_record_their_transform(tmp_path) -> None:
+    from bcosnet.models import Weights
+
+    torch.manual_seed(0)
+    src = bcosnet.create_model("fmnist_bcos", num_classes=10, width=4)
+    path = tmp_path / "fm.pt"
+    torch.save(src.state_dict(), path)
+    entry = Weights(name="test", url=path.as_uri(), sha256_prefix="", source="a test",
+                    num_classes=10, model_options={"width": 4},
+                    preprocess=Preprocess((32, 32), "crop", 224 / 256),
+                    dataset=DatasetRecord("fashion-mnist"), classes=tuple("abcdefghij"))
+    m = bcosnet.create_model("fmnist_bcos", weights=entry)
+    assert m.model_info.preprocess == entry.preprocess
+    assert m.model_info.dataset == entry.dataset and m.class_names == list("abcdefghij")
+
+
+def test_to_model_input_follows_the_record_and_warns_on_another_size(tiny_bcos) -> None:
+    from dataclasses import replace
+
+    from bcosnet.data import to_model_input
+
+    info = replace(tiny_bcos.model_info, preprocess=Preprocess((28, 28), "crop", 1.0))
+    x = torch.rand(1, 28, 28)
+    assert torch.equal(to_model_input(x, info), x)  # the native size: unchanged
+    wide = torch.rand(1, 28, 56)  # shorter side already 28: the centre 28 columns
+    assert torch.equal(to_model_input(wide, info), wide[..., 14:42])
+    with pytest.warns(UserWarning, match=r"trained on 28×28 images; feeding 14×14 "
+                      r"\(image_size=14\)"):
+        small = to_model_input(x, info, image_size=14)
+    assert small.shape == (1, 14, 14)
+    # a rescaled grey level stays that grey level
+    flat = to_model_input(torch.full((1, 40, 30), 0.25), info, image_size=14)
+    torch.testing.assert_close(flat, torch.full((1, 14, 14), 0.25))
+    with pytest.raises(ValueError, match="takes 1-channel images"):
+        to_model_input(torch.rand(3, 28, 28), info)

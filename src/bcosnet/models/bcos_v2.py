@@ -19,6 +19,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from .._utils.validate import did_you_mean
+from ..data.builder import DatasetRecord, eval_preprocess
 from .registry import create_model
 from .weights import Weights, get_weights, load_weights, register_weights
 
@@ -232,4 +233,6 @@ for _arch, _url in V2_URLS.items():
         transforms="Resize(256), CenterCrop(224), images in [0, 1] (no mean/std: the model "
                    "encodes them)",
         metrics={"imagenet_top1": V2_REPORTED_TOP1[_arch]},
+        preprocess=eval_preprocess("imagenet", 224),
+        dataset=DatasetRecord("imagenet", None, "train", "val"),
     ))
