@@ -310,15 +310,15 @@ def _check_training_settings(cfg: MainConfig, tc: Any, run_dir: Path) -> None:
             f"{run_dir} holds a network trained for a wall-clock budget ({budget:g} min) by "
             "an earlier version of the main job, so what it learnt depended on the "
             f"machine's speed; the main job now trains for a fixed number of epochs "
-            f"(--epochs, now {cfg.epochs}) and does not reuse it. Delete {cfg.out_dir} to "
-            "train afresh, or use another output folder (--out)."
+            f"(now epochs={cfg.epochs}) and does not reuse it. Delete {cfg.out_dir} to "
+            "train afresh, or use another output folder (out_dir)."
         )
     diff = _differences(then, now)
     if diff:
         raise MainSettingsError(
             f"{run_dir} holds a network trained with other settings — "
             + "; ".join(diff)
-            + f". Use another output folder (--out), delete {cfg.out_dir} to start over, "
+            + f". Use another output folder (out_dir), delete {cfg.out_dir} to start over, "
             "or re-run with the earlier settings to reuse (or resume) it."
         )
 
@@ -497,7 +497,7 @@ def _settings_checked(call: Any, folder: Path) -> Any:
             raise
         raise MainSettingsError(
             f"the pointing-game results in {folder} were made with other settings or "
-            f"networks ({e}). Use another output folder (--out), or delete {folder} to "
+            f"networks ({e}). Use another output folder (out_dir), or delete {folder} to "
             "replay the pointing game with the settings given now."
         ) from e
 

@@ -124,9 +124,28 @@ def test_network_trained_for_a_time_budget_is_refused(tmp_path, tiny_presets,
         AREA, "re-run on a folder whose networks trained for a wall-clock budget",
         MainSettingsError,
         r"wall-clock budget \(1 min\) by an earlier version.*fixed number of epochs "
-        r"\(--epochs, now 24\).*Delete .*another output folder",
+        r"\(now epochs=24\).*Delete .*another output folder \(out_dir\)",
         lambda: run_main(_cfg(out)))
     assert _mtimes(out) == before
+
+
+def test_refusals_on_the_command_line_name_its_flags(tmp_path, tiny_presets, capsys) -> None:
+    from bcosnet.cli import main
+
+    out = tmp_path / "main"
+    args = ["main", "--dataset", "synthetic", "--workers", "1", "--epochs", "24",
+            "--max-steps", "24", "--grids", "2", "--grids-per-method", "none", "--grid-n", "2",
+            "--no-threshold", "--methods", "bcos,grad", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    capsys.readouterr()
+    args[args.index("--epochs") + 1] = "30"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "epochs: 24 then, 30 now" in err and "another output folder (--out)" in err
+    assert "out_dir" not in err
+    # the removed time budget: refused, pointing to the flag that replaced it
+    assert main(["main", "--time-limit-min", "8"]) == 2
+    assert "trains for a fixed number of epochs: --epochs N" in capsys.readouterr().err
 
 
 def _numbers(out: Path) -> dict:

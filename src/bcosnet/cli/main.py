@@ -63,7 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the pointing game, each with 2 // WORKERS torch threads (default: 2; "
                         "1: everything in this process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    # the main job's errors name MainConfig's fields; said as this command's flags
+    p.set_defaults(func=run, api_flags={
+        "out_dir": "--out", "epochs": "--epochs", "max_steps": "--max-steps",
+        "grids_per_method": "--grids-per-method", "grid_n": "--grid-n",
+        "confidence_threshold=None": "--no-threshold", "workers": "--workers",
+        "seed": "--seed", "dataset": "--dataset"})
 
 
 def run(args: argparse.Namespace) -> int:
