@@ -22,6 +22,7 @@ from bcosnet.training import (
     ModelConfig,
     OptimConfig,
     TrainConfig,
+    atomic_save,
     load_checkpoint_model,
     train,
 )
@@ -185,7 +186,7 @@ def _odd_files(d: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("channels", [3, 1])
 def test_a_folder_image_is_the_same_tensor_in_the_data_set_and_in_explain(
-        tmp_path, channels) -> None:
+        tmp_path, channels, monkeypatch) -> None:
     for split in ("train", "val"):
         files = _odd_files(tmp_path / split / "odd")
     splits = build_datasets("folder", tmp_path, image_size=64, channels=channels,
@@ -202,6 +203,28 @@ def test_a_folder_image_is_the_same_tensor_in_the_data_set_and_in_explain(
         from bcosnet.cli.explain import load_image  # the explicit-size helper
         assert torch.equal(load_image(f, channels, (64, 64)), bcosnet.data.Preprocess(
             (64, 64))(bcosnet.data.open_image(f, channels)))
+    # bcosnet explain itself: the batch it explains holds the data set's tensors
+    model = bcosnet.create_model("fmnist_bcos", 1, in_channels=channels, width=4)
+    model.model_info = info
+    ckpt = tmp_path / "m.pt"
+    atomic_save({"model": model.state_dict(), "model_name": info.name,
+                 "model_info": info.to_dict()}, ckpt)
+    seen = []
+
+    def spy(model, images, **kw):
+        seen.append(images.clone())
+        return explain(model, images, **kw)
+
+    from bcosnet import explanations
+    from bcosnet.explanations import explain
+
+    monkeypatch.setattr(explanations, "explain", spy)
+    order = list(files)
+    assert main(["explain", *(str(files[k]) for k in order), "--checkpoint", str(ckpt),
+                 "--format", "rgba", "--out", str(tmp_path / "ex")]) == 0
+    batch = torch.cat(seen)
+    for j, kind in enumerate(order):
+        assert torch.equal(batch[j], x[kind]), kind
     # what the decoder does, checked against the pixels written
     assert torch.equal(x["exif"], x["upright"])  # EXIF orientation applied
     # the transparent half (right) is white after compositing; the opaque half unchanged
