@@ -10,13 +10,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["check_image_batch", "check_int", "did_you_mean"]
+__all__ = ["check_image_batch", "check_int", "check_record_fields", "did_you_mean"]
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:
     """``"; did you mean 'a', 'b'?"`` for the choices close to ``name`` (else "")."""
     close = difflib.get_close_matches(str(name), list(choices), n=n, cutoff=cutoff)
     return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def check_record_fields(d: Any, known: Iterable[str], what: str) -> dict[str, Any]:
+    """``d`` if it is a mapping with no keys outside ``known``; a ``ValueError``
+    naming ``what`` (e.g. "the data-set record") and the bad fields otherwise."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{what} must be a mapping, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} in {what}")
+    return d
 
 
 def check_int(name: str, value: Any, minimum: int | None = None) -> int:

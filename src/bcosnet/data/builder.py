@@ -95,11 +95,10 @@ class DatasetRecord:
     @classmethod
     def from_dict(cls, d: Any) -> DatasetRecord:
         """The inverse of :meth:`to_dict`; ``ValueError`` naming a bad or unknown field."""
-        if not isinstance(d, dict):
-            raise ValueError(f"the data-set record must be a mapping, got {type(d).__name__}")
-        unknown = set(d) - {"name", "root", "train_split", "test_split", "options"}
-        if unknown:
-            raise ValueError(f"unknown field(s) {sorted(unknown)} in the data-set record")
+        from .._utils.validate import check_record_fields
+
+        check_record_fields(d, ("name", "root", "train_split", "test_split", "options"),
+                            "the data-set record")
         if not isinstance(d.get("name"), str):
             raise ValueError("the data-set record has no 'name'")
         opts = d.get("options") or {}

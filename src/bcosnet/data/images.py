@@ -254,11 +254,10 @@ class Preprocess:
     @classmethod
     def from_dict(cls, d: Any) -> Preprocess:
         """The inverse of :meth:`to_dict`; ``ValueError`` naming a bad or unknown field."""
-        if not isinstance(d, dict):
-            raise ValueError(f"the preprocessing record must be a mapping, got {type(d).__name__}")
-        unknown = set(d) - {"size", "resize", "crop_fraction", "mean", "std"}
-        if unknown:
-            raise ValueError(f"unknown field(s) {sorted(unknown)} in the preprocessing record")
+        from .._utils.validate import check_record_fields
+
+        check_record_fields(d, ("size", "resize", "crop_fraction", "mean", "std"),
+                            "the preprocessing record")
         if "size" not in d:
             raise ValueError("the preprocessing record has no 'size'")
         return cls(size=tuple(d["size"]), resize=d.get("resize", "crop"),  # type: ignore[arg-type]

@@ -129,8 +129,12 @@ class ModelInfo:
             return ValueError(f"{source}: {msg} — the file's model record is damaged or was "
                               f"edited; re-export the model from its training checkpoint")
 
-        if not isinstance(d, dict):
-            raise bad(f"expected a mapping, got {type(d).__name__}")
+        from .._utils.validate import check_record_fields
+
+        try:
+            check_record_fields(d, _RECORD_KEYS, "the model record")
+        except ValueError as e:
+            raise bad(str(e)) from None
         fmt = d.get("format")
         if fmt != RECORD_FORMAT:
             raise ValueError(
@@ -138,9 +142,6 @@ class ModelInfo:
                 f"({RECORD_FORMAT!r}); it was written by another (newer?) bcosnet version — "
                 f"upgrade bcosnet, or load the weights with create_model(NAME, weights=...) "
                 f"and the options it was built with")
-        unknown = sorted(set(d) - set(_RECORD_KEYS))
-        if unknown:
-            raise bad(f"unknown field(s) {unknown}")
         missing = [k for k in ("name", "family", "kind", "input_size", "min_size",
                                "in_channels", "num_classes") if k not in d]
         if missing:
