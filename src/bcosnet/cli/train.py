@@ -108,7 +108,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--tensorboard", action="store_true", default=None)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--print-config", action="store_true",
-                   help="print the resulting config as YAML and exit")
+                   help="print the resulting config as YAML (the settings read off an image "
+                        "folder filled in) and exit")
     p.set_defaults(func=run, api_flags={key: flag for key, flag in FLAGS if flag})
 
 
@@ -205,6 +206,11 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         import yaml
 
+        from ..training import resolve_config
+
+        cfg, filled = resolve_config(cfg)  # its notes name both the key and the flag
+        for n in filled:
+            print(f"note: {n}", file=sys.stderr)
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
     try:

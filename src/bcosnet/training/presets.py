@@ -175,7 +175,6 @@ def _folder() -> TrainConfig:
         loss="bce",
         ema_decay=None,
         eval_every_epochs=1,
-        log_every_steps=10,
         out_dir=None,  # runs/<folder name>
     )
 
