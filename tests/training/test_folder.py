@@ -230,8 +230,8 @@ def test_startup_summary_says_what_the_run_will_do(tmp_path: Path, small: Path,
     assert f"model:     fmnist_bcos, {params:,} parameters, 3 classes, 3 input channels" in text
     assert "15 training images, 9 test images (val split)" in text
     assert "disc 5/3, square 5/3, stripes 5/3" in text
-    assert "stops at:  1 epochs (1 steps of 16 images)" in text
-    assert "this run has 1 steps, so the EMA weights lag far behind training" in text
+    assert "stops at:  1 epoch (1 step of 16 images)" in text
+    assert "this run has 1 step, so the EMA weights lag far behind training" in text
     assert "threads:   1 (config threads / --threads)" in text
     assert f"output:    {out}" in text
     assert "image size: 64 px (median shorter side of 15 sampled images 64 px" in text

@@ -63,6 +63,10 @@ def class_counts(dataset: Any, num_classes: int) -> list[int] | None:
     return counts
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _transform_names(t: Any) -> str:
     ops = getattr(t, "transforms", None)
     if ops is None:
@@ -117,7 +121,8 @@ def startup_summary(run: Any, notes: Sequence[str] = ()) -> str:
     aug = "off" if not d.augment else (_transform_names(tr) if tr is not None else "none")
     lines.append(f"augment:   {aug}")
     steps = cfg.epochs * run.steps_per_epoch
-    stops = [f"{cfg.epochs} epochs ({steps} steps of {cfg.optim.batch_size} images)"]
+    stops = [f"{_count(cfg.epochs, 'epoch')} ({_count(steps, 'step')} of "
+             f"{cfg.optim.batch_size} images)"]
     if cfg.time_limit_min:
         stops.append(f"{cfg.time_limit_min:g} min of training")
     if cfg.max_steps is not None:
@@ -133,8 +138,8 @@ def startup_summary(run: Any, notes: Sequence[str] = ()) -> str:
         text = (f"EMA:       decay {cfg.ema_decay:g} (averages ~{span} steps); evaluation and "
                 "the exported weights use the EMA weights")
         if span > total / 5:
-            text += (f" — WARNING: this run has {total} steps, so the EMA weights lag far "
-                     "behind training; lower --ema or leave it out")
+            text += (f" — WARNING: this run has {_count(total, 'step')}, so the EMA weights "
+                     "lag far behind training; lower --ema or leave it out")
         lines.append(text)
     else:
         lines.append("EMA:       off (evaluation uses the trained weights)")
