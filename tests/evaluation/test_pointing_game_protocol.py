@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import bcosnet
 from bcosnet.evaluation import (
     cell_scores,
     grid_pointing_game,
@@ -138,6 +139,10 @@ def test_bcos_explains_all_cells_in_one_call_like_the_per_target_loop() -> None:
     one_call = grid_maps(fn, images, targets)
     loop = grid_maps(fn, images, targets, multi_target=False)
     assert one_call.shape == (2, 9, 12, 12)
+    torch.testing.assert_close(one_call, loop, rtol=1e-10, atol=1e-14)
+    # the maps are explain()'s contributions (W(x) ⊙ x summed over the encoded channels)
+    torch.testing.assert_close(one_call, bcosnet.explain(model, images, targets).contributions,
+                               rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(one_call, loop, rtol=1e-10, atol=1e-12)
     # and both equal autograd of each logit times the encoded input, summed over channels
     x = images.clone().requires_grad_(True)

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import bcosnet
+from bcosnet._utils.validate import check_image_batch
 from bcosnet.models._common import (
     ImageNormalize,
     bcos_conv_factory,
-    check_images,
     cifar_v1_scale,
     cifar_v1_temperature,
     count_parameters,
@@ -236,13 +236,13 @@ def test_bcos_nets_are_positively_homogeneous_in_the_encoding(alpha: float, seed
 
 def test_check_images_messages() -> None:
     with pytest.raises(ValueError, match="add a batch dimension"):
-        check_images(torch.rand(3, 8, 8), in_channels=3, min_size=(4, 4))
+        check_image_batch(torch.rand(3, 8, 8), in_channels=3, min_size=(4, 4))
     with pytest.raises(ValueError, match="pass raw images in \\[0, 1\\]"):
-        check_images(torch.rand(1, 6, 8, 8), in_channels=3, min_size=(4, 4))
+        check_image_batch(torch.rand(1, 6, 8, 8), in_channels=3, min_size=(4, 4))
     with pytest.raises(ValueError, match="at least 9×4 pixels, got 8×8"):
-        check_images(torch.rand(1, 3, 8, 8), in_channels=3, min_size=(9, 4))
+        check_image_batch(torch.rand(1, 3, 8, 8), in_channels=3, min_size=(9, 4))
     with pytest.raises(TypeError):
-        check_images([1, 2], in_channels=3, min_size=(1, 1))  # type: ignore[arg-type]
+        check_image_batch([1, 2], in_channels=3, min_size=(1, 1))  # type: ignore[arg-type]
     norm = ImageNormalize(1)
     torch.testing.assert_close(norm(torch.ones(1, 1, 2, 2)), torch.ones(1, 1, 2, 2))
     with pytest.raises(ValueError, match="3 values"):

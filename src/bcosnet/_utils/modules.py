@@ -6,7 +6,9 @@ One copy of each, used by explanations, attribution, evaluation and training.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -21,6 +23,8 @@ __all__ = [
     "frozen_params",
     "preserved_buffers",
     "resolve_layer",
+    "this_thread_only",
+    "uncompiled",
 ]
 
 
@@ -38,14 +42,35 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = t
 
 
-def first_output(out: Any) -> Tensor:
-    """The logits of a model's output: the tensor itself, or the first field of a
-    tuple/namedtuple (e.g. Inception's ``InceptionOutputs`` in training mode)."""
-    if isinstance(out, Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
-        return out[0]
-    raise TypeError(f"expected the model to return a tensor of logits, got {type(out).__name__}")
+def first_output(out: Any, *, logits: bool = False) -> Tensor:
+    """The tensor of a model's output: the tensor itself, or the first field of a
+    tuple/namedtuple (e.g. Inception's ``InceptionOutputs`` in training mode).
+
+    A ``TypeError`` when there is no tensor; with ``logits=True`` also a
+    ``ValueError`` unless it is N×K logits.  The library's one reading of a
+    model's output (explanations, attribution, evaluation, training)."""
+    if isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    if not isinstance(out, Tensor):
+        raise TypeError(
+            f"expected the model to return a tensor of logits, got {type(out).__name__}")
+    if logits and out.dim() != 2:
+        raise ValueError(f"model output must be N×K logits, got {tuple(out.shape)}")
+    return out
+
+
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The eager module behind a ``torch.compile``-d one (``model`` itself otherwise).
+
+    Methods that register forward hooks per call (``explain``, DeepLIFT) run the
+    original module: graphs dynamo compiled before do not see new module hooks
+    (it does not guard on them by default).  Same parameters and buffers, exact
+    result, eager speed."""
+    while type(model).__name__ == "OptimizedModule" and isinstance(
+        getattr(model, "_orig_mod", None), nn.Module
+    ):
+        model = model._orig_mod
+    return model
 
 
 def find_input_encoding(model: nn.Module) -> nn.Module | None:
@@ -73,6 +98,19 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
     return modules[layer]
 
 
+def this_thread_only(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """``hook`` acting only in the thread that wraps it, a no-op (``None``) in any
+    other: the per-call hooks of an explanation or attribution leave alone the
+    forward passes other threads run through the same model meanwhile."""
+    owner = threading.get_ident()
+
+    @functools.wraps(hook)
+    def hook_in_owner_thread(*args: Any) -> Any:
+        return hook(*args) if threading.get_ident() == owner else None
+
+    return hook_in_owner_thread
+
+
 @contextlib.contextmanager
 def preserved_buffers(model: nn.Module) -> Iterator[None]:
     """Restore buffers (e.g. BatchNorm running stats) a train-mode forward would change."""
@@ -88,16 +126,32 @@ def preserved_buffers(model: nn.Module) -> Iterator[None]:
                 b.copy_(v)
 
 
+#: Parameters frozen by running ``frozen_params`` blocks: id → (parameter, its own
+#: flag, how many blocks hold it).  Blocks may nest and run in several threads at once.
+_FROZEN: dict[int, tuple[nn.Parameter, bool, int]] = {}
+_FROZEN_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def frozen_params(model: nn.Module) -> Iterator[None]:
     """Parameters need no gradients while explaining (faster, and leaves no
-    ``.grad``); their ``requires_grad`` flags are restored afterwards."""
+    ``.grad``); their ``requires_grad`` flags are restored when the last block
+    holding them ends — also when explanations of one model run in several
+    threads at once, or nest."""
     params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    try:
+    with _FROZEN_LOCK:
         for p in params:
+            _, flag, held = _FROZEN.get(id(p), (p, p.requires_grad, 0))
+            _FROZEN[id(p)] = (p, flag, held + 1)
             p.requires_grad_(False)
+    try:
         yield
     finally:
-        for p, r in zip(params, flags):
-            p.requires_grad_(r)
+        with _FROZEN_LOCK:
+            for p in params:
+                _, flag, held = _FROZEN[id(p)]
+                if held == 1:
+                    del _FROZEN[id(p)]
+                    p.requires_grad_(flag)
+                else:
+                    _FROZEN[id(p)] = (p, flag, held - 1)

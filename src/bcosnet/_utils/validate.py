@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["check_image_batch", "check_int", "check_record_fields", "did_you_mean"]
+__all__ = ["check_choice", "check_image_batch", "check_int", "check_record_fields",
+           "did_you_mean", "is_int"]
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:
@@ -30,12 +31,34 @@ def check_record_fields(d: Any, known: Iterable[str], what: str) -> dict[str, An
     return d
 
 
-def check_int(name: str, value: Any, minimum: int | None = None) -> int:
-    """``value`` if it is an int (not a bool) ``>= minimum``; a ``ValueError`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or (
-        minimum is not None and value < minimum
-    ):
-        bound = f" >= {minimum}" if minimum is not None else ""
+def check_choice(name: str, value: Any, choices: Iterable[Any], hint: str = "") -> Any:
+    """``value`` if it is one of ``choices``; a ``ValueError`` listing them (with a
+    did-you-mean for a string, then ``hint``) otherwise."""
+    choices = list(choices)
+    if value in choices:
+        return value
+    close = did_you_mean(value, [str(c) for c in choices]) if isinstance(value, str) else ""
+    raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+                     f"{close}{hint}")
+
+
+def is_int(value: Any) -> bool:
+    """True for an int that is not a bool (``True`` is an int to Python, not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: Any, minimum: int | None = None,
+              maximum: int | None = None) -> int:
+    """``value`` if it is an int (not a bool) in ``[minimum, maximum]`` (either
+    bound optional); a ``ValueError`` naming ``name`` and the range otherwise."""
+    if not is_int(value) or (minimum is not None and value < minimum) or (
+            maximum is not None and value > maximum):
+        if minimum is not None and maximum is not None:
+            bound = f" in {minimum}..{maximum}"
+        elif minimum is not None:
+            bound = f" >= {minimum}"
+        else:
+            bound = f" <= {maximum}" if maximum is not None else ""
         raise ValueError(f"{name} must be an int{bound}, got {value!r}")
     return value
 

@@ -1,4 +1,4 @@
-"""Post-hoc attribution methods behind one interface (SPEC §4).
+"""Post-hoc attribution methods behind one interface (docs/protocol.md §4).
 
     from bcosnet import attribution
     attribution.available()        # ['bcos', 'grad', 'ixg', 'intgrad', ...]

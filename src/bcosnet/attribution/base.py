@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Union
 
@@ -40,9 +40,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._utils.modules import find_input_encoding, frozen_params, preserved_buffers
-from .._utils.validate import check_image_batch, check_int
+from .._utils.gradients import backward_width
+from .._utils.modules import (
+    find_input_encoding,
+    first_output,
+    frozen_params,
+    preserved_buffers,
+    this_thread_only,
+)
+from .._utils.validate import check_choice, check_image_batch
 from ..explanations.core import (
+    Target,
     _names_to_indices,
     model_class_names,
     resolve_targets,
@@ -63,8 +71,6 @@ __all__ = [
     "target_is_per_image",
 ]
 
-#: int, N ints, an N×T tensor / N lists, "pred" or ("topk", k) — see resolve_targets.
-Target = Union[int, Sequence[int], Sequence[Sequence[int]], Tensor, str, tuple]  # noqa: UP007
 #: "black" | "white" | "mean" | "blur" | a grey level in [0, 1] | an image tensor.
 Baseline = Union[str, float, Tensor]  # noqa: UP007
 
@@ -75,28 +81,14 @@ _SPACES = ("raw", "encoded")
 # ----------------------------------------------------------------------------- checks
 
 
-def check_images(images: Tensor) -> None:
-    """Raise a clear error unless ``images`` is a finite, non-empty float N×C×H×W batch."""
-    check_image_batch(images, finite=True)
-
-
-def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
-    return check_int(name, value, minimum)
-
-
 def check_output(output: str) -> str:
-    if output not in _OUTPUTS:
-        raise ValueError(f"output must be one of {', '.join(map(repr, _OUTPUTS))}, got {output!r}")
-    return output
+    return check_choice("output", output, _OUTPUTS)
 
 
 def check_input_space(space: str) -> str:
-    if space not in _SPACES:
-        raise ValueError(
-            f"input_space must be 'raw' (the image, as the paper's code) or 'encoded' (the "
-            f"model's encoded input, as the B-cos v2 code), got {space!r}"
-        )
-    return space
+    return check_choice("input_space", space, _SPACES, hint=(
+        " ('raw': the image, as the paper's code; 'encoded': the model's encoded input, as "
+        "the B-cos v2 code)"))
 
 
 def default_output(model: nn.Module) -> str:
@@ -181,7 +173,8 @@ def make_baseline(
 @dataclass
 class PassCount:
     """Images sent through the model: ``forward`` (forward calls × batch size)
-    and ``backward`` (backward passes reaching the model output × batch size)."""
+    and ``backward`` (backward passes reaching the model output × batch size; a
+    pass batched over T targets counts T, as T passes, and one ``backward_call``)."""
 
     forward: int = 0
     backward: int = 0
@@ -202,7 +195,7 @@ def count_passes(model: nn.Module) -> Iterator[PassCount]:
 
     def grad_hook(n: int) -> Callable[[Tensor], None]:
         def hook(_g: Tensor) -> None:
-            count.backward += n
+            count.backward += n * backward_width()
             count.backward_calls += 1
 
         return hook
@@ -217,7 +210,7 @@ def count_passes(model: nn.Module) -> Iterator[PassCount]:
         if t.requires_grad:
             t.register_hook(grad_hook(n))
 
-    handle = model.register_forward_hook(fwd_hook)
+    handle = model.register_forward_hook(this_thread_only(fwd_hook))
     try:
         yield count
     finally:
@@ -225,16 +218,6 @@ def count_passes(model: nn.Module) -> Iterator[PassCount]:
 
 
 # ----------------------------------------------------------------------------- model helpers
-
-
-def first_output(out: object) -> Tensor:
-    """The logits of a model output (Inception returns (logits, aux) in training)."""
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if not isinstance(out, Tensor) or out.dim() != 2:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"model output must be N×K logits, got {shape}")
-    return out
 
 
 class EncodedModel(nn.Module):
@@ -265,7 +248,7 @@ class EncodedModel(nn.Module):
 
     def forward(self, encoded: Tensor) -> Tensor:
         if self.encoding is None:
-            return first_output(self.model(encoded))
+            return first_output(self.model(encoded), logits=True)
         used = []
 
         def hook(_m: nn.Module, _inp: tuple, _out: Tensor) -> Tensor:
@@ -274,14 +257,14 @@ class EncodedModel(nn.Module):
 
         n, _c, h, w = encoded.shape
         dummy = encoded.new_zeros(n, self.raw_channels, h, w)
-        handle = self.encoding.register_forward_hook(hook)
+        handle = self.encoding.register_forward_hook(this_thread_only(hook))
         try:
             out = self.model(dummy)
         finally:
             handle.remove()
         if not used:
             raise RuntimeError("the model's input encoding was not called in forward")
-        return first_output(out)
+        return first_output(out, logits=True)
 
 
 # ----------------------------------------------------------------------------- base class
@@ -318,7 +301,7 @@ class AttributionMethod:
         the differentiated input for gradient methods.  All T maps come from
         one set of passes.
         """
-        check_images(images)
+        check_image_batch(images, finite=True)
         target = _names_to_indices(target, model_class_names(self.model))
         per_image = target_is_per_image(target)
         if not (isinstance(target, str) or not per_image and isinstance(target, tuple)):
@@ -336,7 +319,7 @@ class AttributionMethod:
         is needed for ``'pred'``/``('topk', k)`` and for the range check)."""
         if logits is None:
             with torch.no_grad():
-                logits = first_output(self.model(images))
+                logits = first_output(self.model(images), logits=True)
         return resolve_targets(target, images.shape[0], logits=logits)
 
     def __repr__(self) -> str:

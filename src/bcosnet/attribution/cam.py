@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._utils.modules import find_input_encoding
-from .._utils.validate import did_you_mean
-from .base import AttributionMethod, Target, first_output, resolve_targets
-from .gradient import _grads_per_target
+from .._utils.gradients import target_gradients
+from .._utils.modules import find_input_encoding, first_output, this_thread_only
+from .._utils.validate import check_choice, did_you_mean
+from .base import AttributionMethod, Target, resolve_targets
 
 __all__ = ["GradCAM", "spatial_layers"]
 
@@ -38,7 +38,7 @@ def spatial_layers(model: nn.Module, images: Tensor) -> list[tuple[str, tuple[in
 
     for name, m in model.named_modules():
         if name and m is not encoding:
-            handles.append(m.register_forward_hook(make_hook(name)))
+            handles.append(m.register_forward_hook(this_thread_only(make_hook(name))))
     try:
         with torch.no_grad():
             model(images)
@@ -72,7 +72,8 @@ class GradCAM(AttributionMethod):
             ``F.interpolate`` mode (``"bilinear"``, ``"bicubic"``, ...).
 
     If the layer runs several times in one forward, its first call is used.
-    One forward pass, one backward pass per target from the logit to the layer.
+    One forward pass, one backward pass (batched over the targets) from the
+    logits to the layer.
     Returns N×1×H×W (N×T×1×H×W for T targets per image).
     """
 
@@ -95,10 +96,7 @@ class GradCAM(AttributionMethod):
         self.relu = bool(relu)
         self.upsample = bool(upsample)
         modes = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
-        if interpolation not in modes:
-            raise ValueError(f"interpolation must be one of {', '.join(map(repr, modes))}, "
-                             f"got {interpolation!r}")
-        self.interpolation = interpolation
+        self.interpolation = check_choice("interpolation", interpolation, modes)
         self.layer_name: str | None = None
         self._auto_cache: dict[tuple[int, ...], str] = {}
         if layer is not None:
@@ -131,7 +129,7 @@ class GradCAM(AttributionMethod):
                     f"of size {tuple(images.shape[1:])}; use larger images or pass layer="
                 )
             with torch.no_grad():
-                k = first_output(self.model(images[:1])).shape[1]
+                k = first_output(self.model(images[:1]), logits=True).shape[1]
             features = [c for c in cands if c[1][1] != k]
             self._auto_cache[key] = (features or cands)[-1][0]
         return self._auto_cache[key]
@@ -157,15 +155,15 @@ class GradCAM(AttributionMethod):
             captured["a"] = a
             return a * 1  # not the leaf itself: later in-place ops must not touch it
 
-        handle = module.register_forward_hook(hook)
+        handle = module.register_forward_hook(this_thread_only(hook))
         try:
             with torch.enable_grad():
-                logits = first_output(self.model(images))
+                logits = first_output(self.model(images), logits=True)
                 if "a" not in captured:
                     raise ValueError(f"Grad-CAM layer {name!r} was not called in the forward pass")
                 t = resolve_targets(target, images.shape[0], logits=logits.detach())
                 a = captured["a"]
-                g = _grads_per_target(logits.gather(1, t), a)  # N×T×C×h×w
+                g = target_gradients(logits, a, t)  # N×T×C×h×w
         finally:
             handle.remove()
         weights = g.mean((3, 4), keepdim=True)

@@ -5,47 +5,36 @@ the raw image by default (``input_space="raw"``, the paper's code) or the
 model's encoded input (``input_space="encoded"``, the B-cos v2 code); ``bcos``
 always explains the encoded input (see :mod:`bcosnet.attribution.base`).
 With T targets every method runs its forward pass(es) once and one backward
-pass per target.
+pass batched over the T targets (:func:`bcosnet._utils.gradients.target_gradients`).
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._utils.gradients import target_gradients
+from .._utils.modules import first_output, this_thread_only, uncompiled
 from .._utils.progress import CallProgress
-from ..explanations.core import check_bcos_model
-from ..nn.explanation_mode import explanation_mode
+from .._utils.validate import check_choice, check_int
+from ..explanations.core import _explain, check_bcos_model
 from .base import (
     AttributionMethod,
     Baseline,
     EncodedModel,
     Target,
     check_input_space,
-    check_positive_int,
-    first_output,
     make_baseline,
     resolve_targets,
 )
 
-__all__ = ["Bcos", "DeepLift", "Grad", "InputXGradient", "IntegratedGradients"]
-
-
-def _grads_per_target(values: Tensor, x: Tensor) -> Tensor:
-    """N×T×(x's shape[1:]): the gradient of ``values[:, j].sum()`` w.r.t. ``x`` for
-    every target j, one backward pass each through the same graph."""
-    t_count = values.shape[1]
-    grads = []
-    for j in range(t_count):
-        (g,) = torch.autograd.grad(
-            values[:, j].sum(), x, retain_graph=j < t_count - 1, allow_unused=True
-        )
-        grads.append(torch.zeros_like(x) if g is None else g)
-    return torch.stack(grads, 1)
+__all__ = ["Bcos", "DeepLift", "Grad", "InputXGradient", "IntegratedGradients",
+           "integration_rule"]
 
 
 def _input_gradients(
@@ -56,23 +45,26 @@ def _input_gradients(
     with torch.enable_grad():
         logits = fn(x)
         t = resolve_targets(target, x.shape[0], logits=logits.detach())
-        g = _grads_per_target(logits.gather(1, t), x)
+        g = target_gradients(logits, x, t)
     return g, t
 
 
-class _SpaceMixin:
-    """The differentiated input: the raw image or the model's encoded input."""
+class _InputGradientMethod(AttributionMethod):
+    """A method differentiating with respect to the raw image (``input_space="raw"``,
+    default) or the model's encoded input (``"encoded"``)."""
 
-    model: nn.Module
-    input_space: str
+    def __init__(self, model: nn.Module, *, input_space: str = "raw") -> None:
+        super().__init__(model)
+        self.input_space = check_input_space(input_space)
 
     def _space(
-        self, images: Tensor
+        self, images: Tensor, model: nn.Module | None = None
     ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
         """(function of the differentiated input returning logits, map from a raw
-        image to the differentiated input)."""
+        image to the differentiated input), of ``model`` (default ``self.model``)."""
+        model = self.model if model is None else model
         if self.input_space == "encoded":
-            em = EncodedModel(self.model, images.shape[1])
+            em = EncodedModel(model, images.shape[1])
             if em.has_encoding:
 
                 def encode(img: Tensor) -> Tensor:
@@ -80,14 +72,14 @@ class _SpaceMixin:
                         return em.encode(img)
 
                 return em, encode
-        return (lambda x: first_output(self.model(x))), (lambda img: img)
+        return (lambda x: first_output(model(x), logits=True)), (lambda img: img)
 
 
 class Bcos(AttributionMethod):
-    """The model-inherent explanation of a B-cos network (SPEC §3): ``W_t(x) ⊙ x``
-    w.r.t. the encoded input — the same map as
-    ``bcosnet.explain(model, images, t).contributions_full`` (tested), from
-    one forward pass in explanation mode and one backward pass per target;
+    """The model-inherent explanation of a B-cos network (docs/protocol.md §3):
+    ``W_t(x) ⊙ x`` w.r.t. the encoded input, computed by :func:`bcosnet.explain`
+    (``explain(model, images, t).contributions_full``) — one forward pass in
+    explanation mode and one backward pass batched over the targets;
     ``explain``'s extra forward for the constant term is skipped.
 
     Args:
@@ -111,15 +103,11 @@ class Bcos(AttributionMethod):
         self.output = output
 
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
-        em = EncodedModel(self.model, images.shape[1])
-        with explanation_mode(self.model):
-            with torch.no_grad():
-                enc = em.encode(images)
-            w, _ = _input_gradients(em, enc, target)
-        return w if self.output == "weights" else w * enc[:, None]
+        ex = _explain(self.model, images, target, constant=False)
+        return ex.weights if self.output == "weights" else ex.contributions_full
 
 
-class Grad(_SpaceMixin, AttributionMethod):
+class Grad(_InputGradientMethod):
     """Vanilla gradient (signed): ``∂ logit_t / ∂ x``.
 
     Args:
@@ -127,22 +115,18 @@ class Grad(_SpaceMixin, AttributionMethod):
             is given) or ``"encoded"`` (the model's encoded input, as the B-cos
             v2 code).
 
-    One forward, one backward per target.  Returns N×C×H×W (C: channels of
+    One forward, one backward pass batched over the targets.  Returns N×C×H×W (C: channels of
     the differentiated input).
     """
 
     name = "grad"
-
-    def __init__(self, model: nn.Module, *, input_space: str = "raw") -> None:
-        super().__init__(model)
-        self.input_space = check_input_space(input_space)
 
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
         fn, to_space = self._space(images)
         return _input_gradients(fn, to_space(images), target)[0]
 
 
-class InputXGradient(_SpaceMixin, AttributionMethod):
+class InputXGradient(_InputGradientMethod):
     """Input×Gradient: ``x ⊙ ∂ logit_t / ∂ x``, ``x`` the raw image (default)
     or the encoded input (``input_space="encoded"``).
 
@@ -156,14 +140,10 @@ class InputXGradient(_SpaceMixin, AttributionMethod):
     Args:
         input_space: ``"raw"`` (default) or ``"encoded"``; see :class:`Grad`.
 
-    One forward, one backward per target.  Returns N×C×H×W.
+    One forward, one backward pass batched over the targets.  Returns N×C×H×W.
     """
 
     name = "ixg"
-
-    def __init__(self, model: nn.Module, *, input_space: str = "raw") -> None:
-        super().__init__(model)
-        self.input_space = check_input_space(input_space)
 
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
         fn, to_space = self._space(images)
@@ -171,7 +151,37 @@ class InputXGradient(_SpaceMixin, AttributionMethod):
         return _input_gradients(fn, x, target)[0] * x[:, None]
 
 
-class IntegratedGradients(_SpaceMixin, AttributionMethod):
+#: Integration rules of :class:`IntegratedGradients` (captum's names and numbers).
+INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
+                     "riemann_trapezoid")
+
+
+def integration_rule(method: str, n_steps: int) -> tuple[list[float], list[float]]:
+    """(weights, points α in [0, 1]) of ``n_steps``-point quadrature of ∫₀¹ g(α) dα.
+
+    ``"gausslegendre"``: Gauss–Legendre nodes and weights moved to [0, 1];
+    ``"riemann_left" | "riemann_right" | "riemann_middle"``: ``n_steps`` points
+    spaced ``1 / n_steps`` apart, weight ``1 / n_steps`` each;
+    ``"riemann_trapezoid"``: ``n_steps`` points from 0 to 1, the end weights
+    halved.  The same numbers as captum's ``IntegratedGradients(method=...)``
+    (tested); Riemann rules need ``n_steps >= 2``.
+    """
+    check_choice("method", method, INTEGRATION_RULES)
+    n = check_int("n_steps", n_steps, 1 if method == "gausslegendre" else 2)
+    if method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(n)
+        return (0.5 * weights).tolist(), (0.5 * (1 + nodes)).tolist()
+    steps = [1 / n] * n
+    if method == "riemann_trapezoid":
+        steps[0] /= 2
+        steps[-1] /= 2
+    lo, hi = {"riemann_left": (0, 1 - 1 / n), "riemann_right": (1 / n, 1),
+              "riemann_middle": (1 / (2 * n), 1 - 1 / (2 * n)),
+              "riemann_trapezoid": (0, 1)}[method]
+    return steps, torch.linspace(lo, hi, n).tolist()  # captum's float32 points
+
+
+class IntegratedGradients(_InputGradientMethod):
     """Integrated Gradients from a baseline *image* to the image, along the
     straight path in the differentiated input space (raw by default; the
     encoding is affine, so the encoded path is the encoding of the raw path
@@ -180,8 +190,9 @@ class IntegratedGradients(_SpaceMixin, AttributionMethod):
     Args:
         n_steps: integration steps (50, the paper's setting).
         baseline: see :func:`make_baseline` (default black).
-        method: captum's integration rule (``"gausslegendre"``, ``"riemann_trapezoid"``, ...);
-            the points and weights are captum's.
+        method: the integration rule, :func:`integration_rule`
+            (``"gausslegendre"``, default, ``"riemann_trapezoid"``, ...): captum's
+            points and weights.
         batch_size: path images per forward pass (bounds memory); at least N.
         input_space: ``"raw"`` (default) or ``"encoded"``; see :class:`Grad`.
         progress: ``None`` (default): a progress bar on a terminal when the call
@@ -189,8 +200,9 @@ class IntegratedGradients(_SpaceMixin, AttributionMethod):
             ``True``: always; ``False``: never.
 
     Completeness: ``map.sum() ≈ f(x) − f(baseline)``.  Cost: one forward for
-    the targets, then ``n_steps`` forwards per image and one backward per
-    target and forward.  Returns N×C×H×W.
+    the targets, then ``n_steps`` forwards per image, in chunks of
+    ``batch_size`` path images, and per chunk one backward pass batched over
+    the T targets.  Returns N×C×H×W.
     """
 
     name = "intgrad"
@@ -206,41 +218,36 @@ class IntegratedGradients(_SpaceMixin, AttributionMethod):
         input_space: str = "raw",
         progress: bool | None = None,
     ) -> None:
-        super().__init__(model)
-        self.n_steps = check_positive_int("n_steps", n_steps)
+        super().__init__(model, input_space=input_space)
+        self.n_steps = check_int("n_steps", n_steps, 1)
+        integration_rule(method, n_steps)  # checks method (and n_steps for Riemann rules)
         self.progress = progress
         self.baseline = baseline
         self.method = method
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.input_space = check_input_space(input_space)
+        self.batch_size = check_int("batch_size", batch_size, 1)
 
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
-        from captum.attr._utils.approximation_methods import approximation_parameters
-
         t = self._targets(images, target)  # N×T
         fn, to_space = self._space(images)
         x = to_space(images)
         x0 = to_space(make_baseline(images, self.baseline))
-        step_sizes_fn, alphas_fn = approximation_parameters(self.method)
-        steps, alphas = step_sizes_fn(self.n_steps), alphas_fn(self.n_steps)
+        steps, alphas = integration_rule(self.method, self.n_steps)
         n, tt = t.shape
         total = x.new_zeros(n, tt, *x.shape[1:])
         per = max(1, self.batch_size // n)
         starts = range(0, self.n_steps, per)
-        bar = CallProgress(len(starts), "IntGrad", self.progress)
-        for lo in starts:
-            a = x.new_tensor(alphas[lo : lo + per])
-            w = x.new_tensor(steps[lo : lo + per])
-            k = a.shape[0]
-            shape = (k, 1) + (1,) * (x.dim() - 1)
-            path = (x0[None] + a.view(shape) * (x - x0)[None]).flatten(0, 1)  # (k·N)×C×H×W
-            path = path.detach().requires_grad_(True)
-            with torch.enable_grad():
-                logits = fn(path)
-                g = _grads_per_target(logits.gather(1, t.repeat(k, 1)), path)  # (k·N)×T×...
-            total += (w.view((k, 1, 1) + (1,) * (x.dim() - 1)) * g.view(k, n, *g.shape[1:])).sum(0)
-            bar.update()
-        bar.close()
+        with CallProgress(len(starts), "IntGrad", self.progress) as bar:
+            for lo in starts:
+                a = x.new_tensor(alphas[lo : lo + per])
+                w = x.new_tensor(steps[lo : lo + per])
+                k = a.shape[0]
+                shape = (k, 1) + (1,) * (x.dim() - 1)
+                path = (x0[None] + a.view(shape) * (x - x0)[None]).flatten(0, 1)  # (k·N)×C×H×W
+                path = path.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    g = target_gradients(fn(path), path, t.repeat(k, 1))  # (k·N)×T×C×H×W
+                total += (w.view((k, 1) + shape[1:]) * g.view(k, n, *g.shape[1:])).sum(0)
+                bar.update()
         return (x - x0)[:, None] * total
 
 
@@ -317,9 +324,7 @@ class _MaxPoolRule(torch.autograd.Function):
 
         def route(v: Tensor, ind: Tensor) -> Tensor:
             # scatter_add, not max_unpool: overlapping windows may share an arg-max.
-            out = torch.zeros_like(flat)
-            out.scatter_add_(2, ind.flatten(2), v.flatten(2))
-            return out.view_as(dx)
+            return torch.zeros_like(flat).scatter_add(2, ind.flatten(2), v.flatten(2)).view_as(dx)
 
         ymax = torch.maximum(y, y0)
         routed = route(g[:n] * (ymax - y0), idx[:n]) + route(g[n:] * (y - ymax), idx[n:])
@@ -330,7 +335,7 @@ class _MaxPoolRule(torch.autograd.Function):
         return torch.cat([top, bottom]), None, None
 
 
-class DeepLift(_SpaceMixin, AttributionMethod):
+class DeepLift(_InputGradientMethod):
     """DeepLIFT (rescale rule) from a baseline *image* (black by default), w.r.t.
     the raw image (default) or the encoded input (``input_space="encoded"``;
     the two agree once summed per pixel: the encoding is linear in the image).
@@ -348,8 +353,13 @@ class DeepLift(_SpaceMixin, AttributionMethod):
     module, so DeepLIFT there is exactly ``(x − x̄) ⊙ ∇f(x)`` — Input×Gradient
     with the baseline subtracted — and summation-to-delta does not hold.
 
+    The rules are forward hooks on those modules, active only in the thread
+    running the attribution: ``model.forward`` and the modules' own forwards
+    are left alone, other threads may use the model meanwhile, and a
+    ``torch.compile``-d model is attributed through its eager module.
+
     Returns N×C×H×W; with T targets one forward of ``[x; x̄]`` and one
-    backward per target.
+    backward pass batched over the targets.
     """
 
     name = "deeplift"
@@ -362,52 +372,60 @@ class DeepLift(_SpaceMixin, AttributionMethod):
         eps: float = 1e-10,
         input_space: str = "raw",
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, input_space=input_space)
         self.baseline = baseline
         self.eps = float(eps)
-        self.input_space = check_input_space(input_space)
-
-    def _rule(self, m: nn.Module) -> Callable[[Tensor], Tensor] | None:
-        """The forward replacing ``m``'s during the attribution, or None."""
-        eps = self.eps
-        fn = _elementwise_fn(m)
-        if fn is not None:
-
-            def rescale(x: Tensor) -> Tensor:
-                return _Rescale.apply(x, fn, eps)
-
-            return rescale
-        if type(m) is nn.MaxPool2d and not m.return_indices:
-
-            def maxpool(x: Tensor) -> Tensor:
-                return _MaxPoolRule.apply(x, m, eps)
-
-            return maxpool
-        return None
 
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
-        fn, to_space = self._space(images)
+        model = uncompiled(self.model)
+        fn, to_space = self._space(images, model)
         enc = to_space(images)
         enc0 = to_space(make_baseline(images, self.baseline))
         n = images.shape[0]
-        patched: list[nn.Module] = []
-        for m in self.model.modules():
-            rule = self._rule(m)
-            if rule is None:
-                continue
-            if "forward" in m.__dict__:
-                warnings.warn(f"{m} already has an instance forward; DeepLIFT leaves it as is",
-                              stacklevel=2)
-                continue
-            m.forward = rule  # type: ignore[method-assign]
-            patched.append(m)
-        try:
-            x = torch.cat([enc, enc0]).detach().requires_grad_(True)
-            with torch.enable_grad():
-                logits = fn(x)
-                t = resolve_targets(target, n, logits=logits[:n].detach())
-                g = _grads_per_target(logits.gather(1, torch.cat([t, t])), x)
-        finally:
-            for m in patched:
-                del m.forward
+        x = torch.cat([enc, enc0]).detach().requires_grad_(True)
+        with _deeplift_rules(model, self.eps), torch.enable_grad():
+            logits = fn(x)
+            t = resolve_targets(target, n, logits=logits[:n].detach())
+            g = target_gradients(logits, x, torch.cat([t, t]))
         return (enc - enc0)[:, None] * g[:n]
+
+
+def _rule(m: nn.Module, eps: float) -> Callable[[Tensor], Tensor] | None:
+    """DeepLIFT's function of the input of ``m`` (its output value, the rule's
+    gradient), or None for a module whose ordinary gradient is used."""
+    fn = _elementwise_fn(m)
+    if fn is not None:
+        return lambda x: _Rescale.apply(x, fn, eps)
+    if type(m) is nn.MaxPool2d and not m.return_indices:
+        return lambda x: _MaxPoolRule.apply(x, m, eps)
+    return None
+
+
+@contextlib.contextmanager
+def _deeplift_rules(model: nn.Module, eps: float) -> Iterator[None]:
+    """DeepLIFT's rules on ``model``'s activation and max-pool modules for the
+    block, in this thread only: a forward pre-hook keeps each call's input (an
+    in-place activation is given a copy, so the input survives), and a forward
+    hook, ahead of the user's, replaces the output by the rule's (same value).
+    A module used several times in one forward gets the rule at every use."""
+    rules = {m: r for m in model.modules() if (r := _rule(m, eps)) is not None}
+    inputs: dict[nn.Module, list[Tensor]] = {m: [] for m in rules}
+
+    @this_thread_only
+    def keep_input(m: nn.Module, args: tuple) -> tuple | None:
+        inputs[m].append(args[0])
+        return (args[0].clone(), *args[1:]) if getattr(m, "inplace", False) else None
+
+    @this_thread_only
+    def apply_rule(m: nn.Module, _args: tuple, _out: Tensor) -> Tensor:
+        return rules[m](inputs[m].pop())
+
+    handles = []
+    try:
+        for m in rules:
+            handles.append(m.register_forward_pre_hook(keep_input))
+            handles.append(m.register_forward_hook(apply_rule, prepend=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()

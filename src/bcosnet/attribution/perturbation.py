@@ -23,16 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._utils.modules import first_output
 from .._utils.progress import CallProgress
+from .._utils.validate import check_int, is_int
 from .base import (
     AttributionMethod,
     Baseline,
     Target,
     apply_output,
     check_output,
-    check_positive_int,
     default_output,
-    first_output,
     make_baseline,
     resolve_targets,
 )
@@ -41,13 +41,9 @@ __all__ = ["Lime", "Occlusion", "Rise", "rise_masks", "ridge_regression"]
 
 
 def _pair(v: int | tuple[int, int], name: str) -> tuple[int, int]:
-    if isinstance(v, int) and not isinstance(v, bool):
+    if is_int(v):
         v = (v, v)
-    if (
-        not isinstance(v, tuple)
-        or len(v) != 2
-        or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1 for a in v)
-    ):
+    if not isinstance(v, tuple) or len(v) != 2 or not all(is_int(a) and a >= 1 for a in v):
         raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {v!r}")
     return v
 
@@ -63,19 +59,37 @@ def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Gen
 def _scores(model: nn.Module, x: Tensor, t: Tensor, output: str) -> Tensor:
     """Scores B×T of the classes ``t[i]`` (B×T) for each row of ``x`` (no grad)."""
     with torch.no_grad():
-        out = apply_output(first_output(model(x)), output)
+        out = apply_output(first_output(model(x), logits=True), output)
     return out.gather(1, t)
 
 
-def _resolved_output(method: AttributionMethod) -> str:
-    out = method.output  # type: ignore[attr-defined]
-    return default_output(method.model) if out == "auto" else out
+class _Perturbation(AttributionMethod):
+    """The settings the perturbation methods share: the explained score
+    (``output``), perturbed images per forward pass (``batch_size``), the
+    progress bar (``progress``) and, for the random methods, ``seed`` /
+    ``generator``."""
+
+    map_kind = "pixel"
+
+    def __init__(self, model: nn.Module, *, output: str, batch_size: int,
+                 progress: bool | None, seed: int | None = None,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__(model)
+        self.output = check_output(output)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.progress = progress
+        self.seed = seed
+        self.generator = generator
+
+    def _output(self) -> str:
+        """The explained score, ``"auto"`` resolved for this model."""
+        return default_output(self.model) if self.output == "auto" else self.output
 
 
 # ----------------------------------------------------------------------------- occlusion
 
 
-class Occlusion(AttributionMethod):
+class Occlusion(_Perturbation):
     """Occlusion: slide a patch over the image, replace it by the baseline
     image there, and record the drop of the target score ``f(x) − f(x_occluded)``.
     Each pixel gets the mean drop over the windows that cover it (captum's
@@ -99,7 +113,6 @@ class Occlusion(AttributionMethod):
     """
 
     name = "occlusion"
-    map_kind = "pixel"
 
     def __init__(
         self,
@@ -108,17 +121,12 @@ class Occlusion(AttributionMethod):
         patch_size: int | tuple[int, int] = 16,
         stride: int | tuple[int, int] = 8,
         baseline: Baseline = "black",
-        output: str = "auto",
-        batch_size: int = 64,
-        progress: bool | None = None,
+        output: str = "auto", batch_size: int = 64, progress: bool | None = None,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, output=output, batch_size=batch_size, progress=progress)
         self.patch_size = _pair(patch_size, "patch_size")
         self.stride = _pair(stride, "stride")
         self.baseline = baseline
-        self.output = check_output(output)
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.progress = progress
 
     @staticmethod
     def _starts(size: int, patch: int, stride: int) -> list[int]:
@@ -135,9 +143,9 @@ class Occlusion(AttributionMethod):
                 f"occlusion patch {ph}×{pw} is larger than the images ({h}×{w}); "
                 "pass a smaller patch_size"
             )
-        output = _resolved_output(self)
+        output = self._output()
         with torch.no_grad():
-            logits = first_output(self.model(images))
+            logits = first_output(self.model(images), logits=True)
         t = resolve_targets(target, n, logits=logits)  # N×T
         tt = t.shape[1]
         s0 = apply_output(logits, output).gather(1, t)  # N×T
@@ -195,7 +203,7 @@ def rise_masks(
     return up[:, 0][idx, rows, cols][:, None]
 
 
-class Rise(AttributionMethod):
+class Rise(_Perturbation):
     """RISE (Petsiuk et al. 2018): ``Σ_i f_t(x ⊙ M_i + x̄ ⊙ (1 − M_i)) · M_i / (n·p)``
     over random smooth masks ``M_i`` (the same masks for every image of a batch).
 
@@ -217,7 +225,6 @@ class Rise(AttributionMethod):
     """
 
     name = "rise"
-    map_kind = "pixel"
 
     def __init__(
         self,
@@ -227,28 +234,21 @@ class Rise(AttributionMethod):
         s: int = 8,
         p: float = 0.1,
         baseline: Baseline = "black",
-        output: str = "auto",
-        seed: int | None = 0,
-        generator: torch.Generator | None = None,
-        batch_size: int = 64,
-        progress: bool | None = None,
+        output: str = "auto", batch_size: int = 64, progress: bool | None = None,
+        seed: int | None = 0, generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(model)
-        self.n_masks = check_positive_int("n_masks", n_masks)
-        self.s = check_positive_int("s", s)
+        super().__init__(model, output=output, batch_size=batch_size, progress=progress,
+                         seed=seed, generator=generator)
+        self.n_masks = check_int("n_masks", n_masks, 1)
+        self.s = check_int("s", s, 1)
         if not 0 < p <= 1:
             raise ValueError(f"p (keep probability) must be in (0, 1], got {p}")
         self.p = float(p)
         self.baseline = baseline
-        self.output = check_output(output)
-        self.seed = seed
-        self.generator = generator
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.progress = progress
 
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
         n, _c, h, w = images.shape
-        output = _resolved_output(self)
+        output = self._output()
         t = self._targets(images, target)  # N×T
         tt = t.shape[1]
         g = _generator(self.seed, self.generator)
@@ -304,7 +304,7 @@ def _segment(img: np.ndarray, kernel_size: float, max_dist: float, ratio: float,
     return inv.reshape(seg.shape)
 
 
-class Lime(AttributionMethod):
+class Lime(_Perturbation):
     """LIME for images as the paper's code used it (Ribeiro et al. 2016; the
     ``lime`` package's ``LimeImageExplainer().explain_instance`` followed by
     ``get_image_and_mask(t, positive_only=True, num_features=5)``):
@@ -347,7 +347,6 @@ class Lime(AttributionMethod):
     """
 
     name = "lime"
-    map_kind = "pixel"
 
     def __init__(
         self,
@@ -360,16 +359,14 @@ class Lime(AttributionMethod):
         ratio: float = 0.2,
         kernel_width: float = 0.25,
         fill: Baseline = "segment_mean",
-        output: str = "auto",
-        seed: int | None = 0,
-        generator: torch.Generator | None = None,
-        batch_size: int = 64,
-        progress: bool | None = None,
+        output: str = "auto", batch_size: int = 64, progress: bool | None = None,
+        seed: int | None = 0, generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(model)
-        self.n_samples = check_positive_int("n_samples", n_samples, minimum=2)
+        super().__init__(model, output=output, batch_size=batch_size, progress=progress,
+                         seed=seed, generator=generator)
+        self.n_samples = check_int("n_samples", n_samples, minimum=2)
         if num_features is not None:
-            check_positive_int("num_features", num_features)
+            check_int("num_features", num_features, 1)
         self.num_features = num_features
         self.kernel_size = kernel_size
         self.max_dist = max_dist
@@ -378,11 +375,6 @@ class Lime(AttributionMethod):
             raise ValueError(f"kernel_width must be > 0, got {kernel_width}")
         self.kernel_width = float(kernel_width)
         self.fill = fill
-        self.output = check_output(output)
-        self.seed = seed
-        self.generator = generator
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.progress = progress
 
     def segments(self, image: Tensor) -> Tensor:
         """Quickshift super-pixels of one C×H×W image: H×W long labels 0..n−1."""
@@ -405,7 +397,7 @@ class Lime(AttributionMethod):
 
     def _attribute(self, images: Tensor, target: Target) -> Tensor:
         n, _c, h, w = images.shape
-        output = _resolved_output(self)
+        output = self._output()
         t = self._targets(images, target)  # N×T
         tt = t.shape[1]
         if self.fill != "segment_mean":

@@ -28,6 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from .._utils.modules import eval_mode, first_output
+from .._utils.validate import check_choice, check_int
+from ..attribution.base import apply_output, default_output
 
 __all__ = ["DeletionInsertion", "FaithfulnessResult", "auto_output", "bcos_relative_fn",
            "deletion_insertion", "evaluate_faithfulness", "faithfulness_table", "pixel_order"]
@@ -39,9 +41,7 @@ def auto_output(model: nn.Module) -> str:
     """``"sigmoid"`` for a B-cos network (it has B-cos layers and was trained with
     BCE), ``"softmax"`` otherwise — the library's one rule,
     :func:`bcosnet.nn.is_bcos_model` (as the perturbation methods' default)."""
-    from ..nn import is_bcos_model
-
-    return "sigmoid" if is_bcos_model(model) else "softmax"
+    return default_output(model)
 
 
 @dataclass
@@ -96,12 +96,7 @@ def pixel_order(maps: Tensor, *, seed: int = 0) -> Tensor:
 
 
 def _scores(model: nn.Module, x: Tensor, targets: Tensor, output: str) -> Tensor:
-    out = first_output(model(x))
-    if output == "sigmoid":
-        out = out.sigmoid()
-    elif output == "softmax":
-        out = out.softmax(1)
-    return out.gather(1, targets[:, None])[:, 0]
+    return apply_output(first_output(model(x)), output).gather(1, targets[:, None])[:, 0]
 
 
 @torch.no_grad()
@@ -148,10 +143,8 @@ def deletion_insertion(
             f"maps must be N×H×W = {(n, h, w)} (or N×C×H×W) to rank the images' pixels, got "
             f"{tuple(maps.shape)} — upsample coarse maps (e.g. Grad-CAM) to the image size first"
         )
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if output not in _OUTPUTS:
-        raise ValueError(f"output must be one of {', '.join(_OUTPUTS)}, got {output!r}")
+    check_int("steps", steps, 1)
+    check_choice("output", output, _OUTPUTS)
     bad = [m for m in modes if m not in ("deletion", "insertion")]
     if bad or not modes:
         raise ValueError(f"modes must be a non-empty subset of ('deletion', 'insertion'), got "
@@ -389,14 +382,10 @@ def evaluate_faithfulness(
     from .._utils.progress import progress as _progress
     from .pointing_game import make_attribution_fn
 
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-        raise ValueError(f"images must be an int >= 1, got {images!r}")
+    check_int("images", images, 1)
     if target not in ("pred", "label"):
         raise ValueError(f"target must be 'pred' or 'label', got {target!r}")
-    if isinstance(attribution_batch_size, bool) or not isinstance(attribution_batch_size, int) \
-            or attribution_batch_size < 1:
-        raise ValueError(f"attribution_batch_size must be an int >= 1, got "
-                         f"{attribution_batch_size!r}")
+    check_int("attribution_batch_size", attribution_batch_size, 1)
     specs: dict[str, Callable[[Tensor, Tensor], Tensor] | str]
     if isinstance(methods, Mapping):
         specs = dict(methods)
@@ -437,8 +426,7 @@ def evaluate_faithfulness(
     seconds: dict[str, float] = {}
     images_per_method = dict(images_per_method or {})
     for name, k in images_per_method.items():
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"images_per_method[{name!r}] must be an int >= 1, got {k!r}")
+        check_int(f"images_per_method[{name!r}]", k, 1)
     for name, spec in specs.items():
         ms = dict(method_settings.get(name, {}))
         nm = min(n, images_per_method.get(name, n))

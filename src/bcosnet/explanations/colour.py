@@ -1,4 +1,4 @@
-"""Colour decoding of B-cos explanations (SPEC §3) and contribution-map colouring.
+"""Colour decoding of B-cos explanations (docs/protocol.md §3) and contribution-map colouring.
 
 Under the encoding ``[r, g, b, 1−r, 1−g, 1−b]`` a pixel's colour is fixed by the
 *angle* of its 6-vector, and alignment pressure makes the dynamic weights
@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .._utils.validate import is_int
 
 __all__ = ["decode_colour", "to_rgba", "contribution_to_rgba", "hue_of", "overlay",
            "explanation_png", "png_bytes", "save_explanation"]
@@ -54,7 +56,7 @@ def _check_channels(c: int) -> None:
 
 
 def decode_colour(weights: Tensor, eps: float = _EPS) -> Tensor:
-    """Colour channels from dynamic weights (steps 2–3 of SPEC §3).
+    """Colour channels from dynamic weights (steps 2–3 above; docs/protocol.md §3).
 
     Args:
         weights: ``...×2C×H×W`` weights w.r.t. the encoding ``[x, 1−x]``.
@@ -82,6 +84,57 @@ def _box_smooth(alpha: Tensor, kernel: int) -> Tensor:
     return a.reshape(*lead, *a.shape[-2:])
 
 
+def _check_rgba_args(weights: Tensor, inputs: Any, smooth: Any, percentile: Any) -> None:
+    """:func:`to_rgba`'s argument checks, with what to change."""
+    if weights.dim() not in (3, 4, 5):
+        raise ValueError(
+            f"weights must be N×T×C×H×W, N×C×H×W or C×H×W, got shape {tuple(weights.shape)}"
+        )
+    if not weights.is_floating_point():
+        raise TypeError(f"weights must be floating point, got dtype {weights.dtype}")
+    _check_channels(weights.shape[-3])
+    if not is_int(smooth) or smooth < 0:
+        raise ValueError(f"smooth must be a non-negative odd int (0 = none), got {smooth!r}")
+    if smooth > 1 and smooth % 2 == 0:
+        raise ValueError(
+            f"smooth must be odd so the box filter keeps the map centred, got {smooth}; "
+            f"use {smooth + 1} or {smooth - 1}"
+        )
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) \
+            or not 0 < float(percentile) <= 100:
+        raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
+    if inputs is not None and not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor (the encoded images, ex.inputs) or "
+                        f"None, got {type(inputs).__name__}")
+    if not bool(torch.isfinite(weights).all()):
+        raise ValueError("weights contain NaN or Inf; explain finite images with a finite "
+                         "model (in float16, try float32 or bfloat16)")
+
+
+def _contributions(weights: Tensor, inputs: Tensor | None) -> Tensor:
+    """``Σ_c W ⊙ x`` per pixel (``inputs`` broadcast over the T targets of N×T weights)."""
+    if inputs is None:
+        raise ValueError(
+            "inputs (the encoded images) are needed to mask negative contributions; "
+            "pass inputs=ex.inputs or positive_only=False"
+        )
+    x = inputs.detach().to(weights.dtype)
+    if x.dim() != weights.dim() - (1 if weights.dim() == 5 else 0):
+        raise ValueError(
+            f"inputs of shape {tuple(x.shape)} do not match weights of shape "
+            f"{tuple(weights.shape)}: expected N×C×H×W inputs for N×T×C×H×W weights, "
+            "or the same shape as the weights otherwise"
+        )
+    if weights.dim() == 5:
+        x = x.unsqueeze(1)
+    if x.shape[-3:] != weights.shape[-3:] or x.shape[0] != weights.shape[0]:
+        raise ValueError(
+            f"inputs of shape {tuple(inputs.shape)} do not match weights of shape "
+            f"{tuple(weights.shape)} (channels, height, width and batch must agree)"
+        )
+    return (weights * x).sum(-3)
+
+
 def to_rgba(
     weights: Any,
     inputs: Tensor | None = None,
@@ -91,7 +144,7 @@ def to_rgba(
     positive_only: bool = True,
     eps: float = _EPS,
 ) -> Tensor:
-    """Decode dynamic linear weights into an RGBA explanation image (SPEC §3).
+    """Decode dynamic linear weights into an RGBA explanation image (docs/protocol.md §3).
 
     Args:
         weights: ``N×T×2C×H×W`` (as ``Explanation.weights``), ``N×2C×H×W`` or
@@ -115,54 +168,12 @@ def to_rgba(
         the grey value is repeated in R, G and B.
     """
     weights, inputs = _unpack(weights, inputs)
-    if weights.dim() not in (3, 4, 5):
-        raise ValueError(
-            f"weights must be N×T×C×H×W, N×C×H×W or C×H×W, got shape {tuple(weights.shape)}"
-        )
-    if not weights.is_floating_point():
-        raise TypeError(f"weights must be floating point, got dtype {weights.dtype}")
-    _check_channels(weights.shape[-3])
-    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 0:
-        raise ValueError(f"smooth must be a non-negative odd int (0 = none), got {smooth!r}")
-    if smooth > 1 and smooth % 2 == 0:
-        raise ValueError(
-            f"smooth must be odd so the box filter keeps the map centred, got {smooth}; "
-            f"use {smooth + 1} or {smooth - 1}"
-        )
-    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) \
-            or not 0 < float(percentile) <= 100:
-        raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
-    if inputs is not None and not isinstance(inputs, Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor (the encoded images, ex.inputs) or "
-                        f"None, got {type(inputs).__name__}")
-    if not bool(torch.isfinite(weights).all()):
-        raise ValueError("weights contain NaN or Inf; explain finite images with a finite "
-                         "model (in float16, try float32 or bfloat16)")
+    _check_rgba_args(weights, inputs, smooth, percentile)
     out_dtype = weights.dtype
     # Half precision cannot hold eps (1e-12) nor the squared norms: decode in float32.
     weights = weights.detach().to(torch.promote_types(weights.dtype, torch.float32))
-
     if positive_only:
-        if inputs is None:
-            raise ValueError(
-                "inputs (the encoded images) are needed to mask negative contributions; "
-                "pass inputs=ex.inputs or positive_only=False"
-            )
-        x = inputs.detach().to(weights.dtype)
-        if x.dim() != weights.dim() - (1 if weights.dim() == 5 else 0):
-            raise ValueError(
-                f"inputs of shape {tuple(x.shape)} do not match weights of shape "
-                f"{tuple(weights.shape)}: expected N×C×H×W inputs for N×T×C×H×W weights, "
-                "or the same shape as the weights otherwise"
-            )
-        if weights.dim() == 5:
-            x = x.unsqueeze(1)
-        if x.shape[-3:] != weights.shape[-3:] or x.shape[0] != weights.shape[0]:
-            raise ValueError(
-                f"inputs of shape {tuple(inputs.shape)} do not match weights of shape "
-                f"{tuple(weights.shape)} (channels, height, width and batch must agree)"
-            )
-        contrib = (weights * x).sum(-3)
+        contrib = _contributions(weights, inputs)
     colour = decode_colour(weights, eps)
     if colour.shape[-3] == 1:
         colour = colour.expand(*colour.shape[:-3], 3, *colour.shape[-2:])
@@ -391,7 +402,7 @@ def explanation_png(
         raise TypeError(f"ex must be an Explanation (bcosnet.explain's result), got "
                         f"{type(ex).__name__}")
     n = ex.weights.shape[0]
-    if isinstance(index, bool) or not isinstance(index, int) or not -n <= index < n:
+    if not is_int(index) or not -n <= index < n:
         raise ValueError(f"index must be an int in 0..{n - 1} (the explanation holds {n} "
                          f"image{'s' * (n != 1)}), got {index!r}")
     w, x = ex.weights[index:index + 1 or None], ex.inputs[index:index + 1 or None]

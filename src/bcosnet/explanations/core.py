@@ -1,4 +1,4 @@
-"""Model-inherent explanations: ``explain()`` and its result (SPEC §3).
+"""Model-inherent explanations: ``explain()`` and its result (docs/protocol.md §3).
 
 In explanation mode a B-cos network is ``f(x) = W(x)·x + b`` with ``W(x)``
 held constant by autograd, so the gradient of output ``c`` with respect to the
@@ -7,16 +7,25 @@ encoded input ``x`` is the row ``W_c(x)`` exactly.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
 import torch
 from torch import Tensor, nn
 
-from .._utils.modules import find_input_encoding, frozen_params, preserved_buffers, resolve_layer
-from .._utils.validate import check_image_batch, did_you_mean
+from .._utils.gradients import target_gradients
+from .._utils.modules import (
+    find_input_encoding,
+    first_output,
+    frozen_params,
+    preserved_buffers,
+    resolve_layer,
+    this_thread_only,
+    uncompiled,
+)
+from .._utils.validate import check_image_batch, check_int, did_you_mean, is_int
 from ..nn.explanation_mode import explanation_mode, is_bcos_model
 
 __all__ = [
@@ -31,7 +40,10 @@ __all__ = [
     "target_is_per_image",
 ]
 
-Target = Union[int, Sequence[int], Tensor, str, tuple]  # noqa: UP007 (runtime alias, py3.10)
+#: What to explain, the library's one target rule (:func:`resolve_targets`): an int or a
+#: class name, N ints or names, an N×T tensor or N lists, ``"pred"`` or ``("topk", k)``.
+Target = Union[int, str, Sequence[int], Sequence[str], Sequence[Sequence[int]], Tensor,  # noqa: UP007
+               tuple]
 
 #: Images whose targets and logits ``repr(Explanation)`` lists.
 _REPR_ROWS = 4
@@ -102,10 +114,6 @@ class Explanation:
                 f"max |completeness error| {err:.2g})")
 
 
-def _check_images(images: Tensor) -> None:
-    check_image_batch(images, finite=True)
-
-
 def check_bcos_model(model: nn.Module, caller: str) -> None:
     """Raise ``ValueError`` unless ``model`` is a B-cos network (the library's one
     rule, :func:`bcosnet.nn.is_bcos_model`); ``caller`` names what refuses
@@ -128,7 +136,7 @@ def model_class_names(model: nn.Module) -> list[str] | None:
     checkpoints and ``create_model(weights=...)`` set); class-name targets of
     :func:`explain` and every ``attribute`` go through it.
     """
-    names = getattr(_uncompiled(model), "class_names", None)
+    names = getattr(uncompiled(model), "class_names", None)
     return [str(c) for c in names] if names else None
 
 
@@ -235,62 +243,16 @@ def resolve_targets(
     target = _names_to_indices(target, class_names)
     dev = logits.device if logits is not None else device
     k = logits.shape[1] if logits is not None else None
-    if isinstance(target, str):
-        if target != "pred":
-            raise ValueError(f"target string must be 'pred' (or use ('topk', k)), got {target!r}")
-        if logits is None:
-            raise ValueError("target='pred' needs the model's logits")
-        t = logits.argmax(1, keepdim=True)
-    elif _is_topk(target):
-        kk = target[1]  # type: ignore[index]
-        if isinstance(kk, bool) or not isinstance(kk, int) or kk < 1 or (k is not None and kk > k):
-            raise ValueError(f"('topk', k) needs 1 <= k <= {k if k is not None else 'K'}, "
-                             f"got k={kk!r}")
-        if logits is None:
-            raise ValueError("target=('topk', k) needs the model's logits")
-        t = logits.topk(kk, dim=1).indices
+    if isinstance(target, str) or _is_topk(target):
+        t = _ranked_targets(target, logits)
     elif isinstance(target, bool):
         raise TypeError(f"target must be {_TARGET_FORMS}; got a bool")
     elif isinstance(target, int):
         t = torch.full((n, 1), target, dtype=torch.long, device=dev)
     elif isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise TypeError(f"target tensor must hold integers, got dtype {target.dtype}")
-        t = target.to(device=dev, dtype=torch.long)
-        if t.dim() == 0:
-            t = t.expand(n)
-        if t.dim() == 1:
-            if t.shape[0] != n:
-                raise ValueError(
-                    f"a 1-D target tensor needs one class per image, shape ({n},), got "
-                    f"{tuple(target.shape)}; for the same T classes on every image pass "
-                    f"torch.tensor([...]).expand({n}, -1) (an N×T tensor)"
-                )
-            t = t[:, None]
-        elif t.dim() != 2 or t.shape[0] != n or t.shape[1] == 0:
-            raise ValueError(
-                f"a target tensor must have shape ({n},) (one class per image) or ({n}, T) "
-                f"(T classes per image), got {tuple(target.shape)}"
-            )
+        t = _tensor_targets(target, n, dev)
     elif isinstance(target, Sequence):
-        if len(target) != n:
-            raise ValueError(
-                f"a target list needs one class per image ({n} entries), got {len(target)}; "
-                "pass an int for the same class on every image, or an N×T tensor for several "
-                "classes per image"
-            )
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in target):
-            t = torch.tensor(list(target), dtype=torch.long, device=dev)[:, None]
-        elif all(isinstance(v, Sequence) and not isinstance(v, str) for v in target):
-            rows = [list(v) for v in target]
-            if not all(isinstance(v, int) and not isinstance(v, bool) for r in rows for v in r):
-                raise TypeError(f"a target list must hold ints (or lists of ints), got {target!r}")
-            if len({len(r) for r in rows}) != 1 or not rows[0]:
-                raise ValueError("a list of per-image target lists needs the same number "
-                                 f"(>= 1) of classes for every image, got {target!r}")
-            t = torch.tensor(rows, dtype=torch.long, device=dev)
-        else:
-            raise TypeError(f"a target list must hold ints (or lists of ints), got {target!r}")
+        t = _list_targets(target, n, dev)
     else:
         raise TypeError(f"target must be {_TARGET_FORMS}; got {type(target).__name__}")
     if t.numel() and t.min() < 0:
@@ -301,6 +263,69 @@ def resolve_targets(
     return t.contiguous()
 
 
+def _ranked_targets(target: str | tuple, logits: Tensor | None) -> Tensor:
+    """``"pred"`` (N×1) or ``("topk", k)`` (N×k) from the logits."""
+    if isinstance(target, str):
+        if target != "pred":
+            raise ValueError(f"target string must be 'pred' (or use ('topk', k)), got {target!r}")
+        if logits is None:
+            raise ValueError("target='pred' needs the model's logits")
+        return logits.argmax(1, keepdim=True)
+    k = logits.shape[1] if logits is not None else None
+    try:
+        kk = check_int("k", target[1], 1, k)
+    except ValueError:
+        raise ValueError(f"('topk', k) needs 1 <= k <= {k if k is not None else 'K'}, "
+                         f"got k={target[1]!r}") from None
+    if logits is None:
+        raise ValueError("target=('topk', k) needs the model's logits")
+    return logits.topk(kk, dim=1).indices
+
+
+def _tensor_targets(target: Tensor, n: int, dev: torch.device | None) -> Tensor:
+    """N×T targets from a 0-d, (N,) or (N, T) integer tensor."""
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"target tensor must hold integers, got dtype {target.dtype}")
+    t = target.to(device=dev, dtype=torch.long)
+    if t.dim() == 0:
+        t = t.expand(n)
+    if t.dim() == 1:
+        if t.shape[0] != n:
+            raise ValueError(
+                f"a 1-D target tensor needs one class per image, shape ({n},), got "
+                f"{tuple(target.shape)}; for the same T classes on every image pass "
+                f"torch.tensor([...]).expand({n}, -1) (an N×T tensor)"
+            )
+        return t[:, None]
+    if t.dim() != 2 or t.shape[0] != n or t.shape[1] == 0:
+        raise ValueError(
+            f"a target tensor must have shape ({n},) (one class per image) or ({n}, T) "
+            f"(T classes per image), got {tuple(target.shape)}"
+        )
+    return t
+
+
+def _list_targets(target: Sequence, n: int, dev: torch.device | None) -> Tensor:
+    """N×T targets from a list of N ints or of N lists of T ints."""
+    if len(target) != n:
+        raise ValueError(
+            f"a target list needs one class per image ({n} entries), got {len(target)}; "
+            "pass an int for the same class on every image, or an N×T tensor for several "
+            "classes per image"
+        )
+    if all(is_int(v) for v in target):
+        return torch.tensor(list(target), dtype=torch.long, device=dev)[:, None]
+    if not all(isinstance(v, Sequence) and not isinstance(v, str) for v in target):
+        raise TypeError(f"a target list must hold ints (or lists of ints), got {target!r}")
+    rows = [list(v) for v in target]
+    if not all(is_int(v) for r in rows for v in r):
+        raise TypeError(f"a target list must hold ints (or lists of ints), got {target!r}")
+    if len({len(r) for r in rows}) != 1 or not rows[0]:
+        raise ValueError("a list of per-image target lists needs the same number "
+                         f"(>= 1) of classes for every image, got {target!r}")
+    return torch.tensor(rows, dtype=torch.long, device=dev)
+
+
 def _neuron_values(
     act: Tensor, channel: int | Sequence[int], location: tuple[int, int] | None
 ) -> Tensor:
@@ -308,7 +333,7 @@ def _neuron_values(
     channels = [channel] if isinstance(channel, int) else list(channel)
     c = act.shape[1]
     for ch in channels:
-        if not isinstance(ch, int) or isinstance(ch, bool) or not 0 <= ch < c:
+        if not is_int(ch) or not 0 <= ch < c:
             raise ValueError(f"channel {ch!r} is out of range: the layer has {c} channels")
     sel = act[:, channels]
     if location is not None:
@@ -323,49 +348,62 @@ def _neuron_values(
     return sel.flatten(2).sum(2) if sel.dim() > 2 else sel
 
 
-def _uncompiled(model: nn.Module) -> nn.Module:
-    """The eager module behind a ``torch.compile``-d one.
+class _Probe:
+    """The forward hooks of one explanation (acting in its own thread only): the
+    output of the model's input encoding becomes the explained leaf ``x`` (its
+    first use; zeros while the constant term is computed), and the output of
+    ``layer`` is kept."""
 
-    explain() registers fresh forward hooks on every call; graphs that dynamo
-    compiled before do not see them (it does not guard on module hooks by
-    default), so a compiled model is explained through its original module:
-    same parameters and buffers, exact result, eager speed."""
-    while type(model).__name__ == "OptimizedModule" and isinstance(
-        getattr(model, "_orig_mod", None), nn.Module
-    ):
-        model = model._orig_mod
-    return model
+    def __init__(self, model: nn.Module, layer: nn.Module | None) -> None:
+        self.encoding = find_input_encoding(model)
+        self.layer = layer
+        self.zero_input = False
+        self.captured: dict[str, Tensor] = {}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> _Probe:
+        if self.encoding is not None:
+            self._handles.append(
+                self.encoding.register_forward_hook(this_thread_only(self._encoded)))
+        if self.layer is not None:
+            self._handles.append(
+                self.layer.register_forward_hook(this_thread_only(self._activation)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+
+    def _encoded(self, _m: nn.Module, _inp: tuple, out: Tensor) -> Tensor:
+        if "x" in self.captured:  # the encoding is used more than once: explain the first use
+            return out
+        leaf = torch.zeros_like(out) if self.zero_input else out.detach()
+        self.captured["x"] = leaf.requires_grad_(True)
+        return self.captured["x"]
+
+    def _activation(self, _m: nn.Module, _inp: tuple, out: Tensor) -> None:
+        self.captured.setdefault("act", out)
+
+    def explained_values(self, channel: Any, location: Any) -> Tensor:
+        """The N×T layer neurons of the forward pass just run."""
+        if "act" not in self.captured:
+            raise RuntimeError("the layer to explain was not called in the forward pass")
+        return _neuron_values(self.captured["act"], channel, location)
 
 
-def _target_gradients(values: Tensor, x: Tensor) -> Tensor:
-    """N×T×(x's shape) gradients of each column of the N×T ``values`` w.r.t. ``x``.
-
-    Several targets go through one batched backward pass (``is_grads_batched``,
-    vmap over the output gradients) instead of T passes; when an op of the model
-    has no batching rule, the per-target loop (``retain_graph``) is the fallback.
-    """
-    t_count = values.shape[1]
-    if t_count > 1:
-        eye = torch.eye(t_count, dtype=values.dtype, device=values.device)
-        grad_outputs = eye[:, None, :].expand(t_count, *values.shape)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", UserWarning)  # vmap's slow fallback: use the loop
-                (g,) = torch.autograd.grad(values, x, grad_outputs=grad_outputs,
-                                           retain_graph=True, allow_unused=True,
-                                           is_grads_batched=True)
-        except (RuntimeError, NotImplementedError, UserWarning):
-            pass
-        else:
-            return torch.zeros((values.shape[0], t_count, *x.shape[1:]), dtype=x.dtype,
-                               device=x.device) if g is None else g.transpose(0, 1)
-    grads = []
-    for t in range(t_count):
-        (g,) = torch.autograd.grad(
-            values[:, t].sum(), x, retain_graph=t < t_count - 1, allow_unused=True
-        )
-        grads.append(torch.zeros_like(x) if g is None else g)
-    return torch.stack(grads, 1)
+@contextlib.contextmanager
+def _memory_errors(images: Tensor) -> Iterator[None]:
+    """An out-of-memory ``RuntimeError`` becomes a ``MemoryError`` that says what to do."""
+    try:
+        yield
+    except RuntimeError as e:
+        if "not enough memory" in str(e) or "out of memory" in str(e).lower():
+            raise MemoryError(
+                f"explaining {images.shape[0]} image(s) of {images.shape[-2]}×"
+                f"{images.shape[-1]} pixels needs more memory than is free ({e}); pass fewer "
+                "images at a time (split the batch) or downscale them"
+            ) from e
+        raise
 
 
 def explain(
@@ -377,7 +415,7 @@ def explain(
     channel: int | Sequence[int] | None = None,
     location: tuple[int, int] | None = None,
 ) -> Explanation:
-    """Explain ``model``'s outputs on ``images`` exactly.
+    """Explain ``model``'s outputs on ``images`` exactly (docs/protocol.md §3).
 
     Args:
         model: a B-cos network (any module using the explanation-mode protocol,
@@ -396,7 +434,9 @@ def explain(
             ``("topk", k)``; class names (``"Coat"``, a list of names) where
             the model records them (:func:`model_class_names`).  The result
             always has the T axis (T = 1 for the one-per-image forms).  One
-            forward pass, one backward pass per target.
+            forward pass and one backward pass batched over the T targets
+            (:func:`bcosnet._utils.gradients.target_gradients`), plus a forward
+            pass of one image for the constant term.
         layer, channel, location: explain an intermediate neuron instead of a
             logit: ``channel`` (int or list) of the output of ``layer`` (a module
             name or module), summed over locations, or at ``location=(h, w)``.
@@ -405,111 +445,87 @@ def explain(
         An :class:`Explanation`.  The model's parameters receive no gradients,
         its train/eval mode and buffers are left as they were.
     """
+    return _explain(model, images, target, layer=layer, channel=channel, location=location)
+
+
+def _explain(
+    model: nn.Module,
+    images: Tensor,
+    target: Target,
+    *,
+    layer: str | nn.Module | None = None,
+    channel: int | Sequence[int] | None = None,
+    location: tuple[int, int] | None = None,
+    constant: bool = True,
+) -> Explanation:
+    """:func:`explain`; ``constant=False`` skips the forward pass of the constant
+    term (``bias`` is then NaN): the ``bcos`` attribution method needs the weights only."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _check_images(images)
+    check_image_batch(images, finite=True)
     if layer is None and (channel is not None or location is not None):
         raise ValueError("channel/location explain an intermediate neuron: also pass layer=")
     if layer is not None and channel is None:
         raise ValueError("explaining a layer needs channel= (an int or a list of ints)")
-
-    model = _uncompiled(model)
+    model = uncompiled(model)
     check_bcos_model(model, "bcosnet.explain")
     names = model_class_names(model) if layer is None else None
     if layer is None:
         target = _names_to_indices(target, names)  # names checked before any pass
-    encoding = find_input_encoding(model)
     layer_module = resolve_layer(model, layer) if layer is not None else None
-    captured: dict[str, Tensor] = {}
-    zero_input = False
-
-    def encoding_hook(_m: nn.Module, _inp: tuple, out: Tensor) -> Tensor:
-        if "x" in captured:  # the encoding is used more than once: explain the first use
-            return out
-        leaf = out.detach()
-        if zero_input:
-            leaf = torch.zeros_like(leaf)
-        leaf.requires_grad_(True)
-        captured["x"] = leaf
-        return leaf
-
-    def layer_hook(_m: nn.Module, _inp: tuple, out: Tensor) -> None:
-        if "act" not in captured:
-            captured["act"] = out
-
-    handles = []
-    if encoding is not None:
-        handles.append(encoding.register_forward_hook(encoding_hook))
-    if layer_module is not None:
-        handles.append(layer_module.register_forward_hook(layer_hook))
-
-    try:
-        with frozen_params(model), preserved_buffers(model), explanation_mode(model), \
-                torch.enable_grad():
-            if encoding is None:
-                x = images.detach().clone().requires_grad_(True)
-                out = model(x)
-            else:
-                out = model(images)
-                if "x" not in captured:
-                    raise RuntimeError("the model's input encoding was not called in forward")
-                x = captured["x"]
-            if isinstance(out, (tuple, list)):  # e.g. Inception's (logits, aux) in training
-                out = out[0]
-            if layer_module is None:
-                if out.dim() != 2:
-                    raise ValueError(f"model output must be N×K logits, got {tuple(out.shape)}")
-                targets = resolve_targets(target, out.shape[0], logits=out.detach())
-                values = out.gather(1, targets)
-                all_logits = out.detach()
-            else:
-                if "act" not in captured:
-                    raise RuntimeError(f"layer {layer!r} was not called in the forward pass")
-                values = _neuron_values(captured["act"], channel, location)  # type: ignore[arg-type]
-                n = values.shape[0]
-                chans = [channel] if isinstance(channel, int) else list(channel)  # type: ignore[arg-type]
-                targets = torch.tensor(chans, device=values.device).expand(n, -1).contiguous()
-                all_logits = None
-
-            weights = _target_gradients(values, x)
-
-            # The constant term: f(0) in explanation mode, f being dynamic linear.
-            captured.clear()
-            zero_input = True
-            with torch.no_grad():
-                if encoding is None:
-                    out0 = model(torch.zeros_like(x[:1]))
-                else:
-                    out0 = model(images[:1])
-                if isinstance(out0, (tuple, list)):
-                    out0 = out0[0]
-                if layer_module is None:
-                    bias = out0.expand(x.shape[0], -1).gather(1, targets)
-                else:
-                    bias = _neuron_values(captured["act"], channel, location).expand(  # type: ignore[arg-type]
-                        x.shape[0], -1
-                    )
-    except RuntimeError as e:
-        if "not enough memory" in str(e) or "out of memory" in str(e).lower():
-            raise MemoryError(
-                f"explaining {images.shape[0]} image(s) of {images.shape[-2]}×"
-                f"{images.shape[-1]} pixels needs more memory than is free ({e}); pass fewer "
-                "images at a time (split the batch) or downscale them"
-            ) from e
-        raise
-    finally:
-        for h in handles:
-            h.remove()
-
+    with _memory_errors(images), _Probe(model, layer_module) as probe, frozen_params(model), \
+            preserved_buffers(model), explanation_mode(model), torch.enable_grad():
+        x, values, targets, all_logits = _explained_pass(model, images, target, probe,
+                                                         channel, location)
+        weights = target_gradients(values, x)
+        bias = (_constant_term(model, images, x, targets, probe, channel, location)
+                if constant else torch.full_like(values, float("nan")))
     x = x.detach()
-    contributions = (weights * x.unsqueeze(1)).sum(2)
     return Explanation(
         weights=weights.detach(),
         inputs=x,
-        contributions=contributions.detach(),
+        contributions=(weights * x.unsqueeze(1)).sum(2).detach(),
         logits=values.detach(),
         bias=bias.detach(),
         targets=targets,
         all_logits=all_logits,
         class_names=names,
     )
+
+
+def _explained_pass(
+    model: nn.Module, images: Tensor, target: Target, probe: _Probe, channel: Any, location: Any
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """The forward pass in explanation mode: (the explained input ``x``, the N×T
+    explained values, the N×T targets, the N×K logits or None for neurons)."""
+    if probe.encoding is None:
+        x = images.detach().clone().requires_grad_(True)
+        out = model(x)
+    else:
+        out = model(images)
+        if "x" not in probe.captured:
+            raise RuntimeError("the model's input encoding was not called in forward")
+        x = probe.captured["x"]
+    if probe.layer is not None:
+        values = probe.explained_values(channel, location)
+        chans = [channel] if isinstance(channel, int) else list(channel)
+        targets = torch.tensor(chans, device=values.device).expand(values.shape[0], -1)
+        return x, values, targets.contiguous(), None
+    logits = first_output(out, logits=True)
+    targets = resolve_targets(target, logits.shape[0], logits=logits.detach())
+    return x, logits.gather(1, targets), targets, logits.detach()
+
+
+def _constant_term(
+    model: nn.Module, images: Tensor, x: Tensor, targets: Tensor, probe: _Probe,
+    channel: Any, location: Any,
+) -> Tensor:
+    """N×T constant term: f(0) in explanation mode, f being dynamic linear (one
+    forward pass of one image, whose encoded input the probe replaces by zeros)."""
+    probe.captured.clear()
+    probe.zero_input = True
+    with torch.no_grad():
+        out0 = model(torch.zeros_like(x[:1]) if probe.encoding is None else images[:1])
+        if probe.layer is not None:
+            return probe.explained_values(channel, location).expand(x.shape[0], -1)
+        return first_output(out0).expand(x.shape[0], -1).gather(1, targets)

@@ -9,8 +9,6 @@ What every family needs:
   ``b``/``max_out``/scale policy (v1: ``γ = s/√(k²·C_in)`` per layer);
 * :func:`make_norm` — the optional uncentred, bias-free norm of v2 models
   (``nn.Identity`` when off);
-* :func:`check_images` — early, clear errors for a wrong channel count or an
-  image below the model's minimum size;
 * :class:`ImageNormalize` — first module of the conventional ("standard") twins:
   checks the input like the B-cos models do, then applies mean/std normalisation.
 """
@@ -41,7 +39,6 @@ __all__ = [
     "bcos_conv_factory",
     "bcos_policy",
     "check_option_names",
-    "check_images",
     "cifar_v1_scale",
     "cifar_v1_temperature",
     "count_parameters",
@@ -310,18 +307,7 @@ def make_norm(norm: str | None, num_features: int) -> nn.Module:
     raise ValueError(f"norm must be None or 'bnu' (uncentred batch norm), got {norm!r}")
 
 
-# ----------------------------------------------------------------------------- input checks
-def check_images(
-    x: Tensor, *, in_channels: int, min_size: tuple[int, int], model: str = "model",
-    like: Any = None,
-) -> None:
-    """Raise a clear error unless ``x`` is a floating-point ``N×in_channels×H×W``
-    batch with ``H, W >= min_size`` (and the dtype/device of ``like``: a module or
-    tensor).  Called first in every zoo model's ``forward``."""
-    check_image_batch(x, in_channels=in_channels, min_size=min_size, model=model,
-                      allow_empty=True, like=like)
-
-
+# ----------------------------------------------------------------------------- input normalisation
 class ImageNormalize(nn.Module):
     """First module of a conventional twin: check the images, then ``(x − mean) / std``.
 
@@ -368,8 +354,8 @@ class ImageNormalize(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        check_images(x, in_channels=self.in_channels, min_size=self.min_size,  # type: ignore[arg-type]
-                     model=self.model_name, like=self.mean)
+        check_image_batch(x, in_channels=self.in_channels, min_size=self.min_size,  # type: ignore[arg-type]
+                          model=self.model_name, allow_empty=True, like=self.mean)
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def extra_repr(self) -> str:

@@ -23,8 +23,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from .._utils.validate import check_image_batch
 from ..nn import AddInverse, LogitLayer
-from ._common import check_images
 from .registry import ClassNamesMixin
 
 __all__ = ["BcosClassifier"]
@@ -73,8 +73,8 @@ class BcosClassifier(ClassNamesMixin, nn.Module):
     # ------------------------------------------------------------------ the forward pass
     def check_input(self, x: Any) -> None:
         """Raise a clear error unless ``x`` is an ``N×in_channels×H×W`` batch, large enough."""
-        check_images(x, in_channels=self.in_channels, min_size=self.min_size,  # type: ignore[arg-type]
-                     model=self.model_name, like=self)
+        check_image_batch(x, in_channels=self.in_channels, min_size=self.min_size,  # type: ignore[arg-type]
+                          model=self.model_name, allow_empty=True, like=self)
 
     def forward_body(self, x: Tensor) -> Tensor:
         """Encoded input ``N×2C×H×W`` → last feature map (``self.features`` by default)."""

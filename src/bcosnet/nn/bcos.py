@@ -159,9 +159,9 @@ class _MaxOut2(torch.autograd.Function):
         if not torch.is_grad_enabled():
             # in the gradient's memory format: a channels-last gradient handed to a
             # channels-last convolution's backward as NCHW takes a slow mixed path
-            gz = torch.empty((grad.shape[0], 2 * c, *grad.shape[2:]), dtype=grad.dtype,
-                             device=grad.device, memory_format=_memory_format(grad))
             try:
+                gz = torch.empty((grad.shape[0], 2 * c, *grad.shape[2:]), dtype=grad.dtype,
+                                 device=grad.device, memory_format=_memory_format(grad))
                 first = torch.mul(grad, mask, out=gz[:, :c])  # one write per element, no cat
                 torch.sub(grad, first, out=gz[:, c:])
                 return gz

@@ -8,9 +8,9 @@ import json
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from ..._utils.modules import eval_mode, first_output
+from ..._utils.modules import eval_mode
 
 
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -24,13 +24,6 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 _eval_mode = eval_mode  # the shared helper (bcosnet._utils.modules)
-
-
-def _logits_of(out: Any) -> Tensor:
-    out = first_output(out)  # e.g. Inception's (logits, aux)
-    if out.dim() != 2:
-        raise ValueError(f"the model must return N×K logits, got {tuple(out.shape)}")
-    return out
 
 
 def _fingerprint(obj: Any) -> str:

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..._utils.modules import first_output
 from ..._utils.progress import progress as tqdm
-from ._model import _eval_mode, _logits_of, _model_device_dtype
+from ._model import _eval_mode, _model_device_dtype
 
 __all__ = ["GridDataset", "TooFewClassesError", "grid_size_advice", "largest_grid_n",
            "make_grid_dataset"]
@@ -264,7 +265,8 @@ def _class_rankings(
             if cell_size is None:
                 cell_size = (int(images.shape[2]), int(images.shape[3]))
             labels = labels.long().reshape(-1)
-            out = _logits_of(model(images.to(device=device, dtype=dtype))).detach().cpu()
+            out = first_output(model(images.to(device=device, dtype=dtype)), logits=True)
+            out = out.detach().cpu()
             num_classes = out.shape[1]
             if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
                 raise ValueError(

@@ -26,27 +26,13 @@ def supports_multi_target(fn: AttributionFn) -> bool:
     return bool(getattr(fn, "supports_multi_target", False))
 
 
-def _bcos_fn(model: nn.Module) -> AttributionFn:
-    from ...explanations import explain
-
-    def bcos(images: Tensor, targets: Tensor) -> Tensor:
-        # The model-inherent explanation: contributions W_c(x) ⊙ x summed over channels;
-        # explain() takes N (one class per image) or N×T targets: one forward pass,
-        # one backward pass per target.
-        c = explain(model, images, target=targets).contributions  # N×T×H×W
-        return c[:, :, None] if targets.dim() == 2 else c  # N×T×1×H×W or N×1×H×W
-
-    bcos.supports_multi_target = True  # type: ignore[attr-defined]
-    return bcos
-
-
 def make_attribution_fn(model: nn.Module, method: MethodSpec, **settings: Any) -> AttributionFn:
     """An attribution callable ``(images N×C×H×W, targets) -> maps`` for ``method``.
 
-    ``method`` is a callable (returned as is; ``settings`` must be empty),
-    ``"bcos"`` (the model-inherent contributions from :func:`bcosnet.explain`),
-    or any other name, resolved with ``bcosnet.attribution.get(method, model,
-    **settings).attribute(images, target=targets)``.
+    ``method`` is a callable (returned as is; ``settings`` must be empty) or a
+    name, resolved with ``bcosnet.attribution.get(method, model,
+    **settings).attribute(images, target=targets)`` — ``"bcos"`` is the
+    model-inherent explanation, ``W(x) ⊙ x`` from :func:`bcosnet.explain`.
 
     ``targets`` is N (one class per image; maps N×[C×]H×W) or, where
     :func:`supports_multi_target` holds for the returned callable, N×T (maps
@@ -60,8 +46,6 @@ def make_attribution_fn(model: nn.Module, method: MethodSpec, **settings: Any) -
         return method
     if not isinstance(method, str):
         raise TypeError(f"method must be a name or a callable, got {type(method).__name__}")
-    if method == "bcos" and not settings:
-        return _bcos_fn(model)
     try:
         from ... import attribution as _attribution
 
