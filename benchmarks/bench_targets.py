@@ -49,18 +49,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def add_machine_args(p: argparse.ArgumentParser) -> None:
+    """--threads and --device, shared with bench_batched_targets.py."""
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+
+
+def machine(args: argparse.Namespace) -> torch.device:
+    """Apply --threads, silence warnings; the --device to time on."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    return torch.device(args.device)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="fmnist_bcos", help="a bcosnet.create_model name")
     p.add_argument("--repeats", type=int, default=5, help="interleaved (1 target, 9 targets) pairs")
     p.add_argument("--methods", default="occlusion,rise,lime")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default="cpu")
+    add_machine_args(p)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    device = torch.device(args.device)
+    device = machine(args)
 
     torch.manual_seed(0)
     model = bcosnet.create_model(args.model, num_classes=10).to(device).eval()
