@@ -18,6 +18,7 @@ import torch
 
 import bcosnet.training
 from bcosnet._utils.io import FolderBusyError, folder_lock
+from bcosnet.cli import main
 from bcosnet.pipeline import MainConfig, MainSettingsError, _Jobs, run_main
 
 AREA = "main job"
@@ -130,8 +131,6 @@ def test_network_trained_for_a_time_budget_is_refused(tmp_path, tiny_presets,
 
 
 def test_refusals_on_the_command_line_name_its_flags(tmp_path, tiny_presets, capsys) -> None:
-    from bcosnet.cli import main
-
     out = tmp_path / "main"
     args = ["main", "--dataset", "synthetic", "--workers", "1", "--epochs", "24",
             "--max-steps", "24", "--grids", "2", "--grids-per-method", "none", "--grid-n", "2",

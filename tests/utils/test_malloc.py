@@ -10,8 +10,6 @@ import sys
 
 import pytest
 
-# (at import time, as the other CLI tests: once build_parser() has imported the
-# sub-command modules, the attribute bcosnet.cli.main is the `main` sub-command's module)
 from bcosnet.cli import main
 
 _PROBE = r"""

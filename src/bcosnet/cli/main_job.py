@@ -1,4 +1,9 @@
-"""``bcosnet main``: train → explain → evaluate on Fashion-MNIST, with a report."""
+"""``bcosnet main``: train → explain → evaluate on Fashion-MNIST, with a report.
+
+(The module is ``main_job``, not ``main``: ``bcosnet.cli.main`` is the entry-point
+function, and a sub-command module of that name would replace it as an attribute
+of the package once :func:`bcosnet.cli.build_parser` imported it.)
+"""
 
 from __future__ import annotations
 
