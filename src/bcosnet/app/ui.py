@@ -13,7 +13,7 @@ import inspect
 import os
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,19 @@ def _guard(n_out: int, status: int) -> Callable[[Callable[..., Any]], Callable[.
         return wrapped
 
     return deco
+
+
+def _locked(ws: Workspace, steps: Iterator[Any]) -> Iterator[Any]:
+    """Each step of a generator under the workspace's lock, the lock released while
+    the page receives the step (gradio may resume a generator in another thread,
+    and a comparison the page abandoned must not keep the lock)."""
+    while True:
+        with ws.lock:
+            try:
+                item = next(steps)
+            except StopIteration:
+                return
+        yield item
 
 
 #: gradio fills a parameter whose default is a ``gr.Progress`` with the event's progress bar.
@@ -253,9 +266,9 @@ def build_app(ws: Workspace, *, figure_dir: str | os.PathLike | None = None) -> 
                                          label="Network", elem_id="pg-network")
                     pg_grid = gr.Number(0, precision=0, minimum=0, label="Grid",
                                         elem_id="pg-grid")
-                    pg_cell = gr.Number(None, precision=0, minimum=0,
-                                        label="Cell (row-major; empty: the centre)",
-                                        elem_id="pg-cell")
+                    pg_cell = gr.Number(4, precision=0, minimum=0,
+                                        label="Cell (row-major: 0 top left, 4 the centre "
+                                        "of a 3×3 grid)", elem_id="pg-cell")
                     pg_btn = gr.Button("Show grid", elem_id="pg-go")
                     pg_cancel = gr.Button("Cancel", elem_id="pg-cancel")
                 pg_status = gr.Markdown("", elem_id="pg-status", elem_classes="status-line")
@@ -403,15 +416,14 @@ def build_app(ws: Workspace, *, figure_dir: str | os.PathLike | None = None) -> 
             def prog(i: int, n: int, text: str) -> None:
                 progress((i, n), desc=text)
 
-            with ws.lock:
-                for panels, total in views.compare_methods(lm, st["chosen"], cls,
-                                                           progress=prog):
-                    rows = [[p.method, round(p.seconds, 3)] for p in panels
-                            if p.caption.startswith(p.method + " —")]
-                    state_text = (f"all {total} methods done" if len(rows) == total else
-                                  f"{len(rows)} of {total} methods done…")
-                    yield [(p.image, p.caption) for p in panels], rows, \
-                        f"{state_text} — class {cls}"
+            for panels, total in _locked(ws, views.compare_methods(lm, st["chosen"], cls,
+                                                                   progress=prog)):
+                rows = [[p.method, round(p.seconds, 3)] for p in panels
+                        if p.caption.startswith(p.method + " —")]
+                state_text = (f"all {total} methods done" if len(rows) == total else
+                              f"{len(rows)} of {total} methods done…")
+                yield [(p.image, p.caption) for p in panels], rows, \
+                    f"{state_text} — class {cls}"
 
         # ---- neurons
         @_guard(3, 2)
@@ -443,17 +455,16 @@ def build_app(ws: Workspace, *, figure_dir: str | os.PathLike | None = None) -> 
             def prog(i: int, n: int, text: str) -> None:
                 progress((i, n), desc=text)
 
-            with ws.lock:
-                for img, panels, table, total in views.grid_view(
-                        ws, net, int(grid or 0), None if cell is None else int(cell),
-                        progress=prog):
-                    headers = ["method"] + [f"cell {i}" for i in range(len(table[0]) - 1)] \
-                        if table else []
-                    state_text = (f"grid {int(grid or 0)}: all {total} methods shown"
-                                  if len(panels) == total else
-                                  f"grid {int(grid or 0)}: {len(panels)} of {total} methods…")
-                    yield img, panels, gr.update(value=table, headers=headers) if table \
-                        else gr.update(), state_text
+            for img, panels, table, total in _locked(ws, views.grid_view(
+                    ws, net, int(grid or 0), None if cell is None else int(cell),
+                    progress=prog)):
+                headers = ["method"] + [f"cell {i}" for i in range(len(table[0]) - 1)] \
+                    if table else []
+                state_text = (f"grid {int(grid or 0)}: all {total} methods shown"
+                              if len(panels) == total else
+                              f"grid {int(grid or 0)}: {len(panels)} of {total} methods…")
+                yield img, panels, gr.update(value=table, headers=headers) if table \
+                    else gr.update(), state_text
 
         @_guard(3, 2)
         def on_pg_load() -> Any:

@@ -376,7 +376,7 @@ def _method(name: str, model: Any) -> Any:
 
 
 def compare_methods(lm: LoadedModel, chosen: Chosen, class_name: str | int, *,
-                    methods: Sequence[str] | None = None, percentile: float = 99.5,
+                    methods: Sequence[str] | None = None, percentile: float = 100.0,
                     progress: Progress | None = None
                     ) -> Iterator[tuple[list[ComparePanel], int]]:
     """``bcos`` and every post-hoc method (``bcosnet.attribution``) on the chosen
@@ -384,7 +384,8 @@ def compare_methods(lm: LoadedModel, chosen: Chosen, class_name: str | int, *,
     methods after each method (so a page shows them as they come and can stop
     between methods).
     Each map is the per-pixel attribution (summed over channels) in red (+) /
-    blue (−); ``bcos`` adds its colour explanation.  Times are wall-clock seconds
+    blue (−), scaled to its own largest magnitude (``percentile`` of |map|, as the
+    pointing game's panel); ``bcos`` adds its colour explanation.  Times are wall-clock seconds
     of each method's call."""
     from .. import attribution
     from ..explanations import explain, to_rgba
@@ -637,7 +638,7 @@ def grid_view(ws: Workspace, network: str, grid: int, cell: int | None = None, *
         saved = ""
         if result is not None and m in result.scores and grid < result.scores[m].shape[0]:
             saved = f", saved {float(result.scores[m][grid, cell]):.3f}"
-        panels.append((_frame(_enlarge(_heat(amap), 336),
+        panels.append((_frame(_enlarge(_heat(amap, 100.0), 336),
                               (r * h * f, c * w * f, (r + 1) * h * f, (c + 1) * w * f)),
                        f"{m}: score {score:.3f}{saved} ({sec:.2f} s)"))
         yield framed, list(panels), table, len(names)
