@@ -426,12 +426,22 @@ def test_occlusion_on_linear_model_is_patch_contribution():
     expected = F.avg_pool2d(contrib, 8) * 64
     expected = expected.repeat_interleave(8, 2).repeat_interleave(8, 3)
     torch.testing.assert_close(occ, expected)
-    # Overlapping windows, odd sizes: every pixel is covered and the map is finite.
+    # Overlapping windows, odd sizes (the last window of a row/column flush with the
+    # border): each pixel gets the mean, over the windows covering it, of that
+    # window's drop Σ_window a ⊙ x — computed here window by window.
     occ2 = attribution.get("occlusion", Lin(), patch_size=(5, 7), stride=3,
                            output="logit").attribute(images, 0)
-    assert torch.isfinite(occ2).all() and (occ2 != 0).all()
-    # Mean over covering windows: the map's total equals Σ_windows drop·area / coverage.
-    assert occ2.shape == (2, 1, 32, 32)
+    ys = list(range(0, 28, 3))           # 0 … 27 = 32 − 5: the stride reaches the border
+    xs = [*range(0, 26, 3), 25]          # 0 … 24, then 25 = 32 − 7 flush with it
+    total = torch.zeros(2, 1, 32, 32, dtype=torch.float64)
+    count = torch.zeros(32, 32, dtype=torch.float64)
+    for y in ys:
+        for x in xs:
+            drop = (a * images)[:, :, y:y + 5, x:x + 7].sum((1, 2, 3))
+            total[:, 0, y:y + 5, x:x + 7] += drop[:, None, None]
+            count[y:y + 5, x:x + 7] += 1
+    assert (count > 0).all()
+    torch.testing.assert_close(occ2, total / count)
 
 
 def test_occlusion_patch_larger_than_image_is_an_error():

@@ -24,9 +24,22 @@ def test_unknown_argument_is_refused():
         study_parser("demo", "a demo").parse_args(["--epochs-typo", "3"])
 
 
-def test_stopwatch_adds_up_stages():
+def test_stopwatch_adds_up_stages(monkeypatch):
+    """On a scripted clock: a stage's seconds are the sum of its intervals, each stage
+    on its own, and an interval that ends in an exception still counts."""
+    import types
+
+    import experiments._common as common
+
+    ticks = iter([1.0, 1.5, 2.0, 4.0, 10.0, 10.25, 20.0, 20.125])
+    monkeypatch.setattr(common, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
     sw = Stopwatch()
-    for _ in range(2):
-        with sw("a"):
-            sum(range(1000))
-    assert set(sw.seconds) == {"a"} and sw.seconds["a"] > 0
+    with sw("a"):          # 0.5 s
+        pass
+    with sw("b"):          # 2.0 s
+        pass
+    with sw("a"):          # 0.25 s
+        pass
+    with pytest.raises(RuntimeError), sw("b"):   # 0.125 s, then the stage fails
+        raise RuntimeError("stage failed")
+    assert sw.seconds == {"a": 0.75, "b": 2.125}

@@ -43,14 +43,28 @@ def test_large_image_and_memory_error(tiny_bcos, monkeypatch, reliability) -> No
     assert ex.weights.shape == (1, 1, 2, 512, 512) and _exact(ex) < 1e-5
     reliability.handled(AREA, "512×512 image on a 28 px network", "explained exactly")
 
-    # Out of memory (simulated: the allocator's error raised by the first layer).
+    # Out of memory: the first layer asks torch's allocator for 1 PiB (more than any
+    # address space), a real allocator failure in torch's own words.
     def oom(*a, **k):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
-                           "not enough memory: you tried to allocate 1099511627776 bytes.")
+        return torch.empty(1 << 50, dtype=torch.uint8)
 
     monkeypatch.setattr(tiny_bcos.features[0], "forward", oom)
-    reliability.refused(AREA, "out of memory (simulated allocator failure)", MemoryError,
-                        "not enough memory.*fewer images", lambda: bcosnet.explain(tiny_bcos, x))
+    reliability.refused(AREA, "out of memory (a 1 PiB allocation by the first layer)",
+                        MemoryError, r"1 image\(s\) of 512×512 pixels needs more memory.*fewer "
+                        "images", lambda: bcosnet.explain(tiny_bcos, x))
+
+    # The GPU's out-of-memory error is recognised by its type, whatever its text.
+    def gpu_oom(*a, **k):
+        raise torch.OutOfMemoryError("Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(tiny_bcos.features[0], "forward", gpu_oom)
+    with pytest.raises(MemoryError, match="needs more memory.*fewer images"):
+        bcosnet.explain(tiny_bcos, x)
+    # Any other runtime error passes through unchanged.
+    monkeypatch.setattr(tiny_bcos.features[0], "forward",
+                        lambda *a, **k: torch.ones(2, 3) @ torch.ones(2, 3))
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        bcosnet.explain(tiny_bcos, x)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])

@@ -397,7 +397,11 @@ def _memory_errors(images: Tensor) -> Iterator[None]:
     try:
         yield
     except RuntimeError as e:
-        if "not enough memory" in str(e) or "out of memory" in str(e).lower():
+        # torch.OutOfMemoryError: the GPU's; the CPU allocator raises a RuntimeError
+        # "can't allocate memory" (Linux) / "not enough memory" (Windows).
+        text = str(e).lower()
+        if isinstance(e, torch.OutOfMemoryError) or any(
+                s in text for s in ("can't allocate memory", "not enough memory", "out of memory")):
             raise MemoryError(
                 f"explaining {images.shape[0]} image(s) of {images.shape[-2]}×"
                 f"{images.shape[-1]} pixels needs more memory than is free ({e}); pass fewer "
