@@ -1,7 +1,9 @@
 """Property-based fuzzing (hypothesis) of the public entry points: any input gives
 a result or a ValueError/TypeError from bcosnet saying what to change
 (docs/reliability.md).  Examples are derandomised (the same on every machine)
-and few: the tiny width-4 networks keep every call in milliseconds."""
+and few: the tiny width-4 networks keep every call in milliseconds.  Each test
+fuzzes one entry point with a tally of its own and checks and records its counts
+(tests/reliability/fuzz.py): no test depends on another having run."""
 
 from __future__ import annotations
 
@@ -9,18 +11,13 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bcosnet
 from bcosnet.attribution import METHODS
-from tests.reliability.fuzz import Tally
+from tests.reliability.fuzz import Tally, fuzz
 
 torch.set_printoptions(threshold=20, edgeitems=2)  # short falsifying examples
-
-SETTINGS = dict(deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow,
-                                       HealthCheck.function_scoped_fixture])
 
 _MODELS: dict[str, torch.nn.Module] = {}
 
@@ -109,10 +106,12 @@ def targets(draw, n: int, k: int = 10):
     if form == "tensor1":
         m = draw(st.sampled_from([n, n, 1, n + 1]))
         dtype = draw(st.sampled_from([torch.long, torch.int32, torch.float32, torch.bool]))
-        return torch.randint(0, k + 1, (m,)).to(dtype)
+        g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+        return torch.randint(0, k + 1, (m,), generator=g).to(dtype)
     if form == "tensorNT":
         t = draw(st.sampled_from([1, 2, 0]))
-        return torch.randint(0, k, (n, t))
+        g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+        return torch.randint(0, k, (n, t), generator=g)
     if form == "topk":
         return ("topk", draw(st.sampled_from([1, 3, k, k + 1, 0, -2, 2.5])))
     if form == "listlist":
@@ -122,30 +121,22 @@ def targets(draw, n: int, k: int = 10):
 
 
 # ----------------------------------------------------------------------------- explain
-_explain = Tally("bcosnet.explain")
-
-
-@settings(max_examples=60, **SETTINGS)
-@given(data=st.data())
-def test_fuzz_explain(data) -> None:
+def _explain_case(tally: Tally, data) -> None:
     x = data.draw(images())
     target = data.draw(targets(_n(x)))
     model = _model()
-    ex = _explain.call(lambda: bcosnet.explain(model, x, target=target))
+    ex = tally.call(lambda: bcosnet.explain(model, x, target=target))
     if ex is not None:  # the explanation is exact: contributions + bias = logit
         err = ex.completeness_error.abs().max()
         assert err <= 1e-3 * (1 + ex.logits.abs().max()), err
 
 
-def test_fuzz_explain_counts(reliability) -> None:
-    if _explain.total == 0:
-        test_fuzz_explain()
-    _explain.record(reliability)
-    assert _explain.counts["handled"] > 0 and _explain.total >= 60
+def test_fuzz_explain(reliability) -> None:
+    tally = fuzz("bcosnet.explain", 60, _explain_case, reliability, data=st.data())
+    assert tally.counts["handled"] > 0 and tally.refused > 0 and tally.total >= 60
 
 
 # ----------------------------------------------------------------------------- create_model
-_create = Tally("bcosnet.create_model")
 NAMES = ["fmnist_bcos", "cifar_bcos", "standard_fmnist_bcos", "resnet18x", "", "FMNIST_BCOS",
          "densenet", 3, None]
 KWARGS = st.dictionaries(
@@ -154,14 +145,12 @@ KWARGS = st.dictionaries(
     st.sampled_from([0, 1, 2, 3, -1, 10, 2.5, "3", None, True, [1], math.nan]), max_size=3)
 
 
-@settings(max_examples=50, **SETTINGS)
-@given(name=st.sampled_from(NAMES), kwargs=KWARGS)
-def test_fuzz_create_model(name, kwargs) -> None:
+def _create_case(tally: Tally, name, kwargs) -> None:
     if name not in ("fmnist_bcos", "standard_fmnist_bcos"):
         kwargs.pop("width", None)  # keep the larger models out of the loop (time)
     else:
         kwargs.setdefault("width", 4)
-    m = _create.call(lambda: bcosnet.create_model(name, **kwargs))
+    m = tally.call(lambda: bcosnet.create_model(name, **kwargs))
     if m is not None:  # a model that was built must run on what it says it takes
         info = m.model_info
         x = torch.rand(1, info.in_channels, *info.input_size)
@@ -169,29 +158,24 @@ def test_fuzz_create_model(name, kwargs) -> None:
             assert m.eval()(x).shape[-1] == info.num_classes
 
 
-def test_fuzz_create_model_counts(reliability) -> None:
-    if _create.total == 0:
-        test_fuzz_create_model()
-    _create.record(reliability)
-    assert _create.counts["handled"] > 0
+def test_fuzz_create_model(reliability) -> None:
+    tally = fuzz("bcosnet.create_model", 50, _create_case, reliability,
+                 name=st.sampled_from(NAMES), kwargs=KWARGS)
+    assert tally.counts["handled"] > 0 and tally.refused > 0
 
 
 # ----------------------------------------------------------------------------- attribution
-_attr = {m: Tally(f"attribution {m}.attribute") for m in METHODS}
 # the perturbation methods cost hundreds of forward passes a call: fewer examples
 _ATTR_EXAMPLES = {"occlusion": 6, "rise": 6, "lime": 6, "intgrad": 10}
 
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_fuzz_attribution(method, reliability) -> None:
-    tally = _attr[method]
     settings_ = {"rise": {"n_masks": 20}, "lime": {"n_samples": 20},
                  "intgrad": {"n_steps": 4}, "occlusion": {"patch_size": 7, "stride": 7}}
     kind = "standard" if method != "bcos" else "bcos"
 
-    @settings(max_examples=_ATTR_EXAMPLES.get(method, 20), **SETTINGS)
-    @given(data=st.data())
-    def run(data) -> None:
+    def case(tally: Tally, data) -> None:
         x = data.draw(images(max_side=20))
         target = data.draw(targets(_n(x)))
         m = bcosnet.attribution.get(method, _model(kind), **settings_.get(method, {}))
@@ -199,26 +183,26 @@ def test_fuzz_attribution(method, reliability) -> None:
         if out is not None:
             assert torch.isfinite(out).all()
 
-    run()
-    tally.record(reliability)
-    assert tally.total > 0
+    tally = fuzz(f"attribution {method}.attribute", _ATTR_EXAMPLES.get(method, 20), case,
+                 reliability, data=st.data())
+    assert tally.counts["handled"] > 0 and tally.refused > 0
 
 
 # ----------------------------------------------------------------------------- to_rgba
-_rgba = Tally("bcosnet.to_rgba")
+RGBA_ARGS = dict(
+    shape=st.sampled_from([(1, 1, 2, 5, 5), (2, 2, 5, 5), (6, 4, 4), (1, 1, 6, 3, 3)] * 2
+                          + [(1, 1, 3, 4, 4), (4, 4), (), (0, 1, 2, 4, 4), (1, 1, 2, 1, 1)]),
+    inputs=st.sampled_from(["same"] * 4 + ["none", "wrong", "list"]),
+    dtype=st.sampled_from([torch.float32] * 3 + [torch.float64, torch.float16,
+                                                torch.bfloat16, torch.int64]),
+    smooth=st.sampled_from([0, 1, 3] * 2 + [2, -1, 99, 2.0, True, None]),
+    percentile=st.sampled_from([99.5, 100, 50] * 2 + [0, -1, 101, math.nan, "50"]),
+    positive_only=st.booleans(),
+    fill=st.sampled_from(["rand", "rand", "zeros", "nan"]))
 
 
-@settings(max_examples=60, **SETTINGS)
-@given(shape=st.sampled_from([(1, 1, 2, 5, 5), (2, 2, 5, 5), (6, 4, 4), (1, 1, 6, 3, 3)] * 2
-                             + [(1, 1, 3, 4, 4), (4, 4), (), (0, 1, 2, 4, 4), (1, 1, 2, 1, 1)]),
-       inputs=st.sampled_from(["same"] * 4 + ["none", "wrong", "list"]),
-       dtype=st.sampled_from([torch.float32] * 3 + [torch.float64, torch.float16,
-                                                   torch.bfloat16, torch.int64]),
-       smooth=st.sampled_from([0, 1, 3] * 2 + [2, -1, 99, 2.0, True, None]),
-       percentile=st.sampled_from([99.5, 100, 50] * 2 + [0, -1, 101, math.nan, "50"]),
-       positive_only=st.booleans(),
-       fill=st.sampled_from(["rand", "rand", "zeros", "nan"]))
-def test_fuzz_to_rgba(shape, inputs, dtype, smooth, percentile, positive_only, fill) -> None:
+def _rgba_case(tally: Tally, shape, inputs, dtype, smooth, percentile, positive_only,
+               fill) -> None:
     w = torch.zeros(shape) if fill == "zeros" else torch.randn(shape)
     if fill == "nan" and w.numel():
         w.view(-1)[0] = math.nan
@@ -227,22 +211,17 @@ def test_fuzz_to_rgba(shape, inputs, dtype, smooth, percentile, positive_only, f
          "none": lambda: None, "wrong": lambda: torch.rand(3, 2, 2),
          "list": lambda: [1, 2]}[inputs]()
     kwargs = {"smooth": smooth, "percentile": percentile, "positive_only": positive_only}
-    out = _rgba.call(lambda: bcosnet.to_rgba(w, x, **kwargs))
+    out = tally.call(lambda: bcosnet.to_rgba(w, x, **kwargs))
     if out is not None:
         assert out.shape[-1] == 4 and bool(((out >= 0) & (out <= 1)).all())
 
 
-def test_fuzz_to_rgba_counts(reliability) -> None:
-    if _rgba.total == 0:
-        test_fuzz_to_rgba()
-    _rgba.record(reliability)
-    assert _rgba.counts["handled"] > 0
+def test_fuzz_to_rgba(reliability) -> None:
+    tally = fuzz("bcosnet.to_rgba", 60, _rgba_case, reliability, **RGBA_ARGS)
+    assert tally.counts["handled"] > 0 and tally.refused > 0
 
 
 # ----------------------------------------------------------------------------- pointing game
-_pg = Tally("bcosnet.evaluation.grid_pointing_game")
-
-
 class _Oracle(torch.nn.Module):
     """A 'model' that classifies the generated images perfectly (its logits are the
     label encoded in the image's mean grey level), so grids can always be made."""
@@ -263,21 +242,23 @@ def _oracle_data():
     return list(zip(xs, ys, strict=True))
 
 
-@settings(max_examples=40, **SETTINGS)
-@given(n=st.sampled_from([2] * 6 + [3, 1, 0, -1, "2", 2.0, True]),
-       num_grids=st.sampled_from([2] * 4 + [1, None, 0, -1, 10**6, "3", 1.5]),
-       methods=st.sampled_from([["grad"]] * 4 + [["grad", "ixg"], "grad", [], ["nope"], [3],
-                                                 None]),
-       threshold=st.sampled_from([None] * 4 + [0.5, -1.0, 2.0, math.nan, "high"]),
-       smoothing=st.sampled_from(["auto"] * 4 + [None, 3, 2, -1, "x"]),
-       per_method=st.sampled_from([None] * 4 + [{"grad": 1}, {"grad": -1}, {"other": 1},
-                                                {"grad": 2.5}]),
-       seed=st.sampled_from([0] * 4 + [1, -1, "s", None]))
-def test_fuzz_pointing_game(n, num_grids, methods, threshold, smoothing, per_method,
-                            seed) -> None:
+PG_ARGS = dict(
+    n=st.sampled_from([2] * 6 + [3, 1, 0, -1, "2", 2.0, True]),
+    num_grids=st.sampled_from([2] * 4 + [1, None, 0, -1, 10**6, "3", 1.5]),
+    methods=st.sampled_from([["grad"]] * 4 + [["grad", "ixg"], "grad", [], ["nope"], [3],
+                                              None]),
+    threshold=st.sampled_from([None] * 4 + [0.5, -1.0, 2.0, math.nan, "high"]),
+    smoothing=st.sampled_from(["auto"] * 4 + [None, 3, 2, -1, "x"]),
+    per_method=st.sampled_from([None] * 4 + [{"grad": 1}, {"grad": -1}, {"other": 1},
+                                             {"grad": 2.5}]),
+    seed=st.sampled_from([0] * 4 + [1, -1, "s", None]))
+
+
+def _pg_case(tally: Tally, n, num_grids, methods, threshold, smoothing, per_method,
+             seed) -> None:
     from bcosnet.evaluation import grid_pointing_game
 
-    res = _pg.call(lambda: grid_pointing_game(
+    res = tally.call(lambda: grid_pointing_game(
         _Oracle(), _oracle_data(), methods, n=n, num_grids=num_grids,
         grids_per_method=per_method, seed=seed, confidence_threshold=threshold,
         allow_fewer=True, smoothing=smoothing, progress=False))
@@ -286,15 +267,13 @@ def test_fuzz_pointing_game(n, num_grids, methods, threshold, smoothing, per_met
             assert ((scores >= 0) & (scores <= 1)).all()
 
 
-def test_fuzz_pointing_game_counts(reliability) -> None:
-    if _pg.total == 0:
-        test_fuzz_pointing_game()
-    _pg.record(reliability)
-    assert _pg.counts["handled"] > 0
+def test_fuzz_pointing_game(reliability) -> None:
+    tally = fuzz("bcosnet.evaluation.grid_pointing_game", 40, _pg_case, reliability,
+                 **PG_ARGS)
+    assert tally.counts["handled"] > 0 and tally.refused > 0
 
 
 # ----------------------------------------------------------------------------- trainer config
-_cfg = Tally("bcosnet.training.load_config (YAML)")
 VALUES = st.sampled_from([1, 0, -3, 2.5, "x", None, True, [1, 2], {"a": 1}, "1e-3", math.inf])
 KEYS = st.sampled_from(["epochs", "seed", "loss", "precision", "grad_clip", "optim",
                         "optim.lr", "optim.name", "optim.batch_size", "optim.betas",
@@ -303,11 +282,7 @@ KEYS = st.sampled_from(["epochs", "seed", "loss", "precision", "grad_clip", "opt
                         "preset", "time_limit_min", "max_steps"])
 
 
-@settings(max_examples=60, **SETTINGS)
-@given(entries=st.dictionaries(KEYS, VALUES, max_size=4),
-       top=st.sampled_from(["mapping", "mapping", "mapping", "list", "scalar", "empty",
-                            "broken"]))
-def test_fuzz_train_config(entries, top, tmp_path_factory) -> None:
+def _cfg_case(tally: Tally, entries, top, folder) -> None:
     import yaml
 
     from bcosnet.training import load_config
@@ -322,15 +297,17 @@ def test_fuzz_train_config(entries, top, tmp_path_factory) -> None:
     text = {"mapping": lambda: yaml.safe_dump(data), "list": lambda: "- 1\n- 2\n",
             "scalar": lambda: "3\n", "empty": lambda: "",
             "broken": lambda: "epochs: [1, 2\n"}[top]()
-    path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    path = folder / "c.yaml"
     path.write_text(text)
-    cfg = _cfg.call(lambda: load_config(path))
+    cfg = tally.call(lambda: load_config(path))
     if cfg is not None:
         assert cfg.validate() is cfg
 
 
-def test_fuzz_train_config_counts(reliability) -> None:
-    if _cfg.total == 0:
-        test_fuzz_train_config()
-    _cfg.record(reliability)
-    assert _cfg.counts["handled"] > 0
+def test_fuzz_train_config(reliability, tmp_path) -> None:
+    tally = fuzz("bcosnet.training.load_config (YAML)", 60,
+                 lambda tally, **drawn: _cfg_case(tally, folder=tmp_path, **drawn), reliability,
+                 entries=st.dictionaries(KEYS, VALUES, max_size=4),
+                 top=st.sampled_from(["mapping", "mapping", "mapping", "list", "scalar",
+                                      "empty", "broken"]))
+    assert tally.counts["handled"] > 0 and tally.refused > 0
