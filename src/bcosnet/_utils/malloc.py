@@ -39,6 +39,7 @@ def tune_malloc(mmap_threshold: int = 1 << 30, trim_threshold: int = 2**31 - 1) 
     docstring).  Returns True when both were set; False (and changes nothing)
     off Linux/glibc, when ``BCOSNET_MALLOC_TUNING=0``, or when glibc's own
     environment variables are set."""
+    # Standard library only (no check_int): the module also runs alone, before torch.
     for name, value in (("mmap_threshold", mmap_threshold), ("trim_threshold", trim_threshold)):
         if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**31:
             raise ValueError(f"{name} must be an int in 1 .. 2**31 - 1 (mallopt takes a C int), "

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
+from .._utils.validate import check_int
 from .datasets import (
     DataNotFoundError,
     ImageFolderDataset,
@@ -345,8 +346,7 @@ def per_class_subset(dataset: Dataset, per_class: int, *, seed: int = 0) -> Subs
     ``(dataset, per_class, seed)`` always gives the same images, and a larger
     ``per_class`` with the same seed gives a superset.
     """
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"per_class must be a positive int, got {per_class!r}")
+    check_int("per_class", per_class, 1)
     targets = getattr(dataset, "targets", None)
     if targets is None:
         raise TypeError(f"{type(dataset).__name__} has no .targets (its labels), which a "

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._utils.validate import is_int
+
 __all__ = ["MAX_IMAGE_PIXELS", "RESIZE_RULES", "CorruptImageError", "Preprocess", "convert_image",
            "model_preprocess", "open_image", "to_model_input"]
 
@@ -160,7 +162,7 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         size = self.size
-        if isinstance(size, int) and not isinstance(size, bool):
+        if is_int(size):
             size = (size, size)
         try:
             size = tuple(int(s) for s in size)  # type: ignore[union-attr]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._utils.validate import check_int
 from .builder import _find_test_split, _folder_split
 from .datasets import ImageFolderDataset
 from .images import CorruptImageError, open_image
@@ -77,8 +78,7 @@ def survey_image_folder(root: str | os.PathLike, *, sample: int = 100) -> Folder
         DataNotFoundError: no ``train/`` or test folder, no class folders, no images.
         ValueError: the train and test folders have different classes.
     """
-    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
-        raise ValueError(f"sample must be a positive int, got {sample!r}")
+    check_int("sample", sample, 1)
     r = Path(root)
     train = ImageFolderDataset(_folder_split(r, ("train",)))
     test_name = _find_test_split(r)

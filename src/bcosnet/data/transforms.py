@@ -1,4 +1,4 @@
-"""Transform presets (SPEC §6).  All end with images as C×H×W float in [0, 1];
+"""Transform presets (docs/protocol.md §7, "Images").  All end with images as C×H×W float in [0, 1];
 no mean/std normalisation (models encode their inputs themselves).
 
 * CIFAR-10: horizontal flip + random crop with 4 px zero padding.
