@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["RECORD_FLAGS", "add_data_args", "cli_warnings", "load_model", "model_data",
-           "say", "state_record"]
+__all__ = ["RECORD_FLAGS", "add_data_args", "add_model_args", "cli_warnings", "load_model",
+           "model_data", "say", "state_record"]
 
 #: API arguments of the record's functions → these commands' flags.
 RECORD_FLAGS: dict[str, str] = {
@@ -53,6 +53,17 @@ def cli_warnings(args: argparse.Namespace) -> Iterator[None]:
         yield
 
 
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint``, ``--model``, ``--num-classes`` and ``--seed``: the model
+    :func:`load_model` builds."""
+    p.add_argument("--checkpoint", help="training checkpoint (.pt) or exported .safetensors")
+    p.add_argument("--model", help="registered model name; without --checkpoint it is randomly "
+                   "initialised (for trying the plumbing)")
+    p.add_argument("--num-classes", type=int, help="outputs of a --model without --checkpoint")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of a randomly initialised --model (default 0)")
+
+
 def add_data_args(p: argparse.ArgumentParser, *, image_size: bool = True) -> None:
     """``--dataset NAME``, ``--data ROOT`` (default: the model's record) and
     ``--image-size N``."""
@@ -83,8 +94,7 @@ def load_model(
     ``model_name`` alone: a randomly initialised registered model.  With ``args``,
     what the record says (or lacks) is printed on stderr.  ``model_flag``: whether
     the command has ``--model`` (named in the error for a plain state dict)."""
-    from ..models import create_model
-    from ..models.weights import read_weights
+    from ..models import create_model, read_weights
 
     if checkpoint is None and model_name is None:
         raise ValueError("give --checkpoint CKPT (a trained model) or --model NAME (random init)")

@@ -38,7 +38,7 @@ __all__ = ["MAX_IMAGE_PIXELS", "register", "run", "load_model", "load_image", "p
            "class_names_for", "expand_image_paths"]
 
 from ..data.images import MAX_IMAGE_PIXELS
-from ._model import RECORD_FLAGS, load_model
+from ._model import RECORD_FLAGS, add_model_args, load_model
 
 
 def register(subparsers: Any) -> None:
@@ -50,13 +50,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files (any PIL format) or folders of them")
-    p.add_argument("--checkpoint", help="training checkpoint (.pt) or exported .safetensors")
-    p.add_argument(
-        "--model",
-        help="registered model name; without --checkpoint it is randomly initialised "
-        "(for trying the plumbing)",
-    )
-    p.add_argument("--num-classes", type=int, help="outputs of a --model without checkpoint")
+    add_model_args(p)
     p.add_argument(
         "--target",
         default="pred",
@@ -80,7 +74,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--batch-size", type=int, default=32,
                    help="images explained per forward/backward pass (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="seed of a randomly initialised model")
     p.set_defaults(func=run, api_flags={"target": "--target", "smooth": "--smooth",
                                         "batch_size": "--batch-size", "resize": "--resize",
                                         **RECORD_FLAGS})
@@ -178,50 +171,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..data import to_model_input
-    from ..explanations import explain, save_explanation
+    from ..explanations import explain
 
-    if args.format != "rgba":  # matplotlib only when figures are asked for
-        from ..explanations.figures import plot_explanations, save_figure
-
+    _check_flags(args)
     model = load_model(args.checkpoint, args.model, args.num_classes, seed=args.seed, args=args)
     device = torch.device(args.device)
     model.to(device)
-    info = getattr(model, "model_info", None)
-    if info is None:
+    if getattr(model, "model_info", None) is None:
         raise ValueError("the model has no model_info (build it with bcosnet.create_model)")
-    if args.image_size is not None and args.image_size < 1:
-        raise ValueError(f"--image-size must be >= 1, got {args.image_size}")
     names = class_names_for(model, args.class_names)
     target = parse_target(args.target, names)
-    if args.smooth is not None and (args.smooth < 0 or (args.smooth > 1 and args.smooth % 2 == 0)):
-        raise ValueError(f"--smooth must be 0 or an odd number, got {args.smooth}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    failures: list[tuple[str, str]] = []
-    used: set[str] = set()
     paths = expand_image_paths(args.images)
     if not paths:
         raise ValueError(f"no image files in {', '.join(args.images)}")
+    writer = _Writer(args, names)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-
-    def fail(path: str, e: Exception) -> None:
-        from ._common import api_flags, cli_message
-
-        failures.append((path, str(e)))
-        print(f"bcosnet explain: error: {cli_message(str(e), api_flags(args))}",
-              file=sys.stderr)
-
     for start in range(0, len(paths), args.batch_size):
-        loaded: list[tuple[str, Tensor]] = []
-        for path in paths[start:start + args.batch_size]:
-            try:
-                loaded.append((path, to_model_input(path, model, image_size=args.image_size,
-                                                     resize=args.resize)))
-            except (FileNotFoundError, ValueError, TypeError) as e:
-                fail(path, e)
+        loaded = writer.load(paths[start:start + args.batch_size], model)
         if not loaded:
             continue
         xs = torch.stack([t for _, t in loaded]).to(device, dtype)
@@ -229,44 +195,101 @@ def _run(args: argparse.Namespace) -> int:
             ex_all = explain(model, xs, target=target)
         except (ValueError, TypeError) as e:
             for path, _ in loaded:
-                fail(path, e)
+                writer.fail(path, e)
             continue
         for j, (path, _) in enumerate(loaded):
-            try:
-                ex = _one(ex_all, j)
-                x = xs[j:j + 1]
-                assert ex.all_logits is not None
-                pred = int(ex.all_logits[0].argmax())
-                pname = names[pred] if names and pred < len(names) else f"class {pred}"
-                stem = Path(path).stem
-                name = stem
-                i = 1
-                while name in used:  # same stem from different folders: keep both
-                    name = f"{stem}_{i}"
-                    i += 1
-                used.add(name)
-                if args.format == "rgba":
-                    dest = save_explanation(ex, out / f"{name}.png")
-                else:
-                    fig = plot_explanations(
-                        x,
-                        ex,
-                        class_names=names,
-                        smooth=args.smooth,
-                        title=f"{Path(path).name}: predicted {pname} ({pred}), "
-                        f"logit {float(ex.all_logits[0, pred]):.3f}",
-                    )
-                    dest = save_figure(fig, out / f"{name}.{args.format}")
-                    import matplotlib.pyplot as plt
+            writer.write(path, _one(ex_all, j), xs[j:j + 1])
+    return writer.finish(len(paths))
 
-                    plt.close(fig)
-                print(f"{path}: predicted {pname} ({pred}) -> {dest}")
-            except (FileNotFoundError, ValueError, TypeError) as e:
-                fail(path, e)
-    if failures:
-        print(f"bcosnet explain: {len(failures)} of {len(paths)} image(s) failed:",
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """The numeric flags, before anything is loaded."""
+    from .._utils.validate import check_int
+
+    if args.image_size is not None:
+        check_int("--image-size", args.image_size, 1)
+    check_int("--batch-size", args.batch_size, 1)
+    if args.smooth is not None and (args.smooth < 0 or (args.smooth > 1 and args.smooth % 2 == 0)):
+        raise ValueError(f"--smooth must be 0 or an odd number, got {args.smooth}")
+
+
+class _Writer:
+    """Writes each image's explanation (a figure, or the RGBA colour explanation)
+    into ``--out`` under a name no other image of the run takes; collects the
+    images that fail and reports them at the end."""
+
+    def __init__(self, args: argparse.Namespace, names: list[str] | None) -> None:
+        self.args, self.names = args, names
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.used: set[str] = set()
+        self.failures: list[tuple[str, str]] = []
+
+    def fail(self, path: str, e: Exception) -> None:
+        from ._common import api_flags, cli_message
+
+        self.failures.append((path, str(e)))
+        print(f"bcosnet explain: error: {cli_message(str(e), api_flags(self.args))}",
               file=sys.stderr)
-        for path, _ in failures:
+
+    def load(self, paths: Sequence[str], model: nn.Module) -> list[tuple[str, Tensor]]:
+        """The readable images of ``paths`` as model input (the others fail)."""
+        from ..data import to_model_input
+
+        loaded = []
+        for path in paths:
+            try:
+                loaded.append((path, to_model_input(path, model, image_size=self.args.image_size,
+                                                     resize=self.args.resize)))
+            except (FileNotFoundError, ValueError, TypeError) as e:
+                self.fail(path, e)
+        return loaded
+
+    def _name(self, path: str) -> str:
+        """The file stem, numbered when another image of the run had it (same stem
+        from different folders: both are kept)."""
+        stem = name = Path(path).stem
+        i = 1
+        while name in self.used:
+            name = f"{stem}_{i}"
+            i += 1
+        self.used.add(name)
+        return name
+
+    def write(self, path: str, ex: Any, x: Tensor) -> None:
+        """Write the explanation ``ex`` of the one image ``x`` read from ``path``."""
+        from ..explanations import save_explanation
+
+        try:
+            assert ex.all_logits is not None
+            pred = int(ex.all_logits[0].argmax())
+            names = self.names
+            pname = names[pred] if names and pred < len(names) else f"class {pred}"
+            name = self._name(path)
+            if self.args.format == "rgba":  # no matplotlib
+                dest = save_explanation(ex, self.out / f"{name}.png")
+            else:
+                import matplotlib.pyplot as plt
+
+                from ..explanations.figures import plot_explanations, save_figure
+
+                fig = plot_explanations(
+                    x, ex, class_names=names, smooth=self.args.smooth,
+                    title=f"{Path(path).name}: predicted {pname} ({pred}), "
+                    f"logit {float(ex.all_logits[0, pred]):.3f}",
+                )
+                dest = save_figure(fig, self.out / f"{name}.{self.args.format}")
+                plt.close(fig)
+            print(f"{path}: predicted {pname} ({pred}) -> {dest}")
+        except (FileNotFoundError, ValueError, TypeError) as e:
+            self.fail(path, e)
+
+    def finish(self, total: int) -> int:
+        """The exit code: 1 (the failed images listed on stderr) or 0."""
+        if not self.failures:
+            return 0
+        print(f"bcosnet explain: {len(self.failures)} of {total} image(s) failed:",
+              file=sys.stderr)
+        for path, _ in self.failures:
             print(f"  {path}", file=sys.stderr)
         return 1
-    return 0

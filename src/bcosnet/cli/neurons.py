@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from ._model import RECORD_FLAGS, add_data_args
+from .._utils.validate import check_int
+from ._model import RECORD_FLAGS, add_data_args, add_model_args
 
 __all__ = ["register", "run", "parse_channels"]
 
@@ -38,9 +39,7 @@ def register(subparsers: Any) -> None:
         description="Stream a data set once, keep each neuron's top-N activations, and write "
         "the neuron explanation grid and the class distribution of the top images.",
     )
-    p.add_argument("--checkpoint", help="training checkpoint (.pt) or exported .safetensors")
-    p.add_argument("--model", help="registered model name (random init without --checkpoint)")
-    p.add_argument("--num-classes", type=int, help="outputs of a --model without checkpoint")
+    add_model_args(p)
     p.add_argument("--layer", help="module name, e.g. features.5 (see --list-layers)")
     p.add_argument("--list-layers", action="store_true", help="print the model's layer names")
     p.add_argument("--channels", help="channels, e.g. '3,17,40' or '0-7' (default: all, "
@@ -58,7 +57,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--out", default="neurons", help="output folder")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run, api_flags=RECORD_FLAGS)
 
 
@@ -139,15 +137,13 @@ def _run(args: argparse.Namespace) -> int:
     if not args.layer:
         raise ValueError("--layer NAME is required (list the names with --list-layers)")
     for flag in ("top", "images_per_neuron", "num_neurons", "batch_size"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1")
+        check_int(f"--{flag.replace('_', '-')}", getattr(args, flag), 1)
     device = torch.device(args.device)
     model.to(device)
     splits, dataset_name = model_data(args, model)
     dataset = splits.test if args.split == "test" else splits.train  # both: the test transform
     if args.limit is not None:
-        if args.limit < 1:
-            raise ValueError("--limit must be >= 1")
+        check_int("--limit", args.limit, 1)
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
     names = list(splits.classes)  # the labels counted are the data's
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
