@@ -61,12 +61,13 @@ def build_main_folder(root: Path) -> Path:
         model = load_checkpoint_model(ckpts[net])
         grids = _grids(datasets_for(model).test)
         folder = root / "pointing_game" / net
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "grids.json").write_text(json.dumps(grids.to_dict()))
         settings = {"occlusion": {"patch_size": 7, "stride": 7}} if "occlusion" in methods \
             else None
         grid_pointing_game(model, grids, methods, results_dir=folder, progress=False,
                            method_settings=settings)
+        # the game saves a grid set it made itself; this one is saved as the main job's is
+        if not (folder / "grids.json").is_file():
+            (folder / "grids.json").write_text(json.dumps(grids.to_dict()))
     rc = cli_main(["neurons", "--checkpoint", str(ckpts["bcos"]), "--layer", NEURON_LAYER,
                    "--channels", NEURON_CHANNELS, "--limit", "300", "--top", "8",
                    "--images-per-neuron", "2", "--out", str(root / "neurons")])

@@ -2,8 +2,9 @@
 Playwright, against one app process (started with the CLI on a free port of
 127.0.0.1 and stopped with Ctrl-C at the end) shared by every test here.
 
-The tests run in one pytest-xdist worker (``xdist_group``; pyproject's
-``--dist loadgroup``).  With ``BCOSNET_APP_SCREENSHOTS=DIR`` they also write the
+The checks are the subtests of one test, so that pytest-xdist runs them in one
+worker against one app (each reports on its own; a failed one does not stop the
+others).  With ``BCOSNET_APP_SCREENSHOTS=DIR`` they also write the
 screenshots of docs/app.md into DIR; ``BCOSNET_APP_TEST_FOLDER=DIR`` runs them
 against another main job's folder than the small one tests/app/conftest.py builds
 (it needs a saved ``bcosnet neurons --layer features.2 --limit 300 --top 8`` run
@@ -26,8 +27,6 @@ import numpy as np
 import pytest
 
 from .conftest import NEURON_LAYER
-
-pytestmark = pytest.mark.xdist_group("app-browser")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = os.environ.get("BCOSNET_APP_SCREENSHOTS")
@@ -195,8 +194,7 @@ def _ensure_explained(page, images: dict[str, Path]) -> None:
         _wait_text(page, "#completeness", "difference")
 
 
-def test_page_loads_offline_with_the_main_jobs_models(browser_page, app) -> None:
-    page = browser_page
+def check_page_loads_offline_with_the_main_jobs_models(page, app, images, app_folder) -> None:
     assert "fmnist_bcos" in _text(page, "#model-info")
     assert "fashion-mnist" in _text(page, "#model-info")
     hosts = {re.match(r"\w+://([^/]+)", u).group(1) for u in page.requests
@@ -204,8 +202,7 @@ def test_page_loads_offline_with_the_main_jobs_models(browser_page, app) -> None
     assert hosts == {app.url.split("/")[2]}, f"requests left the machine: {hosts}"
 
 
-def test_upload_explain_click_a_class(browser_page, images) -> None:
-    page = browser_page
+def check_upload_explain_click_a_class(page, app, images, app_folder) -> None:
     _tab(page, "Explain")
     _upload(page, images["good"])
     text = _wait_text(page, "#completeness", "difference")
@@ -243,8 +240,7 @@ def test_upload_explain_click_a_class(browser_page, images) -> None:
     assert fig.format == "PNG" and fig.width > 200 and fig.height > 200
 
 
-def test_neuron_and_its_top_images(browser_page, images) -> None:
-    page = browser_page
+def check_neuron_and_its_top_images(page, app, images, app_folder) -> None:
     _ensure_explained(page, images)
     _tab(page, "Neurons")
     page.locator("#layer input").click()
@@ -273,10 +269,9 @@ def test_neuron_and_its_top_images(browser_page, images) -> None:
     assert [c.split(",")[0] for c in saved] == [c.split(",")[0] for c in computed]
 
 
-def test_compare_every_method(browser_page, images) -> None:
+def check_compare_every_method(page, app, images, app_folder) -> None:
     from bcosnet import attribution
 
-    page = browser_page
     _ensure_explained(page, images)
     _tab(page, "Compare")
     page.click("#compare-go")
@@ -290,12 +285,11 @@ def test_compare_every_method(browser_page, images) -> None:
     _shot(page, "compare")
 
 
-def test_browse_a_pointing_game_grid(browser_page, app_folder) -> None:
+def check_browse_a_pointing_game_grid(page, app, images, app_folder) -> None:
     from bcosnet.evaluation.pointing_game import PointingGameResult
 
     played = PointingGameResult.load(app_folder / "pointing_game" / "bcos" /
                                      "pointing_game.json").methods
-    page = browser_page
     _tab(page, "Pointing game")
     results = _wait_text(page, "#pg-results", "gradcam")
     assert "standard" in results and "bcos" in results
@@ -315,9 +309,8 @@ def test_browse_a_pointing_game_grid(browser_page, app_folder) -> None:
     assert _src(page, "#grid-image") != src0
 
 
-def test_bad_input_is_reported_and_the_app_keeps_working(browser_page, images,
-                                                         app_folder) -> None:
-    page = browser_page
+def check_bad_input_is_reported_and_the_app_keeps_working(page, app, images,
+                                                          app_folder) -> None:
     _tab(page, "Explain")
     _upload(page, images["text"])
     msg = _wait_text(page, "#status", "Error")
@@ -341,3 +334,15 @@ def test_bad_input_is_reported_and_the_app_keeps_working(browser_page, images,
                            " return i && i.src !== old; }", arg=["#explanation", src])
     assert "Error" not in _text(page, "#status")
     _check_completeness(_lines(_wait_text(page, "#completeness", "difference"))[0])
+
+
+CHECKS = [check_page_loads_offline_with_the_main_jobs_models, check_upload_explain_click_a_class,
+          check_neuron_and_its_top_images, check_compare_every_method,
+          check_browse_a_pointing_game_grid, check_bad_input_is_reported_and_the_app_keeps_working]
+
+
+def test_the_app_in_a_browser(browser_page, app, images, app_folder, subtests) -> None:
+    """Every check above, in this order, on one page of one app."""
+    for check in CHECKS:
+        with subtests.test(check.__name__.removeprefix("check_")):
+            check(browser_page, app, images, app_folder)

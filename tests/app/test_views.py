@@ -312,3 +312,13 @@ def test_workspace_without_main_job(lm) -> None:
     assert w.pointing_game_dirs() == {}
     with pytest.raises(AppError, match="no finished pointing game"):
         views.pointing_game_summary(w)
+
+
+def test_a_model_without_a_data_set_has_no_test_images(tiny_bcos) -> None:
+    w = Workspace()
+    lm = w.add("random", tiny_bcos, "random initialisation")
+    with pytest.raises(AppError, match="records no data set .* upload an image or use a "
+                                       "bundled photo"):
+        views.choose_test_image(w, lm, "class 1", 0)
+    chosen = views.choose_sample(lm, "coffee")           # photos still work
+    assert views.explain_image(lm, chosen).classes[0].startswith("class ")

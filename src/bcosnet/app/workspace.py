@@ -200,6 +200,11 @@ class Workspace:
                 from ..data import datasets_for
 
                 lm = self.get(label)
+                if getattr(lm.info, "dataset", None) is None:
+                    raise AppError(
+                        f"{lm.label} records no data set (a model trained with bcosnet "
+                        "records it in its checkpoint), so it has no test images here: "
+                        "upload an image or use a bundled photo")
                 try:
                     self._data[label] = datasets_for(lm.model, root=self.data_root)
                 except (ValueError, FileNotFoundError, OSError) as e:
