@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bcosnet import pipeline
-from bcosnet.pipeline import PERTURBATION_METHODS, MainConfig
+from bcosnet.pipeline import PERTURBATION_METHODS, MainConfig, WorkerPool
+from bcosnet.pipeline.pointing_game import pointing_game_stage
+from bcosnet.pipeline.stages import eval_inputs
 
 
 def main() -> int:
@@ -61,15 +62,14 @@ def main() -> int:
         for w in order:
             workers = 1 if w == 1 else args.workers
             cfg = dataclasses.replace(base, out_dir=str(Path(tmp) / f"w{w}"), workers=workers)
-            models = {k: pipeline._eval_inputs(cfg, v["checkpoint"])[0] for k, v in runs.items()}
-            test = pipeline._eval_inputs(cfg, runs["B-cos"]["checkpoint"])[1]
+            models = {k: eval_inputs(cfg, v["checkpoint"])[0] for k, v in runs.items()}
+            test = eval_inputs(cfg, runs["B-cos"]["checkpoint"])[1]
             t = time.perf_counter()
-            with pipeline._Jobs(cfg) as jobs:
-                pg, _, _, _ = pipeline._pointing_game_stage(cfg, Path(cfg.out_dir), jobs, runs,
-                                                             models, test)
+            with WorkerPool(cfg.workers, cfg.worker_threads()) as pool:
+                pg = pointing_game_stage(cfg, Path(cfg.out_dir), pool, runs, models, test)
             seconds[w] = time.perf_counter() - t
-            scores[w] = {net: dict(r.scores) for net, r in pg.items()}
-            print(f"workers={workers} ({pipeline._workers_text(cfg)}): {seconds[w]:.1f} s",
+            scores[w] = {net: dict(r.scores) for net, r in pg.results.items()}
+            print(f"workers={workers} ({cfg.processes_text()}): {seconds[w]:.1f} s",
                   flush=True)
     one, many = 1, next(w for w in order if w != 1)
     diff = max(float(np.abs(scores[one][net][m] - scores[many][net][m]).max())

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bcosnet.evaluation import PointingGameResult
-from bcosnet.pipeline import MainConfig, MainSettingsError, _Jobs, run_main
+from bcosnet.pipeline import MainConfig, MainSettingsError, WorkerPool, run_main
 
 
 @pytest.mark.slow
@@ -102,15 +102,17 @@ def test_jobs_run_in_workers_keep_order_threads_and_errors():
     """The main job's job runner: results by label in the order given, each worker
     with threads // workers torch threads, a job's exception raised in the caller."""
     cfg = MainConfig(threads=2, workers=2)
-    with _Jobs(cfg) as jobs:
+    with WorkerPool(cfg.workers, cfg.worker_threads()) as jobs:
         got = jobs.run([("a", math.sqrt, (9.0,)), ("b", operator.add, (1, 2)),
                         ("t", torch.get_num_threads, ())])
         assert list(got) == ["a", "b", "t"] and got["a"] == 3.0 and got["b"] == 3
         assert got["t"] == 1
         with pytest.raises(ValueError, match="math domain error"):
             jobs.run([("ok", math.sqrt, (4.0,)), ("bad", math.sqrt, (-1.0,))])
-    # A refusal raised in a worker reaches the caller as itself.
-    err = pickle.loads(pickle.dumps(MainSettingsError("other settings: delete it")))
+    # A refusal raised in a worker reaches the caller as itself, differences included.
+    err = pickle.loads(pickle.dumps(MainSettingsError("other settings: delete it",
+                                                      {"seed": (0, 1)}, "out/bcos")))
     assert isinstance(err, MainSettingsError) and "delete it" in str(err)
-    with pytest.raises(ValueError, match="workers must be a positive int"):
+    assert err.differences == {"seed": (0, 1)} and err.path == "out/bcos"
+    with pytest.raises(ValueError, match="workers must be an int >= 1"):
         MainConfig(workers=0)

@@ -52,3 +52,21 @@ def test_many_classes_report_top5_by_default():
         assert res.topk[k] == pytest.approx(_topk_reference(logits, labels, k))
     assert f"top-5 {100 * res.topk[5]:.2f} %" in res.summary()
     assert list(accuracy(model, ds, topk=(2, 9)).topk) == [1, 2, 9]
+
+
+def test_the_trainer_counts_accuracy_as_evaluation_does():
+    """One accuracy: the trainer's evaluation (top-1 and mean loss) and
+    evaluation.accuracy agree with the definition on a random linear classifier, also
+    in float64."""
+    from bcosnet.training import evaluate_model
+
+    model, ds, logits, labels = _data(45, 6, seed=2)
+    want = _topk_reference(logits, labels, 1)
+    bce = nn.functional.binary_cross_entropy_with_logits(
+        logits, nn.functional.one_hot(labels, 6).float()).item()
+    res = evaluate_model(model, ds, batch_size=8, loss="bce")
+    assert res["acc"] == pytest.approx(want) and res["n"] == 45
+    assert res["loss"] == pytest.approx(bce, rel=1e-5)
+    assert accuracy(model, ds, batch_size=8).top1 == pytest.approx(want)
+    model64 = model.double()
+    assert evaluate_model(model64, ds, dtype=torch.float64)["acc"] == pytest.approx(want)

@@ -154,10 +154,15 @@ def test_evaluate_faithfulness_matches_the_definition_and_resumes(tmp_path) -> N
                                   steps=5, output="logit", results_dir=str(tmp_path))
     assert (tmp_path / "exact.json").stat().st_mtime_ns == stamp
     torch.testing.assert_close(again.curves["exact"].deletion, res.curves["exact"].deletion)
-    # ... and other settings in the same folder are refused
-    with pytest.raises(ValueError, match="other settings"):
+    # ... and other settings in the same folder are refused, naming each difference
+    with pytest.raises(ValueError, match="other settings.*steps: 5 then, 4 now") as e:
         evaluate_faithfulness(model, ds, {"exact": boom}, images=7, steps=4, output="logit",
                               results_dir=str(tmp_path))
+    assert e.value.differences == {"steps": (5, 4)}
+    # ... and so is another method setting of one method (its own settings)
+    with pytest.raises(ValueError, match=r"exact\.json .*method_settings.k: \(unset\) then"):
+        evaluate_faithfulness(model, ds, {"exact": boom}, images=7, steps=5, output="logit",
+                              method_settings={"exact": {"k": 1}}, results_dir=str(tmp_path))
 
 
 def test_evaluate_faithfulness_bad_input() -> None:

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from bcosnet._utils.store import SettingsMismatchError
 from bcosnet.evaluation import (
     GridDataset,
     PointingGameResult,
@@ -22,7 +23,6 @@ from bcosnet.evaluation import (
     make_attribution_fn,
     make_grid_dataset,
     plot_pointing_game,
-    prepare_grids,
 )
 
 # --------------------------------------------------------------------------- scoring
@@ -122,7 +122,7 @@ def test_smoothing_happens_before_clamping() -> None:
         ({"maps": torch.zeros(4, 4), "cells": 0, "n": 2}, "B×H×W"),
         ({"maps": torch.zeros(1, 4, 4), "cells": 0, "n": 2, "smoothing": 2}, "odd"),
         ({"maps": torch.full((1, 4, 4), float("nan")), "cells": 0, "n": 2}, "NaN"),
-        ({"maps": torch.zeros(1, 4, 4), "cells": 0, "n": 0}, "positive int"),
+        ({"maps": torch.zeros(1, 4, 4), "cells": 0, "n": 0}, "n must be an int >= 1"),
     ],
 )
 def test_cell_scores_rejects_bad_input(kwargs, match) -> None:
@@ -424,25 +424,32 @@ def test_resume_after_interruption_and_skip_finished(tmp_path) -> None:
     assert counted == {"m": 0, "u": 0}
     np.testing.assert_array_equal(res2.scores["m"], fresh.scores["m"])
 
-    # other settings against the same folder are refused, not silently mixed
-    with pytest.raises(ValueError, match="another model, grids or settings"):
-        grid_pointing_game(model, data, {"m": oracle}, results_dir=tmp_path, smoothing=3, **kw)
-    with pytest.raises(ValueError, match="other settings or another model"):
+    # other settings against the same folder are refused, not silently mixed: each
+    # differing setting named, before anything is computed
+    with pytest.raises(SettingsMismatchError, match="other settings or another model — "
+                       "smoothing: None then, 3 now") as e:
+        grid_pointing_game(model, data, {"m": count(oracle, "m")}, results_dir=tmp_path,
+                           smoothing=3, **kw)
+    assert e.value.differences == {"smoothing": (None, 3)} and counted["m"] == 0
+    with pytest.raises(SettingsMismatchError, match="seed: 0 then, 1 now") as e:
         grid_pointing_game(model, data, {"m": oracle}, results_dir=tmp_path, seed=1, **kw)
+    assert list(e.value.differences) == ["seed"] and model.calls == forwards
     other, _, _ = make_fake(seed=10, num=120, k=6)
-    with pytest.raises(ValueError, match="other settings or another model"):
+    with pytest.raises(SettingsMismatchError, match="other settings or another model") as e:
         grid_pointing_game(other, data, {"m": oracle}, results_dir=tmp_path, **kw)
+    assert list(e.value.differences) == ["model"]
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*tmp"))
 
 
 def test_prepared_grids_split_one_game_over_calls(tmp_path) -> None:
-    """prepare_grids makes the grid set once; calls with a subset of the methods each
-    compute only theirs (as the main job's worker processes do); a call with every
-    method collects them without computing anything — the one-call result."""
+    """make_grid_dataset with the results folder makes the grid set once; calls with a
+    subset of the methods each compute only theirs (as the main job's worker processes
+    do); a call with every method collects them without computing anything — the
+    one-call result."""
     model, data, _ = make_fake(seed=9, num=120, k=6)
     kw = dict(n=2, num_grids=5, confidence_threshold=None, progress=False)
     whole = grid_pointing_game(model, data, {"m": oracle, "u": uniform}, **kw)
-    grids = prepare_grids(model, data, results_dir=tmp_path, **kw)
+    grids = make_grid_dataset(model, data, results_dir=tmp_path, **kw)
     assert (tmp_path / "grids.json").exists() and not list(tmp_path.glob("[mu]*.json"))
     assert torch.equal(grids.source_indices, whole_grids(model, data, kw).source_indices)
     forwards = model.calls
@@ -457,8 +464,49 @@ def test_prepared_grids_split_one_game_over_calls(tmp_path) -> None:
     for name in ("m", "u"):
         np.testing.assert_array_equal(res.scores[name], whole.scores[name])
     # the prepared grid set is keyed like the game's: other settings are refused
-    with pytest.raises(ValueError, match="other settings or another model"):
-        prepare_grids(model, data, results_dir=tmp_path, **{**kw, "seed": 1})
+    with pytest.raises(SettingsMismatchError, match="seed: 0 then, 1 now"):
+        make_grid_dataset(model, data, results_dir=tmp_path, **{**kw, "seed": 1})
+
+
+def test_a_results_folder_of_the_version_before_the_store_is_read(tmp_path) -> None:
+    """A folder written before ``store.json`` existed (grids.json with its settings at
+    the top level, partial files keyed by a fingerprint only) is loaded, not
+    recomputed; one of other settings is refused by its grids.json."""
+    model, data, _ = make_fake(seed=9, num=120, k=6)
+    kw = dict(n=2, num_grids=5, batch_size=2, confidence_threshold=None, progress=False)
+    whole = grid_pointing_game(model, data, {"m": oracle, "u": uniform}, results_dir=tmp_path,
+                               **kw)
+    # the layout of that version: no store.json; grids.json as GridDataset.to_dict + model
+    (tmp_path / "store.json").unlink()
+    grids = json.loads((tmp_path / "grids.json").read_text())
+    (tmp_path / "grids.json").write_text(json.dumps(
+        {k: v for k, v in grids.items() if k not in ("key", "settings")}))
+    # ... and an unfinished method as it saved it: key (fingerprint), method, scores
+    u = json.loads((tmp_path / "u.json").read_text())
+    (tmp_path / "u.json").unlink()
+    (tmp_path / "u.partial.json").write_text(json.dumps(
+        {"key": u["key"], "method": "u", "scores": sum(u["scores"][:2], [])}))  # 2 grids done
+    calls = {"u": 0}
+
+    def counted_uniform(images, targets):
+        calls["u"] += 1
+        return uniform(images, targets)
+
+    counted_uniform.__name__ = "u"
+
+    def never(images, targets):
+        raise AssertionError("a finished method was computed again")
+
+    forwards = model.calls
+    res = grid_pointing_game(model, data, {"m": never, "u": counted_uniform},
+                             results_dir=tmp_path, **kw)
+    assert model.calls == forwards  # the grids were loaded, not remade
+    assert calls["u"] == 2 * 4  # grids 2-4 in two batches, one call per cell
+    for name in ("m", "u"):
+        np.testing.assert_array_equal(res.scores[name], whole.scores[name])
+    (tmp_path / "store.json").unlink()
+    with pytest.raises(SettingsMismatchError, match="seed: 0 then, 1 now"):
+        grid_pointing_game(model, data, {"m": never}, results_dir=tmp_path, seed=1, **kw)
 
 
 def whole_grids(model, data, kw):

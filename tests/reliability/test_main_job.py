@@ -19,7 +19,7 @@ import torch
 import bcosnet.training
 from bcosnet._utils.io import FolderBusyError, folder_lock
 from bcosnet.cli import main
-from bcosnet.pipeline import MainConfig, MainSettingsError, _Jobs, run_main
+from bcosnet.pipeline import MainConfig, MainSettingsError, WorkerPool, run_main
 
 AREA = "main job"
 
@@ -61,12 +61,17 @@ def _mtimes(out: Path) -> dict[str, int]:
             and p.parent.name != "figures"}
 
 
+def _accuracy(out: Path) -> dict[str, float]:
+    """The accuracies the main job reported."""
+    return json.loads((out / "results.json").read_text())["accuracy"]
+
+
 def test_stages_keyed_by_settings_resumable_and_locked(tmp_path, tiny_presets,
                                                        reliability) -> None:
     out = tmp_path / "main"
     run_main(_cfg(out))
     before = _mtimes(out)
-    acc = json.loads((out / "accuracy.json").read_text())
+    acc = _accuracy(out)
 
     # the same settings (threads / progress are how to run, not what): everything reused
     run_main(_cfg(out, threads=2, progress=False))
@@ -90,12 +95,13 @@ def test_stages_keyed_by_settings_resumable_and_locked(tmp_path, tiny_presets,
     assert _mtimes(out) == before
 
     # a derived stage made from other networks is recomputed, not reused
-    stages = json.loads((out / "stages.json").read_text())
-    stages["accuracy"]["networks"] = "0" * 16
-    (out / "stages.json").write_text(json.dumps(stages))
+    item = out / "stages" / "accuracy.json"
+    saved = json.loads(item.read_text())
+    saved["settings"]["networks"] = "0" * 16
+    item.write_text(json.dumps(saved))
     run_main(_cfg(out))
-    assert (out / "accuracy.json").stat().st_mtime_ns != before["accuracy.json"]
-    assert json.loads((out / "accuracy.json").read_text()) == acc
+    assert item.stat().st_mtime_ns != before["stages/accuracy.json"]
+    assert _accuracy(out) == acc
     reliability.handled(AREA, "accuracy cached from other networks (fingerprint differs)",
                         "recomputed")
 
@@ -188,7 +194,7 @@ def test_interrupted_job_stops_its_worker_processes(reliability) -> None:
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     t0 = time.monotonic()
     try:
-        with pytest.raises(KeyboardInterrupt), _Jobs(MainConfig(threads=2, workers=2)) as jobs:
+        with pytest.raises(KeyboardInterrupt), WorkerPool(2, 1) as jobs:
             jobs.run([("long job", time.sleep, (120,)),
                       ("ctrl-c", os.kill, (os.getpid(), signal.SIGINT))])
     finally:
@@ -212,13 +218,13 @@ def test_worker_processes_exit_when_the_main_process_is_killed(reliability) -> N
     """A killed main job (SIGKILL: no clean-up) leaves no worker computing on."""
     script = (
         "import os, signal, threading, time\n"
-        "from bcosnet.pipeline import MainConfig, _Jobs\n"
-        "jobs = _Jobs(MainConfig(threads=2, workers=2))\n"
+        "from bcosnet.pipeline import WorkerPool\n"
+        "jobs = WorkerPool(2, 1)\n"
         "def kill_later():\n"
-        "    while len(jobs.pool._processes if jobs.pool else ()) < 2:\n"
+        "    while len(jobs.worker_pids) < 2:\n"
         "        time.sleep(0.2)\n"
         "    time.sleep(1)\n"
-        "    print(*jobs.pool._processes, flush=True)\n"
+        "    print(*jobs.worker_pids, flush=True)\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
         "threading.Thread(target=kill_later, daemon=True).start()\n"
         "jobs.run([('a', time.sleep, (120,)), ('b', time.sleep, (120,))])\n"

@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
     _accuracy_args(a)
     a.set_defaults(func=run_accuracy, api_flags=RECORD_FLAGS)
     loc = sub.add_parser(
-        "localisation", help="the grid pointing game (SPEC §5; Figs. B1/B2)",
+        "localisation", help="the grid pointing game (docs/protocol.md, section 5; Figs. B1/B2)",
         description="The grid pointing game on the paper's protocol by default: 3×3 grids, "
         "500 of them, images with sigmoid(logit) > 0.5, every method (bcos only on B-cos "
         "networks), smoothing by the cell size. Progress bars show each method's ETA; "
@@ -91,16 +91,28 @@ def _model_and_data_args(a: argparse.ArgumentParser) -> None:
     add_data_args(a)
 
 
+def _results_args(a: argparse.ArgumentParser, out_help: str, methods_help: str) -> None:
+    """The model, its data, the results folder and the methods of a results command."""
+    _model_and_data_args(a)
+    a.add_argument("--out", required=True, help=out_help)
+    a.add_argument("--methods", default="all", help=methods_help)
+
+
+def _run_args(a: argparse.ArgumentParser) -> None:
+    """Seed, weights, threads and progress of a results command."""
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    a.add_argument("--threads", type=int)
+    a.add_argument("--no-progress", action="store_true")
+
+
 def _localisation_args(a: argparse.ArgumentParser) -> None:
     from ._common import parse_grid_counts
 
-    _model_and_data_args(a)
-    a.add_argument("--out", required=True,
-                   help="results folder: grids, per-method scores, box plot; re-running "
-                        "with the same folder resumes")
-    a.add_argument("--methods", default="all",
-                   help="comma-separated methods or 'all' (default: every method; bcos only "
-                        "for B-cos networks)")
+    _results_args(a, "results folder: grids, per-method scores, box plot; re-running with the "
+                  "same folder resumes (other settings are refused, naming each)",
+                  "comma-separated methods or 'all' (default: every method; bcos only for "
+                  "B-cos networks)")
     a.add_argument("--grid-n", type=int, default=3, help="cells per side (default: 3)")
     a.add_argument("--grids", type=int, default=500, help="grids (default: 500, the paper's)")
     a.add_argument("--grids-per-method", type=parse_grid_counts, default={},
@@ -113,24 +125,17 @@ def _localisation_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("--batch-size", type=int, default=8, help="grids per attribution call")
     a.add_argument("--allow-fewer", action="store_true",
                    help="play as many grids as can be made when fewer than --grids can")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
-    a.add_argument("--threads", type=int)
-    a.add_argument("--no-progress", action="store_true")
+    _run_args(a)
 
 
 def _faithfulness_args(a: argparse.ArgumentParser) -> None:
     from ._common import parse_grid_counts
 
-    _model_and_data_args(a)
-    a.add_argument("--out", required=True,
-                   help="results folder (one JSON per method, faithfulness.json/.md); "
-                        "re-running with the same folder resumes")
-    a.add_argument("--methods", default="all",
-                   help="comma-separated methods or 'all' (default: every method, bcos only "
-                        "for B-cos networks); also 'bcos-relative' (the B-cos explanation "
-                        "relative to the baseline); the random-order row is added unless "
-                        "--no-random")
+    _results_args(a, "results folder (one JSON per method, faithfulness.json/.md); re-running "
+                  "with the same folder resumes (other settings are refused, naming each)",
+                  "comma-separated methods or 'all' (default: every method, bcos only for "
+                  "B-cos networks); also 'bcos-relative' (the B-cos explanation relative to "
+                  "the baseline); the random-order row is added unless --no-random")
     a.add_argument("--no-random", action="store_true", help="no random-order row")
     a.add_argument("--images", type=int, default=500,
                    help="test images, a seeded sample (default: 500)")
@@ -150,10 +155,7 @@ def _faithfulness_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("--attribution-batch-size", type=int, default=50,
                    help="images per attribution call")
     a.add_argument("--batch-size", type=int, default=256, help="perturbed images per forward pass")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
-    a.add_argument("--threads", type=int)
-    a.add_argument("--no-progress", action="store_true")
+    _run_args(a)
 
 
 def run_faithfulness(args: argparse.Namespace) -> int:
@@ -167,7 +169,7 @@ def _run_faithfulness(args: argparse.Namespace) -> int:
 
     from .._utils.io import atomic_write_json, atomic_write_text
     from ..evaluation.faithfulness import evaluate_faithfulness
-    from ..pipeline import METHOD_SETTINGS
+    from ..pipeline import method_settings_for
 
     model, ds, dataset, bcos_net, methods = _model_data_methods(args)
     for m in ("bcos", "bcos-relative"):
@@ -185,8 +187,7 @@ def _run_faithfulness(args: argparse.Namespace) -> int:
     res = evaluate_faithfulness(
         model, ds, methods, images=args.images, steps=args.steps, target=args.target,
         baseline=baseline, output=args.output, modes=modes,
-        method_settings={m: s for m, s in METHOD_SETTINGS.items() if m in methods},
-        images_per_method=args.images_per_method,
+        method_settings=method_settings_for(methods), images_per_method=args.images_per_method,
         attribution_batch_size=args.attribution_batch_size, batch_size=args.batch_size,
         seed=args.seed, results_dir=args.out, progress=not args.no_progress,
     )
@@ -206,23 +207,18 @@ def _model_data_methods(args: argparse.Namespace) -> tuple[Any, Any, str, bool, 
     methods of ``--methods`` (``all``: every method the network takes)."""
     import torch
 
+    from ..nn import is_bcos_model
     from ..pipeline import ALL_METHODS
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model, ds, dataset = _load_model_and_test_set(args)
-    bcos_net = _is_bcos(model)
+    bcos_net = is_bcos_model(model)
     if args.methods == "all":
         methods = [m for m in ALL_METHODS if bcos_net or m != "bcos"]
     else:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     return model, ds, dataset, bcos_net, methods
-
-
-def _is_bcos(model: Any) -> bool:
-    from ..nn import is_bcos_model
-
-    return is_bcos_model(model)
 
 
 def run_localisation(args: argparse.Namespace) -> int:
@@ -235,7 +231,7 @@ def run_localisation(args: argparse.Namespace) -> int:
 def _run_localisation(args: argparse.Namespace) -> int:
 
     from ..evaluation import ScoreSummary, grid_pointing_game, plot_pointing_game
-    from ..pipeline import METHOD_SETTINGS
+    from ..pipeline import method_settings_for
 
     model, ds, dataset, bcos_net, methods = _model_data_methods(args)
     smoothing: Any = args.smoothing
@@ -250,8 +246,8 @@ def _run_localisation(args: argparse.Namespace) -> int:
         model, ds, methods, n=args.grid_n, num_grids=args.grids, grids_per_method=counts,
         seed=args.seed, confidence_threshold=None if args.no_threshold else args.threshold,
         allow_fewer=args.allow_fewer, smoothing=smoothing, batch_size=args.batch_size,
-        method_settings={m: s for m, s in METHOD_SETTINGS.items() if m in methods},
-        results_dir=args.out, progress=not args.no_progress,
+        method_settings=method_settings_for(methods), results_dir=args.out,
+        progress=not args.no_progress,
     )
     plot_pointing_game(res, f"{args.out}/boxplot.png")
     st = res.settings

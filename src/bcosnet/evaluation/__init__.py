@@ -1,5 +1,9 @@
-"""Evaluation of models and explanations: plain data + plotting helpers."""
+"""Evaluation of models and explanations: accuracy, the grid pointing game,
+deletion/insertion (faithfulness), neuron statistics and the report — plain
+data and plotting helpers.  Everything of :mod:`.pointing_game` is exported here
+too."""
 
+from . import pointing_game
 from .accuracy import AccuracyResult, accuracy
 from .faithfulness import (
     DeletionInsertion,
@@ -9,20 +13,7 @@ from .faithfulness import (
     faithfulness_table,
 )
 from .neurons import TopActivations, class_distribution, top_activations, top_class_scores
-from .pointing_game import (
-    GridDataset,
-    PointingGameResult,
-    ScoreSummary,
-    TooFewClassesError,
-    cell_scores,
-    grid_pointing_game,
-    make_attribution_fn,
-    make_grid_dataset,
-    paper_smoothing,
-    plot_method_panel,
-    plot_pointing_game,
-    prepare_grids,
-)
+from .pointing_game import *  # noqa: F403  (its __all__, listed below)
 from .report import (
     LocalisationComparison,
     Report,
@@ -35,29 +26,18 @@ __all__ = [
     "AccuracyResult",
     "DeletionInsertion",
     "FaithfulnessResult",
+    "LocalisationComparison",
+    "Report",
+    "ReportFigure",
+    "TopActivations",
     "accuracy",
+    "class_distribution",
+    "compare_localisation",
     "deletion_insertion",
     "evaluate_faithfulness",
     "faithfulness_table",
-    "GridDataset",
-    "LocalisationComparison",
-    "PointingGameResult",
-    "Report",
-    "ReportFigure",
-    "ScoreSummary",
-    "TooFewClassesError",
-    "TopActivations",
-    "cell_scores",
-    "class_distribution",
-    "compare_localisation",
-    "grid_pointing_game",
-    "make_attribution_fn",
-    "make_grid_dataset",
-    "paper_smoothing",
-    "plot_method_panel",
-    "plot_pointing_game",
-    "prepare_grids",
     "top_activations",
     "top_class_scores",
     "write_report",
+    *pointing_game.__all__,
 ]

@@ -21,6 +21,8 @@ order gives the baseline row every method should beat.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -28,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from .._utils.modules import eval_mode, first_output
+from .._utils.store import ResultStore, model_fingerprint
 from .._utils.validate import check_choice, check_int
 from ..attribution.base import apply_output, default_output
 
@@ -314,10 +317,8 @@ class FaithfulnessResult:
                 "indices": self.indices, "targets": self.targets}
 
 
-def _method_record(r: DeletionInsertion, settings: dict[str, object],
-                   seconds: float) -> dict[str, object]:
-    return {"settings": settings, "output": r.output, "seconds": seconds,
-            "fractions": r.fractions.tolist(),
+def _method_record(r: DeletionInsertion, seconds: float) -> dict[str, object]:
+    return {"output": r.output, "seconds": seconds, "fractions": r.fractions.tolist(),
             "deletion": None if r.deletion is None else r.deletion.tolist(),
             "insertion": None if r.insertion is None else r.insertion.tolist()}
 
@@ -348,7 +349,7 @@ def evaluate_faithfulness(
     attribution_batch_size: int = 50,
     batch_size: int = 256,
     seed: int = 0,
-    results_dir: str | None = None,
+    results_dir: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> FaithfulnessResult:
     """Deletion and insertion of every method on the same ``images`` test images.
@@ -370,23 +371,59 @@ def evaluate_faithfulness(
             ``k`` of the same sample (``summary(first=k)`` compares every method there).
         attribution_batch_size: images per attribution call.
         seed: image sample and tie-breaking order.
-        results_dir: when given, each method's curves go to ``<dir>/<method>.json``
-            and a re-run with the same settings loads them instead of recomputing.
+        results_dir: when given, each method's curves are one item of a
+            :class:`~bcosnet._utils.store.ResultStore` there (``<method>.json``), and a
+            re-run with the same settings loads them instead of recomputing; the
+            folder is keyed by the settings and the model (``store.json``), each
+            method by its own settings — results of others raise
+            :class:`~bcosnet._utils.store.SettingsMismatchError` (a ValueError naming
+            each difference) before anything is computed.
         progress: a progress line per method.
     """
-    import json
-    import time
-    from pathlib import Path
-
-    from .._utils.io import atomic_write_json
-    from .._utils.progress import progress as _progress
-    from .pointing_game import make_attribution_fn
-
     check_int("images", images, 1)
-    if target not in ("pred", "label"):
-        raise ValueError(f"target must be 'pred' or 'label', got {target!r}")
+    check_choice("target", target, ("pred", "label"))
     check_int("attribution_batch_size", attribution_batch_size, 1)
-    specs: dict[str, Callable[[Tensor, Tensor], Tensor] | str]
+    specs = _method_specs(methods)
+    counts = {name: check_int(f"images_per_method[{name!r}]", k, 1)
+              for name, k in (images_per_method or {}).items()}
+    if output == "auto":
+        output = auto_output(model)
+    common: dict[str, object] = {"images": images, "steps": steps, "target": target,
+                                 "baseline": baseline, "output": output, "modes": list(modes),
+                                 "seed": seed}
+    store = None if results_dir is None else ResultStore(
+        results_dir, {**common, "model": model_fingerprint(model)},
+        what="deletion/insertion results")
+    indices, x, labels = _sample(dataset, images, seed)
+    targets = labels if target == "label" else _predictions(model, x, batch_size)
+    settings = {**common, "images": len(indices), "correct": int((targets == labels).sum())}
+    curves: dict[str, DeletionInsertion] = {}
+    seconds: dict[str, float] = {}
+    for name, spec in specs.items():
+        ms = dict((method_settings or {}).get(name, {}))
+        key = {**settings, "images": min(len(indices), counts.get(name, len(indices))),
+               "method_settings": ms}
+        saved = store.load(name, key) if store is not None else None
+        if saved is not None:
+            curves[name], seconds[name] = _load_record(saved), float(saved.get("seconds", 0.0))
+            continue
+        nm = int(key["images"])  # type: ignore[call-overload]
+        t0 = time.perf_counter()
+        maps = _maps(model, spec, ms, x[:nm], targets[:nm], baseline=baseline,
+                     batch=attribution_batch_size, progress=progress, name=name)
+        curves[name] = deletion_insertion(
+            model, x[:nm], maps, targets[:nm], steps=steps, baseline=baseline, output=output,
+            modes=modes, batch_size=batch_size, seed=seed)
+        seconds[name] = time.perf_counter() - t0
+        if store is not None:
+            store.save(name, _method_record(curves[name], seconds[name]), key)
+        if progress:
+            _print_row(name, curves[name], seconds[name])
+    return FaithfulnessResult(curves=curves, indices=indices, targets=targets.tolist(),
+                              settings=settings, seconds=seconds)
+
+
+def _method_specs(methods: object) -> dict[str, Callable[[Tensor, Tensor], Tensor] | str]:
     if isinstance(methods, Mapping):
         specs = dict(methods)
     elif isinstance(methods, (list, tuple)):
@@ -396,76 +433,53 @@ def evaluate_faithfulness(
                         f"{type(methods).__name__}")
     if not specs:
         raise ValueError("methods is empty; name at least one (e.g. ['bcos', 'random'])")
+    return specs
+
+
+def _sample(dataset: object, images: int, seed: int) -> tuple[list[int], Tensor, Tensor]:
+    """Data-set indices (sorted), images N×C×H×W and labels N of a seeded sample of
+    ``images`` items (all when the data set is smaller)."""
     n_total = len(dataset)  # type: ignore[arg-type]
     if n_total == 0:
         raise ValueError("the data set is empty")
-    n = min(images, n_total)
     g = torch.Generator().manual_seed(seed)
-    indices = sorted(torch.randperm(n_total, generator=g)[:n].tolist())
+    indices = sorted(torch.randperm(n_total, generator=g)[:min(images, n_total)].tolist())
     pairs = [dataset[i] for i in indices]  # type: ignore[index]
-    x = torch.stack([p[0] for p in pairs])
-    labels = torch.tensor([int(p[1]) for p in pairs])
-    if target == "label":
-        targets = labels
+    return indices, torch.stack([p[0] for p in pairs]), torch.tensor([int(p[1]) for p in pairs])
+
+
+@torch.no_grad()
+def _predictions(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
+    """The model's predicted class of each image (N, on the CPU)."""
+    with eval_mode(model):
+        return torch.cat([first_output(model(x[i:i + batch_size])).argmax(1)
+                          for i in range(0, len(x), batch_size)]).cpu()
+
+
+def _maps(model: nn.Module, spec: Callable[[Tensor, Tensor], Tensor] | str,
+          settings: dict[str, object], x: Tensor, targets: Tensor, *,
+          baseline: str | float, batch: int, progress: bool, name: str) -> Tensor:
+    """N×H×W attribution maps of method ``spec`` (zeros for ``"random"``: ties in a
+    seeded random order)."""
+    from .._utils.progress import progress as _progress
+    from .pointing_game import make_attribution_fn
+
+    if spec == "random":
+        return torch.zeros(len(x), *x.shape[-2:])
+    if spec == "bcos-relative":
+        fn = bcos_relative_fn(model, baseline)
     else:
-        with torch.no_grad(), eval_mode(model):
-            targets = torch.cat([first_output(model(x[i:i + batch_size])).argmax(1)
-                                 for i in range(0, n, batch_size)]).cpu()
-    if output == "auto":
-        output = auto_output(model)
-    base_settings: dict[str, object] = {
-        "images": n, "steps": steps, "target": target, "baseline": baseline,
-        "output": output, "modes": list(modes), "seed": seed,
-        "correct": int((targets == labels).sum()),
-    }
-    folder = Path(results_dir) if results_dir is not None else None
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-    method_settings = method_settings or {}
-    curves: dict[str, DeletionInsertion] = {}
-    seconds: dict[str, float] = {}
-    images_per_method = dict(images_per_method or {})
-    for name, k in images_per_method.items():
-        check_int(f"images_per_method[{name!r}]", k, 1)
-    for name, spec in specs.items():
-        ms = dict(method_settings.get(name, {}))
-        nm = min(n, images_per_method.get(name, n))
-        settings = {**base_settings, "images": nm, "method_settings": ms}
-        path = folder / f"{name}.json" if folder is not None else None
-        if path is not None and path.is_file():
-            rec = json.loads(path.read_text())
-            if rec.get("settings") != json.loads(json.dumps(settings)):
-                raise ValueError(
-                    f"{path} was computed with other settings ({rec.get('settings')}); "
-                    "use another results folder or delete that file")
-            curves[name], seconds[name] = _load_record(rec), float(rec.get("seconds", 0.0))
-            continue
-        t0 = time.perf_counter()
-        if spec == "random":
-            maps = torch.zeros(nm, *x.shape[-2:])
-        else:
-            if spec == "bcos-relative":
-                fn = bcos_relative_fn(model, baseline)
-            else:
-                fn = make_attribution_fn(model, spec, **ms) if isinstance(spec, str) else spec
-            parts = []
-            batches = range(0, nm, attribution_batch_size)
-            for i in _progress(batches, total=len(batches), desc=f"{name} maps",
-                               disable=not progress):
-                j = min(i + attribution_batch_size, nm)
-                m = fn(x[i:j], targets[i:j]).detach()
-                parts.append((m.sum(1) if m.dim() == 4 else m).cpu())
-            maps = torch.cat(parts)
-        r = deletion_insertion(model, x[:nm], maps, targets[:nm], steps=steps, baseline=baseline,
-                               output=output, modes=modes, batch_size=batch_size, seed=seed)
-        seconds[name] = time.perf_counter() - t0
-        curves[name] = r
-        if path is not None:
-            atomic_write_json(path, _method_record(r, settings, seconds[name]), indent=None)
-        if progress:
-            row = FaithfulnessResult({name: r}, [], [], base_settings, {}).summary()[name]
-            print(f"[faithfulness] {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()
-                                                          if k.endswith("auc"))
-                  + f" ({seconds[name]:.1f} s)", flush=True)
-    return FaithfulnessResult(curves=curves, indices=indices, targets=targets.tolist(),
-                              settings=base_settings, seconds=seconds)
+        fn = make_attribution_fn(model, spec, **settings) if isinstance(spec, str) else spec
+    parts = []
+    starts = range(0, len(x), batch)
+    for i in _progress(starts, total=len(starts), desc=f"{name} maps", disable=not progress):
+        m = fn(x[i:i + batch], targets[i:i + batch]).detach()
+        parts.append((m.sum(1) if m.dim() == 4 else m).cpu())
+    return torch.cat(parts)
+
+
+def _print_row(name: str, r: DeletionInsertion, seconds: float) -> None:
+    row = FaithfulnessResult({name: r}, [], [], {}, {}).summary()[name]
+    print(f"[faithfulness] {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                                                  if k.endswith("auc"))
+          + f" ({seconds:.1f} s)", flush=True)

@@ -14,7 +14,7 @@ brute-force sort over the whole data set.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .._utils.modules import eval_mode, resolve_layer
 from .._utils.progress import progress as tqdm
+from .._utils.validate import check_int, is_int
 
 __all__ = [
     "TopActivations",
@@ -125,12 +126,11 @@ def _resolve_layers(
     spec = {layers: None} if isinstance(layers, str) else dict(layers)
     if not spec:
         raise ValueError("name at least one layer")
-    dict(model.named_modules())
     for name, chans in spec.items():
         resolve_layer(model, name)  # a clear error for an unknown name
         if chans is not None:
             chans = [chans] if isinstance(chans, int) else list(chans)
-            if not chans or not all(isinstance(c, int) and not isinstance(c, bool) for c in chans):
+            if not chans or not all(is_int(c) for c in chans):
                 raise TypeError(
                     f"channels for layer {name!r} must be a list of ints, got {chans!r}"
                 )
@@ -169,8 +169,7 @@ def top_activations(
     Returns:
         A :class:`TopActivations` for a single layer name, else a dict of them.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    check_int("k", k, 1)
     single = isinstance(layers, str)
     if single and channels is not None:
         spec = _resolve_layers(model, {layers: channels})  # type: ignore[dict-item]
@@ -181,103 +180,109 @@ def top_activations(
     if device is None:
         p = next(model.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
+    records = {name: _LayerRecord(name, spec[name], k, per_image) for name in spec}
+    offset = 0
+    with _captured(model, list(spec)) as captured, eval_mode(model):
+        for batch in tqdm(data, desc="neuron statistics", disable=not progress):
+            x, y = _split_batch(batch)
+            x = x.to(device)
+            captured.clear()
+            with contextlib.suppress(_Stop):
+                model(x)
+            for name, record in records.items():
+                if name not in captured:
+                    raise RuntimeError(f"layer {name!r} was not called in the forward pass")
+                record.update(captured[name], y, offset)
+            offset += x.shape[0]
+    if offset == 0:
+        raise ValueError("the data set yielded no batches")
+    results = {name: record.result() for name, record in records.items()}
+    return results[next(iter(spec))] if single else results
+
+
+@contextlib.contextmanager
+def _captured(model: nn.Module, names: list[str]) -> Iterator[dict[str, Tensor]]:
+    """Forward hooks on the layers ``names``: each forward pass fills the yielded dict
+    with their outputs and stops (:class:`_Stop`) once every one is recorded."""
     modules = dict(model.named_modules())
     captured: dict[str, Tensor] = {}
 
-    def make_hook(name: str):
+    def make_hook(name: str) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: tuple, out: Any) -> None:
             if name in captured:
                 return
             if isinstance(out, (tuple, list)):
                 out = out[0]
             captured[name] = out
-            if len(captured) == len(spec):
+            if len(captured) == len(names):
                 raise _Stop  # nothing after the last recorded layer is needed
 
         return hook
 
-    handles = [modules[n].register_forward_hook(make_hook(n)) for n in spec]
-    states: dict[str, _RunningTopK] = {}
-    chans_of: dict[str, list[int]] = {}
-    spatial: dict[str, tuple[int, int]] = {}
-    offset = 0
+    handles = [modules[n].register_forward_hook(make_hook(n)) for n in names]
     try:
-        with eval_mode(model):
-            for batch in tqdm(data, desc="neuron statistics", disable=not progress):
-                x, y = _split_batch(batch)
-                x = x.to(device)
-                n = x.shape[0]
-                captured.clear()
-                with contextlib.suppress(_Stop):
-                    model(x)
-                for name in spec:
-                    if name not in captured:
-                        raise RuntimeError(f"layer {name!r} was not called in the forward pass")
-                    act = captured[name]
-                    if act.dim() == 2:
-                        act = act[:, :, None, None]
-                    if act.dim() != 4:
-                        raise ValueError(
-                            f"layer {name!r} outputs shape {tuple(act.shape)}; expected N×C or "
-                            "N×C×H×W"
-                        )
-                    c_all, h, w = act.shape[1:]
-                    if name not in states:
-                        chans = spec[name] if spec[name] is not None else list(range(c_all))
-                        bad = [c for c in chans if not 0 <= c < c_all]  # type: ignore[union-attr]
-                        if bad:
-                            raise ValueError(
-                                f"channel(s) {bad} out of range: layer {name!r} has {c_all} "
-                                "channels"
-                            )
-                        chans_of[name] = list(chans)  # type: ignore[arg-type]
-                        states[name] = _RunningTopK(len(chans_of[name]), k)
-                        spatial[name] = (h, w)
-                    elif (h, w) != spatial[name]:
-                        # Different image sizes: flat positions would not be comparable.
-                        raise ValueError(
-                            f"layer {name!r} changed its output size from {spatial[name]} to "
-                            f"{(h, w)}; feed images of one size"
-                        )
-                    a = act[:, chans_of[name]].detach().cpu()  # n×C×h×w
-                    cc = a.shape[1]
-                    lab = (
-                        y.reshape(-1).to("cpu", torch.long)
-                        if y is not None
-                        else torch.full((n,), -1, dtype=torch.long)
-                    )
-                    if per_image:
-                        vals, loc = a.flatten(2).max(2)  # first max location on ties
-                        img = torch.arange(n).expand(cc, n)
-                        vals, loc = vals.T, loc.T  # C×n
-                    else:
-                        vals = a.permute(1, 0, 2, 3).reshape(cc, n * h * w)
-                        flat = torch.arange(n * h * w)
-                        img = (flat // (h * w)).expand(cc, -1)
-                        loc = (flat % (h * w)).expand(cc, -1)
-                    pos = (offset + img) * (h * w) + loc
-                    extra = torch.stack([loc // w, loc % w, lab[img]], -1)
-                    states[name].update(vals, pos, extra)
-                offset += n
+        yield captured
     finally:
         for hd in handles:
             hd.remove()
 
-    if offset == 0:
-        raise ValueError("the data set yielded no batches")
-    results = {}
-    for name, st in states.items():
-        h, w = spatial[name]
-        results[name] = TopActivations(
-            layer=name,
-            channels=chans_of[name],
-            values=st.values,
-            indices=st.pos // (h * w),
-            locations=st.extra[..., :2],
-            labels=st.extra[..., 2],
-            per_image=per_image,
-        )
-    return results[next(iter(spec))] if single else results
+
+class _LayerRecord:
+    """The running top-k of one layer's chosen channels."""
+
+    def __init__(self, name: str, channels: list[int] | None, k: int, per_image: bool) -> None:
+        self.name, self.wanted, self.k, self.per_image = name, channels, k, per_image
+        self.channels: list[int] = []
+        self.state: _RunningTopK | None = None
+        self.spatial = (0, 0)
+
+    def _start(self, c_all: int, h: int, w: int) -> None:
+        chans = self.wanted if self.wanted is not None else list(range(c_all))
+        bad = [c for c in chans if not 0 <= c < c_all]
+        if bad:
+            raise ValueError(f"channel(s) {bad} out of range: layer {self.name!r} has {c_all} "
+                             "channels")
+        self.channels = list(chans)
+        self.state = _RunningTopK(len(self.channels), self.k)
+        self.spatial = (h, w)
+
+    def update(self, act: Tensor, y: Tensor | None, offset: int) -> None:
+        """Merge one batch's activations (N×C or N×C×H×W) of images ``offset``.. in."""
+        if act.dim() == 2:
+            act = act[:, :, None, None]
+        if act.dim() != 4:
+            raise ValueError(f"layer {self.name!r} outputs shape {tuple(act.shape)}; expected "
+                             "N×C or N×C×H×W")
+        n, c_all, h, w = act.shape
+        if self.state is None:
+            self._start(c_all, h, w)
+        elif (h, w) != self.spatial:
+            # Different image sizes: flat positions would not be comparable.
+            raise ValueError(f"layer {self.name!r} changed its output size from "
+                             f"{self.spatial} to {(h, w)}; feed images of one size")
+        a = act[:, self.channels].detach().cpu()  # n×C×h×w
+        cc = a.shape[1]
+        lab = (y.reshape(-1).to("cpu", torch.long) if y is not None
+               else torch.full((n,), -1, dtype=torch.long))
+        if self.per_image:
+            vals, loc = a.flatten(2).max(2)  # first max location on ties
+            img = torch.arange(n).expand(cc, n)
+            vals, loc = vals.T, loc.T  # C×n
+        else:
+            vals = a.permute(1, 0, 2, 3).reshape(cc, n * h * w)
+            flat = torch.arange(n * h * w)
+            img = (flat // (h * w)).expand(cc, -1)
+            loc = (flat % (h * w)).expand(cc, -1)
+        pos = (offset + img) * (h * w) + loc
+        self.state.update(vals, pos, torch.stack([loc // w, loc % w, lab[img]], -1))  # type: ignore[union-attr]
+
+    def result(self) -> TopActivations:
+        assert self.state is not None
+        h, w = self.spatial
+        return TopActivations(layer=self.name, channels=self.channels, values=self.state.values,
+                              indices=self.state.pos // (h * w),
+                              locations=self.state.extra[..., :2],
+                              labels=self.state.extra[..., 2], per_image=self.per_image)
 
 
 def top_class_scores(
@@ -299,8 +304,7 @@ def top_class_scores(
     ``channels`` = the classes; images that do not qualify never enter the
     top-k (rows can have fewer than k real entries: their values are −inf).
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    check_int("k", k, 1)
     if device is None:
         p = next(model.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")

@@ -520,6 +520,58 @@ def _paragraphs(text: str) -> list[str]:
     return [p.strip() for p in re.split(r"\n\s*\n", text or "") if p.strip()]
 
 
+class _Doc:
+    """The report as Markdown and HTML, written side by side."""
+
+    def __init__(self, out: Path, embed_images: bool) -> None:
+        self.out, self.embed = out, embed_images
+        self.md: list[str] = []
+        self.html: list[str] = []
+
+    def rel(self, p: Path) -> str:
+        return Path(os.path.relpath(p.resolve(), self.out.resolve())).as_posix()
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.md += [f"{'#' * level} {text}", ""]
+        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+
+    def paragraphs(self, text: str) -> None:
+        for p in _paragraphs(text):
+            self.md += [p, ""]
+            self.html.append(f"<p>{html.escape(p)}</p>")
+
+    def table(self, rows: list[dict[str, Any]], table_id: str | None = None) -> None:
+        """A table without its constant columns, those named once below it."""
+        shown, constant = _split_constant(rows)
+        self.md += [_md_table(shown), ""]
+        self.html.append(_html_table(shown, table_id=table_id))
+        if constant:
+            self.paragraphs(_same_text(constant))
+
+    def figure(self, f: ReportFigure, p: Path) -> None:
+        self.md += [f"![{f.caption or p.name}]({self.rel(p)})", ""]
+        if f.caption:
+            self.md += [f"*{f.caption}*", ""]
+        self.html.append(_html_image(p, self.rel(p), f.caption, self.embed))
+
+    def page(self, title: str) -> str:
+        return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
+                "<body>\n" + "\n".join(self.html) + "\n</body>\n</html>\n")
+
+
+def _check_report(report: Report | Mapping[str, Any], name: str) -> Report:
+    if isinstance(report, Mapping):
+        report = Report.from_dict(report)
+    if not isinstance(report, Report):
+        raise TypeError(f"report must be a Report or a dict, got {type(report).__name__}")
+    if not isinstance(report.title, str) or not report.title.strip():
+        raise ValueError("the report needs a non-empty title")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"name must be a plain file name (letters, digits, _.-), got {name!r}")
+    return report
+
+
 def write_report(
     out_dir: str | os.PathLike,
     report: Report | Mapping[str, Any],
@@ -539,18 +591,10 @@ def write_report(
     Returns:
         :class:`ReportFiles` with the written paths.
     """
-    if isinstance(report, Mapping):
-        report = Report.from_dict(report)
-    if not isinstance(report, Report):
-        raise TypeError(f"report must be a Report or a dict, got {type(report).__name__}")
-    if not isinstance(report.title, str) or not report.title.strip():
-        raise ValueError("the report needs a non-empty title")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ValueError(f"name must be a plain file name (letters, digits, _.-), got {name!r}")
+    report = _check_report(report, name)
     out = Path(out_dir)
     fig_dir = out / "figures"
     out.mkdir(parents=True, exist_ok=True)
-
     acc_rows = _accuracy_rows(report.accuracy)
     pg_rows, plottable, pg_settings = _pg_tables(report.pointing_game)
     pg_fig: Path | None = None
@@ -559,109 +603,86 @@ def write_report(
     elif plottable:
         pg_fig = fig_dir / f"{name}_pointing_game.png"
         plot_pointing_game(plottable, pg_fig)
-    figures = [
-        (f, _place_figure(Path(f.path), out, fig_dir, i + 1))
-        for i, f in enumerate(_figure_list(report.figures))
-    ]
-    pg_figures = [
-        (f, _place_figure(Path(f.path), out, fig_dir, 50 + i))
-        for i, f in enumerate(_figure_list(report.pointing_game_figures))
-    ]
+    figures = [(f, _place_figure(Path(f.path), out, fig_dir, i + 1))
+               for i, f in enumerate(_figure_list(report.figures))]
+    pg_figures = [(f, _place_figure(Path(f.path), out, fig_dir, 50 + i))
+                  for i, f in enumerate(_figure_list(report.pointing_game_figures))]
 
-    def rel(p: Path) -> str:
-        return Path(os.path.relpath(p.resolve(), out.resolve())).as_posix()
-
-    md: list[str] = [f"# {report.title}", ""]
-    hb: list[str] = [f"<h1>{html.escape(report.title)}</h1>"]
+    doc = _Doc(out, embed_images)
+    doc.heading(report.title, 1)
     if report.headline.strip():
-        md += [f"**{report.headline.strip()}**", ""]
-        hb.append(f'<p class="headline"><strong>{html.escape(report.headline.strip())}'
-                  "</strong></p>")
-    for p in _paragraphs(report.text):
-        md += [p, ""]
-        hb.append(f"<p>{html.escape(p)}</p>")
-
-    def table(rows: list[dict[str, Any]], table_id: str | None = None) -> None:
-        """A table without its constant columns, those named once below it."""
-        shown, constant = _split_constant(rows)
-        md.extend([_md_table(shown), ""])
-        hb.append(_html_table(shown, table_id=table_id))
-        if constant:
-            md.extend([_same_text(constant), ""])
-            hb.append(f"<p>{html.escape(_same_text(constant))}</p>")
-
-    def figure(f: ReportFigure, p: Path) -> None:
-        md.extend([f"![{f.caption or p.name}]({rel(p)})", ""])
-        if f.caption:
-            md.extend([f"*{f.caption}*", ""])
-        hb.append(_html_image(p, rel(p), f.caption, embed_images))
-
+        doc.md += [f"**{report.headline.strip()}**", ""]
+        doc.html.append(f'<p class="headline"><strong>{html.escape(report.headline.strip())}'
+                        "</strong></p>")
+    doc.paragraphs(report.text)
     if pg_rows or pg_fig is not None or pg_figures:
-        intro = (
-            "Grid pointing game: the fraction of positive attribution inside the cell of "
-            "the explained class (1 = perfect localisation; the dashed line is the "
-            "uniform baseline 1/n²)."
-        )
-        md += ["## Grid pointing game", "", intro, ""]
-        hb += ["<h2>Grid pointing game</h2>", f"<p>{html.escape(intro)}</p>"]
-        if pg_fig is not None:
-            figure(ReportFigure(pg_fig, "Grid pointing game scores per method"), pg_fig)
-        if pg_rows:
-            table(pg_rows, table_id="localisation")
-        for p in _paragraphs(report.pointing_game_text):
-            md += [p, ""]
-            hb.append(f"<p>{html.escape(p)}</p>")
-        if pg_settings:
-            common, differ = _settings_by_model(pg_settings)
-            if common:
-                several = len({r["model"] for r in pg_settings}) > 1
-                lead = "Settings" + (" (every network)" if several else "")
-                md += [_same_text(common, lead), ""]
-                hb.append(f"<p>{html.escape(_same_text(common, lead))}</p>")
-            if differ:
-                md += ["Settings that differ between the networks:", "", _md_table(differ), ""]
-                hb += ["<p>Settings that differ between the networks:</p>",
-                       _html_table(differ)]
-        for f, p in pg_figures:
-            figure(f, p)
+        _pointing_game_section(doc, report, pg_rows, pg_settings, pg_fig, pg_figures)
     if acc_rows:
-        md += ["## Accuracy", ""]
-        hb.append("<h2>Accuracy</h2>")
-        table(acc_rows)
+        doc.heading("Accuracy")
+        doc.table(acc_rows)
     if figures:
-        md += ["## Explanations", ""]
-        hb.append("<h2>Explanations</h2>")
+        doc.heading("Explanations")
         for f, p in figures:
-            figure(f, p)
+            doc.figure(f, p)
     if report.metadata:
+        doc.heading("Setup")
         meta_rows = [{"setting": str(k), "value": v} for k, v in report.metadata.items()]
-        md += ["## Setup", "", _md_table(meta_rows), ""]
-        hb += ["<h2>Setup</h2>", _html_table(meta_rows)]
+        doc.md += [_md_table(meta_rows), ""]
+        doc.html.append(_html_table(meta_rows))
+    all_figures = ([pg_fig] if pg_fig else []) + [p for _, p in pg_figures]
+    return _write_files(out, name, report, doc, acc_rows, pg_rows, pg_settings,
+                        all_figures, [p for _, p in figures])
 
-    doc = (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>{html.escape(report.title)}</title>\n<style>{_CSS}</style>\n</head>\n"
-        "<body>\n" + "\n".join(hb) + "\n</body>\n</html>\n"
-    )
+
+def _pointing_game_section(doc: _Doc, report: Report, rows: list[dict[str, Any]],
+                           settings: list[dict[str, Any]], box_plot: Path | None,
+                           figures: list[tuple[ReportFigure, Path]]) -> None:
+    doc.heading("Grid pointing game")
+    doc.paragraphs("Grid pointing game: the fraction of positive attribution inside the cell "
+                   "of the explained class (1 = perfect localisation; the dashed line is the "
+                   "uniform baseline 1/n²).")
+    if box_plot is not None:
+        doc.figure(ReportFigure(box_plot, "Grid pointing game scores per method"), box_plot)
+    if rows:
+        doc.table(rows, table_id="localisation")
+    doc.paragraphs(report.pointing_game_text)
+    if settings:
+        common, differ = _settings_by_model(settings)
+        if common:
+            several = len({r["model"] for r in settings}) > 1
+            doc.paragraphs(_same_text(common, "Settings" + (" (every network)" if several
+                                                            else "")))
+        if differ:
+            doc.paragraphs("Settings that differ between the networks:")
+            doc.md += [_md_table(differ), ""]
+            doc.html.append(_html_table(differ))
+    for f, p in figures:
+        doc.figure(f, p)
+
+
+def _write_files(out: Path, name: str, report: Report, doc: _Doc,
+                 acc_rows: list[dict[str, Any]], pg_rows: list[dict[str, Any]],
+                 pg_settings: list[dict[str, Any]], pg_figures: list[Path],
+                 figures: list[Path]) -> ReportFiles:
+    """Write the Markdown, HTML and JSON files of ``doc`` and return their paths."""
+    def rows(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: _jsonable(v) for k, v in r.items()} for r in rs]
+
     numbers = {
         "title": report.title,
         "headline": report.headline,
         "metadata": {str(k): _jsonable(v) for k, v in report.metadata.items()},
-        "accuracy": [{k: _jsonable(v) for k, v in r.items()} for r in acc_rows],
-        "pointing_game": [{k: _jsonable(v) for k, v in r.items()} for r in pg_rows],
-        "pointing_game_settings": [{k: _jsonable(v) for k, v in r.items()} for r in pg_settings],
-        "figures": [rel(p) for _, p in figures] + ([rel(pg_fig)] if pg_fig else [])
-        + [rel(p) for _, p in pg_figures],
+        "accuracy": rows(acc_rows),
+        "pointing_game": rows(pg_rows),
+        "pointing_game_settings": rows(pg_settings),
+        "figures": [doc.rel(p) for p in figures + pg_figures],
     }
     md_path, html_path, json_path = out / f"{name}.md", out / f"{name}.html", out / f"{name}.json"
     atomic_write_json(json_path, numbers)
-    atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
-    atomic_write_text(html_path, doc)
-    return ReportFiles(
-        markdown=md_path, html=html_path, json=json_path,
-        figures=([pg_fig] if pg_fig else []) + [p for _, p in pg_figures]
-        + [p for _, p in figures],
-    )
+    atomic_write_text(md_path, "\n".join(doc.md).rstrip() + "\n")
+    atomic_write_text(html_path, doc.page(report.title))
+    return ReportFiles(markdown=md_path, html=html_path, json=json_path,
+                       figures=pg_figures + figures)
 
 
 def _jsonable(v: Any) -> Any:

@@ -33,7 +33,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .._utils.modules import eval_mode, first_output
 from ..data import DataSplits, EpochSeededDataset, build_datasets, per_class_subset
 from ..models import create_finetune_model, create_model, freeze_backbone
 from .checkpoint import (
@@ -49,6 +48,7 @@ from .config import TrainConfig, config_to_dict
 from .distributed import DistEnv, ShardedSampler, all_reduce_sum, broadcast_flag, init_distributed
 from .ema import ModelEMA
 from .losses import combined_loss
+from .metrics import count_classifications
 from .schedules import build_scheduler
 
 __all__ = ["TrainResult", "NonFiniteLossError", "train", "evaluate_model", "CHECKPOINT_NAME"]
@@ -170,26 +170,20 @@ def evaluate_model(
     progress: bool = False,
 ) -> dict[str, float]:
     """Top-1 accuracy (fraction) and mean loss of ``model`` on ``dataset``,
-    sharded over processes when distributed.  Returns ``{"acc", "loss", "n"}``."""
+    sharded over processes when distributed.  Returns ``{"acc", "loss", "n"}``.
+    Counted by :func:`~bcosnet.training.metrics.count_classifications`, as
+    :func:`bcosnet.evaluation.accuracy` counts."""
     from .._utils.progress import progress as tqdm
 
     env = env or DistEnv()
     sampler = ShardedSampler(len(dataset), env.world_size, env.rank, shuffle=False, pad=False)  # type: ignore[arg-type]
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
-    dev = env.device
-    sums = torch.zeros(3, dtype=torch.float64, device=dev)
-    ac = (torch.autocast(dev.type, dtype=autocast_dtype) if autocast_dtype is not None
-          else contextlib.nullcontext())
-    with eval_mode(model):
-        for x, y in tqdm(loader, desc="eval", leave=False,
-                         disable=not (progress and env.is_main)):
-            x, y = x.to(dev, dtype), y.to(dev)
-            with ac:
-                out = first_output(model(x))
-            lval, _ = combined_loss(out, y, loss)
-            sums[0] += lval.double() * len(y)
-            sums[1] += (out.argmax(1) == y).sum()
-            sums[2] += len(y)
+    counts = count_classifications(
+        model, tqdm(loader, desc="eval", leave=False, disable=not (progress and env.is_main)),
+        topk=(1,), device=env.device, dtype=dtype, autocast_dtype=autocast_dtype,
+        loss=lambda out, y: combined_loss(out, y, loss)[0])
+    sums = torch.tensor([counts.loss_sum, counts.hits.get(1, 0), counts.n],
+                        dtype=torch.float64, device=env.device)
     all_reduce_sum(sums, env)
     n = max(sums[2].item(), 1.0)
     return {"acc": sums[1].item() / n, "loss": sums[0].item() / n, "n": int(sums[2].item())}

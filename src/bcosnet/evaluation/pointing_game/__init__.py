@@ -1,4 +1,4 @@
-"""The grid pointing game (SPEC §5; supplement C.2.1, Figs. B1/B2).
+"""The grid pointing game (docs/protocol.md, section 5; supplement C.2.1, Figs. B1/B2).
 
 A localisation metric for attributions.  Correctly classified test images are
 tiled into n×n grids of distinct classes; for every cell the attribution of
@@ -21,11 +21,13 @@ Typical use::
     result.summary()["bcos"].median
     plot_pointing_game(result, "runs/pg/boxplot.png")
 
-The package's modules: :mod:`.grids` (the grid data set, class rankings and
-confidence threshold), :mod:`.scoring` (cell scores and the smoothing rule),
-:mod:`.methods` (attribution callables), :mod:`.results` (summaries, the
-result container and its box plot), :mod:`.game` (the loop and its resume
-store) and :mod:`.panel` (the Fig. A2-style panel of every method's map).
+The package's modules: :mod:`.grids` (the grid data set, class rankings,
+confidence threshold, the grid set's file in a results folder),
+:mod:`.scoring` (cell scores and the smoothing rule), :mod:`.methods`
+(attribution callables), :mod:`.results` (summaries, the result container and
+its box plot), :mod:`.game` (the loop; each method one item of the results
+folder's :class:`~bcosnet._utils.store.ResultStore`) and :mod:`.panel` (the
+Fig. A2-style panel of every method's map).
 """
 
 from .game import grid_maps, grid_pointing_game, prepare_grids

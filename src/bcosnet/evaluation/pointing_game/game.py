@@ -1,37 +1,34 @@
-"""The game loop: explain every cell of every grid, score it, and keep a resume
-store of finished and partial methods."""
+"""The game loop: explain every cell of every grid and score it.  With a results
+folder each method is one item of a :class:`~bcosnet._utils.store.ResultStore`
+(the folder's settings: the grid settings and the model): finished methods are
+loaded, an interrupted one resumes from its partial file."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import re
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..._utils.io import atomic_write_json
+from ..._utils.modules import eval_mode
 from ..._utils.progress import progress as tqdm
-from ._model import _eval_mode, _fingerprint, _model_device_dtype, _model_fingerprint
-from .grids import GridDataset, _check_n, make_grid_dataset
+from ..._utils.store import ResultStore, fingerprint, model_fingerprint
+from ..._utils.validate import check_int
+from ._model import model_device_dtype
+from .grids import GridDataset, _grid_set, grid_settings, grid_store, make_grid_dataset
 from .methods import AttributionFn, _normalise_methods, make_attribution_fn, supports_multi_target
 from .results import PointingGameResult, ScoreSummary
 from .scoring import _check_smoothing, cell_scores
 
-__all__ = ["grid_pointing_game", "prepare_grids"]
+__all__ = ["grid_maps", "grid_pointing_game", "prepare_grids"]
 
-_GRID_KEYS = ("n", "seed", "confidence_threshold", "confidence_score")
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "method"
-
+#: The earlier name of :func:`make_grid_dataset` with ``results_dir`` (kept).
+prepare_grids = make_grid_dataset
 
 def _summed_maps(maps: Any, name: str, lead: tuple[int, ...], size: tuple[int, int]) -> Tensor:
     """Check a method's output (lead + [C×]H×W) and sum it over channels: lead + H×W."""
@@ -90,7 +87,7 @@ def _score_method(
 ) -> tuple[np.ndarray, float, int]:
     """Scores of the first ``count`` grids (G×n², row-major cells), resuming after the
     complete grids in ``done_scores``; also the seconds spent and the grids computed."""
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     sq = grids.n * grids.n
     start = min(len(done_scores) // sq, count)
     scores = list(done_scores[: start * sq])
@@ -104,7 +101,7 @@ def _score_method(
             idx = torch.arange(s, min(s + batch_size, count))
             images = grids.get_images(idx).to(device=device, dtype=dtype)
             targets = grids.classes[idx].to(device)
-            with _eval_mode(model):
+            with eval_mode(model):
                 maps = grid_maps(fn, images, targets, name=name, multi_target=multi)
             b = len(idx)
             flat = maps.reshape(b * sq, *maps.shape[-2:])
@@ -127,8 +124,7 @@ def _grid_counts(method_names: list[str], grids_per_method: Mapping[str, int] | 
         if m not in counts:
             raise ValueError(f"grids_per_method names unknown method {m!r}; methods: "
                              f"{method_names}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValueError(f"grids_per_method[{m!r}] must be a non-negative int, got {k!r}")
+        check_int(f"grids_per_method[{m!r}]", k, 0)
         if num_grids is not None and k > num_grids:
             raise ValueError(
                 f"grids_per_method[{m!r}] = {k} exceeds num_grids = {num_grids}: the grid set "
@@ -136,94 +132,6 @@ def _grid_counts(method_names: list[str], grids_per_method: Mapping[str, int] | 
             )
         counts[m] = k
     return counts
-
-
-def _load_or_make_grids(model: nn.Module, data: Any, wanted: dict[str, Any], *,
-                        num_grids: int | None, allow_fewer: bool, batch_size: int,
-                        progress: bool, grid_file: Path | None, model_fp: str | None
-                        ) -> GridDataset:
-    saved = None
-    if grid_file is not None and grid_file.exists():
-        with open(grid_file, encoding="utf-8") as f:
-            saved = json.load(f)
-        got = {k: saved.get(k, "sigmoid" if k == "confidence_score" else None)
-               for k in _GRID_KEYS}
-        if got != wanted or saved.get("model") != model_fp:
-            raise ValueError(
-                f"{grid_file} was made for other settings or another model "
-                f"({got}, model {saved.get('model')}; now {wanted}, model {model_fp}); "
-                "use another results_dir or delete it"
-            )
-        if saved.get("requested") == num_grids:
-            return GridDataset.from_dict(saved, data)
-    grids = make_grid_dataset(
-        model, data, wanted["n"], num_grids, seed=wanted["seed"],
-        confidence_threshold=wanted["confidence_threshold"],
-        confidence_score=wanted["confidence_score"], allow_fewer=allow_fewer,
-        batch_size=max(batch_size, 64), progress=progress,
-    )
-    if saved is not None:
-        # Another grid count with the same settings: the grids are prefixes of one
-        # sequence, so results of the shared grids stay valid (their keys say which).
-        old = saved["source_indices"]
-        k = min(len(old), len(grids))
-        if grids.source_indices[:k].tolist() != old[:k]:
-            raise ValueError(f"{grid_file} does not match the grids made now; delete it")
-    if grid_file is not None:
-        atomic_write_json(grid_file, {**grids.to_dict(), "model": model_fp})
-    return grids
-
-
-def prepare_grids(
-    model: nn.Module,
-    data: Any,
-    *,
-    n: int = 3,
-    num_grids: int | None = 500,
-    seed: int = 0,
-    confidence_threshold: float | None = 0.5,
-    confidence_score: str = "sigmoid",
-    allow_fewer: bool = False,
-    batch_size: int = 8,
-    results_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> GridDataset:
-    """Make the grid set :func:`grid_pointing_game` plays with these arguments, or load
-    it from ``results_dir/grids.json``, and save it there — without explaining anything.
-
-    For splitting one game over processes: prepare the grids once, then call
-    :func:`grid_pointing_game` with the same arguments and a subset of the methods
-    in each process (each finished method is its own file in ``results_dir``), and
-    finally with every method to collect the results.  Raises as
-    :func:`grid_pointing_game` does (other settings or model in ``results_dir``;
-    :class:`TooFewClassesError`; no grid at all).
-    """
-    out_dir = Path(results_dir) if results_dir is not None else None
-    return _grid_set(model, data, n=n, num_grids=num_grids, seed=seed,
-                     confidence_threshold=confidence_threshold,
-                     confidence_score=confidence_score, allow_fewer=allow_fewer,
-                     batch_size=batch_size, progress=progress, out_dir=out_dir,
-                     model_fp=_model_fingerprint(model) if out_dir is not None else None)
-
-
-def _grid_set(model: nn.Module, data: Any, *, n: int, num_grids: int | None, seed: int,
-              confidence_threshold: float | None, confidence_score: str, allow_fewer: bool,
-              batch_size: int, progress: bool, out_dir: Path | None, model_fp: str | None
-              ) -> GridDataset:
-    wanted = {
-        "n": _check_n(n), "seed": seed,
-        "confidence_threshold": None if confidence_threshold is None
-        else float(confidence_threshold),
-        "confidence_score": confidence_score,
-    }
-    grids = _load_or_make_grids(
-        model, data, wanted, num_grids=num_grids, allow_fewer=allow_fewer,
-        batch_size=batch_size, progress=progress,
-        grid_file=out_dir / "grids.json" if out_dir is not None else None, model_fp=model_fp,
-    )
-    if len(grids) == 0:
-        raise ValueError(_no_grids(grids.n, confidence_threshold))
-    return grids
 
 
 def _no_grids(n: int, confidence_threshold: float | None) -> str:
@@ -254,7 +162,8 @@ def grid_pointing_game(
     progress: bool = True,
     label: str | None = None,
 ) -> PointingGameResult:
-    """Play the grid pointing game (SPEC §5) for one model and several methods.
+    """Play the grid pointing game (docs/protocol.md, section 5) for one model and
+    several methods.
 
     The defaults are the paper's protocol: 3×3 grids of the most confidently
     and correctly classified test images with sigmoid(logit) > 0.5, 500 grids,
@@ -287,9 +196,11 @@ def grid_pointing_game(
             every ``checkpoint_interval_s`` seconds) and the combined result
             (``pointing_game.json``) are saved there atomically; calling again
             with the same arguments skips finished methods and resumes partial
-            ones.  Each method's file is keyed by the model, its settings, the
-            smoothing and the grids it plays; files from another model or other
-            settings raise ValueError.
+            ones.  The folder is keyed by the model and the grid settings
+            (``store.json``), each method's file by its settings, the smoothing
+            and the grids it plays; results of other settings raise
+            :class:`~bcosnet._utils.store.SettingsMismatchError` (a ValueError
+            naming each difference) before anything is computed.
         progress: show tqdm progress bars (grids done, rate and ETA per method).
         label: shown before the method name in the progress bars (e.g. the network's
             name when several games run at once).
@@ -301,119 +212,145 @@ def grid_pointing_game(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_int("batch_size", batch_size, 1)
     method_map = _normalise_methods(methods)
-    method_settings = dict(method_settings or {})
-    unknown = set(method_settings) - set(method_map)
-    if unknown:
-        raise ValueError(f"method_settings names unknown methods {sorted(unknown)}")
+    method_settings = _check_method_settings(method_settings, method_map)
     counts = _grid_counts(list(method_map), grids_per_method,
                           None if isinstance(data, GridDataset) else num_grids)
-
-    out_dir = Path(results_dir) if results_dir is not None else None
-    model_fp = _model_fingerprint(model) if out_dir is not None else None
-
-    if isinstance(data, GridDataset):
-        grids = data
-        if len(grids) == 0:
-            raise ValueError("the GridDataset given holds no grids; make it with num_grids >= 1 "
-                             "(make_grid_dataset)")
-    else:
-        grids = _grid_set(model, data, n=n, num_grids=num_grids, seed=seed,
-                          confidence_threshold=confidence_threshold,
-                          confidence_score=confidence_score, allow_fewer=allow_fewer,
-                          batch_size=batch_size, progress=progress, out_dir=out_dir,
-                          model_fp=model_fp)
+    grids, store = _grids_and_store(model, data, results_dir, n=n, num_grids=num_grids,
+                                    seed=seed, confidence_threshold=confidence_threshold,
+                                    confidence_score=confidence_score, allow_fewer=allow_fewer,
+                                    batch_size=batch_size, progress=progress)
     smoothing_used = _check_smoothing(smoothing, grids.cell_size)
     counts = {m: len(grids) if k is None else min(k, len(grids)) for m, k in counts.items()}
-
-    settings: dict[str, Any] = {
-        "n": grids.n,
-        "num_grids": len(grids),
-        "requested_grids": grids.requested,
-        "grids_per_method": dict(counts),
-        "seed": grids.seed,
-        "confidence_threshold": grids.confidence_threshold,
-        "confidence_score": grids.confidence_score,
-        "smoothing": smoothing_used,
-        "smoothing_rule": smoothing if smoothing == "auto" else "explicit",
-        "cell_size": list(grids.cell_size),
-        "method_settings": {k: dict(v) for k, v in method_settings.items()},
-        "multi_target": {},
-        "seconds_per_grid": {},
-    }
-    result = PointingGameResult(n=grids.n, classes=grids.classes.numpy().copy(), settings=settings)
-
-    for name, method in method_map.items():
-        extra = dict(method_settings.get(name, {}))
-        count = counts[name]
-        key = {
-            "method": name,
-            "method_spec": method if isinstance(method, str) else "callable",
-            "method_settings": extra,
-            "smoothing": smoothing_used,
-            "grids": _fingerprint([grids.source_indices[:count].tolist(),
-                                   grids.classes[:count].tolist()]),
-            "model": model_fp,
-        }
-        key_fp = _fingerprint(key)
-        final_file = partial_file = None
-        done: list[float] = []
-        if out_dir is not None:
-            final_file = out_dir / f"{_safe_name(name)}.json"
-            partial_file = out_dir / f"{_safe_name(name)}.partial.json"
-            if final_file.exists():
-                with open(final_file, encoding="utf-8") as f:
-                    saved = json.load(f)
-                _check_resume(final_file, saved, key_fp)
-                result.scores[name] = np.asarray(saved["scores"], dtype=np.float64).reshape(
-                    count, grids.n * grids.n
-                )
-                settings["multi_target"][name] = saved.get("multi_target")
-                settings["seconds_per_grid"][name] = saved.get("seconds_per_grid")
-                continue
-            if partial_file.exists():
-                with open(partial_file, encoding="utf-8") as f:
-                    saved = json.load(f)
-                _check_resume(partial_file, saved, key_fp)
-                done = [float(v) for v in saved["scores"]]
-
-        fn = make_attribution_fn(model, method, **extra)
-
-        def checkpoint(scores: list[float], _p: Path | None = partial_file, _k: str = key_fp,
-                       _name: str = name) -> None:
-            assert _p is not None
-            atomic_write_json(_p, {"key": _k, "method": _name, "scores": scores})
-
-        scores, seconds, computed = _score_method(
-            fn, grids, model, name=name, count=count, smoothing=smoothing_used,
-            batch_size=batch_size, done_scores=done,
-            on_checkpoint=checkpoint if partial_file is not None else None,
-            checkpoint_interval_s=checkpoint_interval_s, progress=progress,
-            label=f"{label}: " if label else "",
-        )
-        multi = supports_multi_target(fn)
-        per_grid = seconds / computed if computed else None
-        settings["multi_target"][name] = multi
-        settings["seconds_per_grid"][name] = per_grid
-        result.scores[name] = scores
-        if final_file is not None and partial_file is not None:
-            atomic_write_json(final_file, {
-                "key": key_fp, "method": name, "settings": key, "multi_target": multi,
-                "seconds_per_grid": per_grid,
-                "summary": ScoreSummary.of(scores).to_dict(), "scores": scores.tolist(),
-            })
-            with contextlib.suppress(FileNotFoundError):
-                partial_file.unlink()
-    if out_dir is not None:
-        result.save(out_dir / "pointing_game.json")
+    result = PointingGameResult(n=grids.n, classes=grids.classes.numpy().copy(),
+                                settings=_result_settings(grids, counts, smoothing,
+                                                          smoothing_used, method_settings))
+    # Every stored method is checked before anything is computed.
+    plans = [_plan(store, name, method, method_settings.get(name, {}), counts[name], grids,
+                   smoothing_used) for name, method in method_map.items()]
+    for plan in plans:
+        _play(plan, model, grids, result, store, smoothing=smoothing_used,
+              batch_size=batch_size, checkpoint_interval_s=checkpoint_interval_s,
+              progress=progress, label=f"{label}: " if label else "")
+    if store is not None:
+        result.save(store.folder / "pointing_game.json")
     return result
 
 
-def _check_resume(path: Path, saved: Mapping[str, Any], key_fp: str) -> None:
-    if saved.get("key") != key_fp:
-        raise ValueError(
-            f"{path} holds results for another model, grids or settings; use another "
-            "results_dir or delete the file to recompute"
-        )
+def _result_settings(grids: GridDataset, counts: dict[str, int], smoothing: int | str | None,
+                     smoothing_used: int | None, method_settings: dict[str, dict[str, Any]]
+                     ) -> dict[str, Any]:
+    """What a result records of how it was computed (``multi_target`` and
+    ``seconds_per_grid`` are filled in per method)."""
+    return {
+        "n": grids.n, "num_grids": len(grids), "requested_grids": grids.requested,
+        "grids_per_method": dict(counts), "seed": grids.seed,
+        "confidence_threshold": grids.confidence_threshold,
+        "confidence_score": grids.confidence_score, "smoothing": smoothing_used,
+        "smoothing_rule": smoothing if smoothing == "auto" else "explicit",
+        "cell_size": list(grids.cell_size), "method_settings": method_settings,
+        "multi_target": {}, "seconds_per_grid": {},
+    }
+
+
+def _check_method_settings(method_settings: Mapping[str, Mapping[str, Any]] | None,
+                           method_map: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {k: dict(v) for k, v in (method_settings or {}).items()}
+    unknown = set(out) - set(method_map)
+    if unknown:
+        raise ValueError(f"method_settings names unknown methods {sorted(unknown)}")
+    return out
+
+
+def _grids_and_store(model: nn.Module, data: Any, results_dir: str | os.PathLike | None, *,
+                     n: int, num_grids: int | None, seed: int,
+                     confidence_threshold: float | None, confidence_score: str,
+                     allow_fewer: bool, batch_size: int, progress: bool
+                     ) -> tuple[GridDataset, ResultStore | None]:
+    """The grid set (``data`` itself when it is one, else loaded or made) and the
+    results folder's store (its settings checked before the grids are made)."""
+    if isinstance(data, GridDataset):
+        if len(data) == 0:
+            raise ValueError("the GridDataset given holds no grids; make it with num_grids >= 1 "
+                             "(make_grid_dataset)")
+        wanted = {"n": data.n, "seed": data.seed,
+                  "confidence_threshold": data.confidence_threshold,
+                  "confidence_score": data.confidence_score}
+    else:
+        wanted = grid_settings(n, num_grids, seed, confidence_threshold, confidence_score)
+    store = None if results_dir is None else grid_store(results_dir, wanted,
+                                                        model_fingerprint(model))
+    if isinstance(data, GridDataset):
+        return data, store
+    grids = _grid_set(model, data, wanted, store, num_grids=num_grids, allow_fewer=allow_fewer,
+                      batch_size=max(batch_size, 64), progress=progress)
+    if len(grids) == 0:
+        raise ValueError(_no_grids(grids.n, confidence_threshold))
+    return grids, store
+
+
+@dataclass
+class _Plan:
+    """One method's work: its settings (the key of its stored result), a stored
+    result to load, or the scores of the grids an interrupted run finished."""
+
+    name: str
+    method: Any
+    extra: dict[str, Any]
+    count: int
+    key: dict[str, Any]
+    saved: dict[str, Any] | None = None
+    done: list[float] = field(default_factory=list)
+
+
+def _plan(store: ResultStore | None, name: str, method: Any, extra: dict[str, Any], count: int,
+          grids: GridDataset, smoothing: int | None) -> _Plan:
+    key = {
+        "method": name,
+        "method_spec": method if isinstance(method, str) else "callable",
+        "method_settings": extra,
+        "smoothing": smoothing,
+        "grids": fingerprint([grids.source_indices[:count].tolist(),
+                              grids.classes[:count].tolist()]),
+        "model": store.settings["model"] if store is not None else None,  # type: ignore[index]
+    }
+    plan = _Plan(name, method, extra, count, key)
+    if store is not None:
+        plan.saved = store.load(name, key)
+        partial = store.load_partial(name, key) if plan.saved is None else None
+        plan.done = [float(v) for v in (partial or {}).get("scores", [])]
+    return plan
+
+
+def _play(plan: _Plan, model: nn.Module, grids: GridDataset, result: PointingGameResult,
+          store: ResultStore | None, *, smoothing: int | None, batch_size: int,
+          checkpoint_interval_s: float, progress: bool, label: str) -> None:
+    """Score ``plan``'s method into ``result`` (loaded when stored), saving its
+    progress and its finished result in ``store``."""
+    name, sq, runs = plan.name, grids.n * grids.n, result.settings
+    if plan.saved is not None:
+        result.scores[name] = np.asarray(plan.saved["scores"], dtype=np.float64).reshape(
+            plan.count, sq)
+        runs["multi_target"][name] = plan.saved.get("multi_target")
+        runs["seconds_per_grid"][name] = plan.saved.get("seconds_per_grid")
+        return
+    fn = make_attribution_fn(model, plan.method, **plan.extra)
+
+    def checkpoint(scores: list[float]) -> None:
+        assert store is not None
+        store.save_partial(name, {"method": name, "scores": scores}, plan.key)
+
+    scores, seconds, computed = _score_method(
+        fn, grids, model, name=name, count=plan.count, smoothing=smoothing,
+        batch_size=batch_size, done_scores=plan.done,
+        on_checkpoint=checkpoint if store is not None else None,
+        checkpoint_interval_s=checkpoint_interval_s, progress=progress, label=label)
+    multi = supports_multi_target(fn)
+    per_grid = seconds / computed if computed else None
+    runs["multi_target"][name], runs["seconds_per_grid"][name] = multi, per_grid
+    result.scores[name] = scores
+    if store is not None:
+        store.save(name, {"method": name, "multi_target": multi, "seconds_per_grid": per_grid,
+                          "summary": ScoreSummary.of(scores).to_dict(),
+                          "scores": scores.tolist()}, plan.key)

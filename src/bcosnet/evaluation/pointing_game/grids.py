@@ -1,25 +1,30 @@
 """Grid data: the n×n grid images of distinct, confidently and correctly
-classified classes (SPEC §5), the per-class confidence rankings and the
-confidence threshold."""
+classified classes (docs/protocol.md, section 5), the per-class confidence
+rankings, the confidence threshold, and the grid set's file in a results folder."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..._utils.modules import first_output
+from ..._utils.modules import eval_mode, first_output
 from ..._utils.progress import progress as tqdm
-from ._model import _eval_mode, _model_device_dtype
+from ..._utils.store import ResultStore, model_fingerprint
+from ..._utils.validate import check_choice, check_int
+from ._model import model_device_dtype
 
-__all__ = ["GridDataset", "TooFewClassesError", "grid_size_advice", "largest_grid_n",
-           "make_grid_dataset"]
+__all__ = ["GridDataset", "TooFewClassesError", "grid_settings", "grid_size_advice",
+           "grid_store", "largest_grid_n", "make_grid_dataset"]
 
 
 class TooFewClassesError(ValueError):
@@ -52,12 +57,6 @@ def grid_size_advice(n: int, classes: int, whose: str) -> str:
         return (f"{need}; no grid size fits: the pointing game needs at least 4 classes "
                 "(n=2, a 2×2 grid)")
     return f"{need}; n={fit} fits (a {fit}×{fit} grid, {fit * fit} classes)"
-
-
-def _check_n(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n (grid side) must be a positive int such as 2 or 3, got {n!r}")
-    return n
 
 
 def _as_image(x: Any, index: int) -> Tensor:
@@ -248,13 +247,13 @@ def _class_rankings(
     progress: bool,
 ) -> tuple[dict[int, list[int]], dict[int, list[float]], tuple[int, int], int]:
     """Per class: correctly classified data-set indices, most confident first."""
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     logits_true: list[Tensor] = []
     correct: list[Tensor] = []
     labels_all: list[Tensor] = []
     cell_size: tuple[int, int] | None = None
     num_classes = 0
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         bar = tqdm(total=len(source), desc="grid data: classifying", disable=not progress)
         for images, labels in _iter_batches(source, batch_size):
             if images.dim() != 4 or not images.is_floating_point():
@@ -313,8 +312,9 @@ def make_grid_dataset(
     allow_fewer: bool = False,
     batch_size: int = 64,
     progress: bool = True,
+    results_dir: str | os.PathLike | None = None,
 ) -> GridDataset:
-    """Build the pointing-game grids (SPEC §5).
+    """Build the pointing-game grids (docs/protocol.md, section 5).
 
     For each class, the test images that ``model`` classifies correctly are
     ranked by confidence (true-class logit, descending).  With the default
@@ -351,50 +351,140 @@ def make_grid_dataset(
             are available, with a warning, instead of raising.
         batch_size: images per forward pass when ranking.
         progress: show tqdm progress bars.
+        results_dir: a results folder (that of :func:`grid_pointing_game`): the grid
+            set is loaded from ``grids.json`` there when it was made with these
+            settings and this model (no classification pass), else made and saved
+            there; a folder of other settings or another model raises
+            :class:`~bcosnet._utils.store.SettingsMismatchError` first.  For
+            splitting one game over processes: make the grids once, then play a
+            subset of the methods in each process with the same folder.
 
     Returns:
         A :class:`GridDataset`.
     """
-    n = _check_n(n)
-    if num_grids is not None and (
-        isinstance(num_grids, bool) or not isinstance(num_grids, int) or num_grids < 0
-    ):
-        raise ValueError(f"num_grids must be a non-negative int or None, got {num_grids!r}")
+    wanted = grid_settings(n, num_grids, seed, confidence_threshold, confidence_score)
+    check_int("batch_size", batch_size, 1)
+    store = None if results_dir is None else grid_store(results_dir, wanted,
+                                                         model_fingerprint(model))
+    return _grid_set(model, dataset, wanted, store, num_grids=num_grids,
+                     allow_fewer=allow_fewer, batch_size=batch_size, progress=progress)
+
+
+#: The settings a grid set is made with (with the model: a results folder's settings).
+GRID_KEYS = ("n", "seed", "confidence_threshold", "confidence_score")
+
+
+def grid_settings(n: int, num_grids: int | None, seed: int,
+                  confidence_threshold: float | None, confidence_score: str) -> dict[str, Any]:
+    """The checked settings of a grid set: ``n``, ``seed``, ``confidence_threshold``
+    (a float or None) and ``confidence_score`` (``num_grids`` is checked, not kept: more
+    or fewer grids extend or cut one sequence)."""
+    if num_grids is not None:
+        check_int("num_grids", num_grids, 0)
     if confidence_threshold is not None and not 0.0 <= float(confidence_threshold) < 1.0:
         raise ValueError(
             f"confidence_threshold must be None or a probability in [0, 1) such as 0.5, "
             f"got {confidence_threshold!r}"
         )
-    if confidence_score not in ("sigmoid", "softmax"):
-        raise ValueError(
-            f"confidence_score must be 'sigmoid' or 'softmax', got {confidence_score!r}"
-        )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    source = _as_source(dataset)
+    check_choice("confidence_score", confidence_score, ("sigmoid", "softmax"))
+    return {"n": check_int("n", n, 1), "seed": check_int("seed", seed),
+            "confidence_threshold": None if confidence_threshold is None
+            else float(confidence_threshold), "confidence_score": confidence_score}
+
+
+def _legacy_grid_settings(folder: Path) -> dict[str, Any] | None:
+    """The settings of a results folder written before ``store.json`` (read off its
+    ``grids.json``), or None."""
+    f = folder / "grids.json"
+    if not f.is_file():
+        return None
+    saved = json.loads(f.read_text(encoding="utf-8"))
+    return {**{k: saved.get(k, "sigmoid" if k == "confidence_score" else None)
+               for k in GRID_KEYS}, "model": saved.get("model")}
+
+
+def grid_store(results_dir: str | os.PathLike, settings: dict[str, Any], model_fp: str
+               ) -> ResultStore:
+    """The results folder of a pointing game: grid settings and model fingerprint
+    checked (or recorded) before any work."""
+    return ResultStore(results_dir, {**settings, "model": model_fp},
+                       what="pointing-game results", legacy_settings=_legacy_grid_settings)
+
+
+def _grid_set(model: nn.Module, dataset: Any, wanted: dict[str, Any], store: ResultStore | None,
+              *, num_grids: int | None, allow_fewer: bool, batch_size: int, progress: bool
+              ) -> GridDataset:
+    """The grid set of ``wanted`` settings: loaded from ``store`` when it holds the one
+    asked for, else made (and saved there)."""
+    saved = store.load("grids") if store is not None else None
+    if saved is not None and saved.get("requested") == num_grids:
+        return GridDataset.from_dict(saved, dataset)
+    grids = _make_grids(model, _as_source(dataset), wanted, num_grids=num_grids,
+                        allow_fewer=allow_fewer, batch_size=batch_size, progress=progress)
+    if saved is not None:
+        # Another grid count with the same settings: the grids are prefixes of one
+        # sequence, so results of the shared grids stay valid (their keys say which).
+        old = saved["source_indices"]
+        k = min(len(old), len(grids))
+        if grids.source_indices[:k].tolist() != old[:k]:
+            raise ValueError(f"{store.path('grids')} does not match the grids made now; "  # type: ignore[union-attr]
+                             "delete it")
+    if store is not None:
+        store.save("grids", {**grids.to_dict(), "model": store.settings["model"]})  # type: ignore[index]
+    return grids
+
+
+def _make_grids(model: nn.Module, source: Any, wanted: dict[str, Any], *,
+                num_grids: int | None, allow_fewer: bool, batch_size: int, progress: bool
+                ) -> GridDataset:
+    n, threshold, score = wanted["n"], wanted["confidence_threshold"], wanted["confidence_score"]
     ranking, conf, cell_size, num_classes = _class_rankings(
-        model, source, confidence_threshold=confidence_threshold,
-        confidence_score=confidence_score, batch_size=batch_size, progress=progress,
-    )
+        model, source, confidence_threshold=threshold, confidence_score=score,
+        batch_size=batch_size, progress=progress)
     sq = n * n
     if num_classes < sq:
         raise ValueError(grid_size_advice(n, num_classes, "the model has"))
     usable = {c: len(r) for c, r in ranking.items()}
-    thr = "" if confidence_threshold is None else (
-        f" with {confidence_score}(logit) > {confidence_threshold:g}"
-        if confidence_score == "sigmoid" else f" with softmax > {confidence_threshold:g}")
+    thr = "" if threshold is None else (
+        f" with {score}(logit) > {threshold:g}" if score == "sigmoid"
+        else f" with softmax > {threshold:g}")
     if len(usable) < sq:
-        more = "a better-trained model" + (
-            "" if confidence_threshold is None else " or confidence_threshold=None")
+        more = "a better-trained model" + ("" if threshold is None
+                                           else " or confidence_threshold=None")
         raise TooFewClassesError(
             grid_size_advice(n, len(usable), f"only {len(usable)} of the model's {num_classes} "
                              f"classes have a correctly classified image{thr}: usable classes")
             + f" (images per class: {dict(sorted(usable.items()))}); for more usable classes: "
             f"{more}",
-            needed=sq, usable=usable, confidence_threshold=confidence_threshold,
+            needed=sq, usable=usable, confidence_threshold=threshold,
         )
+    idx, cls, confs = _draw_grids(ranking, conf, sq, num_grids, wanted["seed"])
+    made = len(idx)
+    if num_grids is not None and made < num_grids:
+        msg = (
+            f"only {made} {n}×{n} grids can be made, {num_grids} were requested: after "
+            f"{made} grids fewer than {sq} classes have a correctly classified image{thr} left "
+            f"(usable images per class: {dict(sorted(usable.items()))})"
+        )
+        if not allow_fewer:
+            raise ValueError(f"{msg}; pass {_shortfall_fixes(made, n, threshold)}")
+        warnings.warn(msg, stacklevel=3)
+    return GridDataset(
+        source=source, n=n,
+        source_indices=torch.tensor(idx, dtype=torch.long).reshape(made, sq),
+        classes=torch.tensor(cls, dtype=torch.long).reshape(made, sq),
+        confidences=torch.tensor(confs, dtype=torch.float64).reshape(made, sq),
+        cell_size=cell_size, requested=num_grids, seed=wanted["seed"],
+        confidence_threshold=threshold, confidence_score=score,
+    )
+
+
+def _draw_grids(ranking: dict[int, list[int]], conf: dict[int, list[float]], sq: int,
+                num_grids: int | None, seed: int
+                ) -> tuple[list[list[int]], list[list[int]], list[list[float]]]:
+    """Data-set indices, classes and confidences of the grids: each draws ``sq``
+    distinct classes among those with an unused image left and takes each class's
+    most confident unused image."""
     gen = torch.Generator().manual_seed(seed)
     next_unused = dict.fromkeys(ranking, 0)
     grids_idx: list[list[int]] = []
@@ -411,32 +501,14 @@ def make_grid_dataset(
         grids_conf.append([conf[c][next_unused[c]] for c in chosen])
         for c in chosen:
             next_unused[c] += 1
-    made = len(grids_idx)
-    if num_grids is not None and made < num_grids:
-        msg = (
-            f"only {made} {n}×{n} grids can be made, {num_grids} were requested: after "
-            f"{made} grids fewer than {sq} classes have a correctly classified image{thr} left "
-            f"(usable images per class: {dict(sorted(usable.items()))})"
-        )
-        if not allow_fewer:
-            fixes = [f"num_grids={made}", "allow_fewer=True"]
-            if n > 2:
-                fixes.append(f"a smaller grid (n={n - 1} needs {(n - 1) ** 2} classes per grid)")
-            if confidence_threshold is not None:
-                fixes.append("confidence_threshold=None (more usable images)")
-            raise ValueError(f"{msg}; pass {', '.join(fixes[:-1])} or {fixes[-1]}")
-        warnings.warn(msg, stacklevel=2)
-    return GridDataset(
-        source=source,
-        n=n,
-        source_indices=torch.tensor(grids_idx, dtype=torch.long).reshape(made, sq),
-        classes=torch.tensor(grids_cls, dtype=torch.long).reshape(made, sq),
-        confidences=torch.tensor(grids_conf, dtype=torch.float64).reshape(made, sq),
-        cell_size=cell_size,
-        requested=num_grids,
-        seed=seed,
-        confidence_threshold=None if confidence_threshold is None else float(confidence_threshold),
-        confidence_score=confidence_score,
-    )
+    return grids_idx, grids_cls, grids_conf
 
 
+def _shortfall_fixes(made: int, n: int, confidence_threshold: float | None) -> str:
+    """The arguments that make a request for more grids than can be made pass."""
+    fixes = [f"num_grids={made}", "allow_fewer=True"]
+    if n > 2:
+        fixes.append(f"a smaller grid (n={n - 1} needs {(n - 1) ** 2} classes per grid)")
+    if confidence_threshold is not None:
+        fixes.append("confidence_threshold=None (more usable images)")
+    return f"{', '.join(fixes[:-1])} or {fixes[-1]}"

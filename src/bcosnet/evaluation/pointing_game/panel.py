@@ -8,10 +8,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from torch import nn
+from torch import Tensor, nn
 
 from ..._utils.io import save_figure
-from ._model import _eval_mode, _model_device_dtype
+from ..._utils.modules import eval_mode
+from ._model import model_device_dtype
 from .game import grid_maps
 from .grids import GridDataset
 from .methods import _normalise_methods, make_attribution_fn
@@ -62,7 +63,6 @@ def plot_method_panel(
     cell = sq // 2 if cell is None else cell
     if not 0 <= cell < sq:
         raise ValueError(f"cell must lie in 0..{sq - 1}, got {cell}")
-    method_settings = dict(method_settings or {})
     image = grids.get_images([grid])  # 1×C×H×W
     target = grids.classes[grid, cell].reshape(1, 1)
     k = int(target)
@@ -73,19 +73,9 @@ def plot_method_panel(
     ch, cw = grids.cell_size
     r, c = divmod(cell, grids.n)
 
-    table: list[tuple[str, list[tuple[str, np.ndarray, float]]]] = []
-    for label, (model, methods) in rows.items():
-        device, dtype = _model_device_dtype(model)
-        x = image.to(device=device, dtype=dtype)
-        entries = []
-        for name, method in _normalise_methods(methods).items():
-            fn = make_attribution_fn(model, method, **dict(method_settings.get(name, {})))
-            with _eval_mode(model):
-                m = grid_maps(fn, x, target.to(device), name=name)[0, 0].double().cpu()
-            score = float(cell_scores(m[None], cell, grids.n, smoothing=smoothing)[0])
-            entries.append((name, m.numpy(), score))
-        table.append((label, entries))
-
+    table = [(label, _maps_and_scores(model, methods, image, target, cell, grids.n,
+                                      dict(method_settings or {}), smoothing))
+             for label, (model, methods) in rows.items()]
     cols = 1 + max(len(e) for _, e in table)
     fig = Figure(figsize=(1.6 * cols, 1.75 * len(table) + 0.3))
     FigureCanvasAgg(fig)
@@ -116,3 +106,19 @@ def plot_method_panel(
     if path is not None:
         save_figure(fig, path, dpi=dpi)
     return fig
+
+
+def _maps_and_scores(model: nn.Module, methods: Any, image: Tensor, target: Tensor, cell: int,
+                     n: int, method_settings: dict[str, Any], smoothing: int | None
+                     ) -> list[tuple[str, np.ndarray, float]]:
+    """``(method, its H×W map of the target, the cell's score)`` per method."""
+    device, dtype = model_device_dtype(model)
+    x = image.to(device=device, dtype=dtype)
+    entries = []
+    for name, method in _normalise_methods(methods).items():
+        fn = make_attribution_fn(model, method, **dict(method_settings.get(name, {})))
+        with eval_mode(model):
+            m = grid_maps(fn, x, target.to(device), name=name)[0, 0].double().cpu()
+        score = float(cell_scores(m[None], cell, n, smoothing=smoothing)[0])
+        entries.append((name, m.numpy(), score))
+    return entries

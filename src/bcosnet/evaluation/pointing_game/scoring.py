@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .grids import _check_n
+from ..._utils.validate import check_int, is_int
 
 __all__ = ["cell_scores", "paper_smoothing"]
 
@@ -44,7 +44,7 @@ def _check_smoothing(smoothing: int | str | None, cell_size: Any = None) -> int 
         raise ValueError(f"smoothing must be 'auto', None or an odd int, got {smoothing!r}")
     if smoothing is None or smoothing == 1:
         return None
-    if isinstance(smoothing, bool) or not isinstance(smoothing, int) or smoothing < 1:
+    if not is_int(smoothing) or smoothing < 1:
         raise ValueError(f"smoothing must be None or an odd kernel size >= 1, got {smoothing!r}")
     if smoothing % 2 == 0:
         raise ValueError(
@@ -72,7 +72,7 @@ def cell_scores(
         B float64 scores in [0, 1]: ``Σ_cell max(A, 0) / Σ_grid max(A, 0)``, 0 when
         the map has no positive attribution.
     """
-    n = _check_n(n)
+    n = check_int("n", n, 1)
     k = _check_smoothing(smoothing)
     if not isinstance(maps, Tensor):
         raise TypeError(f"maps must be a tensor, got {type(maps).__name__}")
