@@ -188,6 +188,16 @@ def test_class_count_and_channel_contradictions_name_the_flags(tmp_path: Path, s
     assert model(torch.rand(1, 1, 64, 64)).shape == (1, 3)
 
 
+def test_a_model_channel_option_converts_the_images(small: Path) -> None:
+    cfg = config_from_args(_args("--dataset", "folder", "--data", str(small), "--model",
+                                 "fmnist_bcos", "--model-option", "in_channels=1"))
+    out, notes = resolve_config(cfg)
+    assert out.data.channels == 1 and "channels: 1 (the model's in_channels option" in notes[0]
+    cfg.data.channels = 3
+    with pytest.raises(ValueError, match="in_channels=1 and data.channels=3 disagree"):
+        resolve_config(cfg)
+
+
 def test_too_many_images_per_class_names_the_flag(tmp_path: Path, small: Path, capsys) -> None:
     rc = main(["train", "--dataset", "folder", "--data", str(small), "--train-per-class", "9",
                "--out-dir", str(tmp_path / "o"), "--no-progress", "--threads", "1"])

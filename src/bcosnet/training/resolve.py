@@ -69,7 +69,7 @@ def inferred_image_size(median_side: int, model: str) -> int:
 
 def _weights_record(init_weights: str) -> Any:
     """The model record saved with ``init_weights`` (``None``: a plain state dict)."""
-    from ..models.weights import read_weights
+    from ..models import read_weights
 
     return read_weights(init_weights).record
 
@@ -134,6 +134,13 @@ def _resolve_folder(cfg: TrainConfig, notes: list[str]) -> None:
                 f"{SMALL_MODEL} up to {SMALL_MODEL_MAX_SIZE} px, {LARGE_MODEL} above; "
                 f"model.name / --model to choose)")
     info = model_info(m.name)
+    given = m.options.get("in_channels")
+    if d.channels is None and given is not None and not m.init_weights:
+        d.channels = given
+        notes.append(f"channels: {given} (the model's in_channels option; images converted)")
+    if given is not None and given != d.channels and not m.init_weights:
+        raise ValueError(f"the model option in_channels={given} and data.channels={d.channels} "
+                         f"disagree: drop one (the model takes the images' channels)")
     if d.channels is None:
         d.channels = s.channels
         kind = "grey" if s.channels == 1 else "colour"
