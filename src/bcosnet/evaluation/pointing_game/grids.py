@@ -468,7 +468,7 @@ def _make_grids(model: nn.Module, source: Any, wanted: dict[str, Any], *,
         )
         if not allow_fewer:
             raise ValueError(f"{msg}; pass {_shortfall_fixes(made, n, threshold)}")
-        warnings.warn(msg, stacklevel=3)
+        warnings.warn(msg, stacklevel=4)  # the caller of make_grid_dataset
     return GridDataset(
         source=source, n=n,
         source_indices=torch.tensor(idx, dtype=torch.long).reshape(made, sq),
