@@ -82,11 +82,30 @@ with their defaults):
 
 Every B-cos model is a `bcosnet.models.BcosClassifier`: `forward_features(x)`
 (images → last feature map; tokens for the ViTs), `forward_head(features)`
-(per-location classifier, global average pooling, logit layer), `get_classifier()`,
+(per-location classifier, global average pooling — `forward_evidence(features)` —
+then the logit layer), `forward_head(features, pre_logits=True)` (the pooled
+features `N×num_features` before the classifier, timm's meaning), `get_classifier()`,
 `reset_classifier(num_classes)` (a fresh last layer for fine-tuning; the logit
-bias follows the family's rule), and `last_feature_layer` (the module Grad-CAM
-and the neuron tools use).  The conventional twins have `get_classifier()` and
-`reset_classifier(num_classes)` too.
+bias follows `bcosnet.models.base.logit_bias_rule`: −log(C − 1) for v2 and
+B-cosified networks, the v1 prior otherwise), and `last_feature_layer` (the module
+Grad-CAM and the neuron tools use).  Every conventional twin, Inception's included,
+has `forward_features(x)`, `get_classifier()` and `reset_classifier(num_classes)` too.
+Whether a network is a B-cos network is decided by one rule,
+`bcosnet.nn.is_bcos_model` (a module taking part in explanation mode);
+`model.model_info.is_bcos` agrees with it (`create_model` refuses a registration
+whose `kind` contradicts it).
+
+The code (`src/bcosnet/models/`; each file imports only those above it, no circles):
+
+| file | what |
+|---|---|
+| `registry.py` | the tables — name → builder (`register_model`), name → released weights (`Weights`, `register_weights`) — and the record a model carries (`ModelInfo`, `saved_record`) |
+| `weights.py` | the loader: files, URLs, state dicts → checked state dicts; the `bcos` v2 key spelling (`map_state_keys`); knows nothing of models |
+| `_common.py` | the family files' helpers: paper constants, conv factory, norms, `ImageNormalize`, the option vocabulary, `bcos_v2_release` |
+| `base.py` | the classifier shapes (`BcosClassifier`, the twins' mixin), one `reset_classifier`, `logit_bias_rule` |
+| `factory.py` | `create_model`, `create_finetune_model`, `read_weights`, loading weights into a model |
+| `mnist.py` … `vit.py` | one family each: its variants (`@register_model`) and its released weights as data (`WEIGHTS`) |
+| `bcosification.py`, `bcos_v2.py` | B-cosified twins; the `bcos` package's checkpoints by its names (`load_bcos_v2`) |
 
 Weights (`bcosnet.models.list_weights(name)`): the official B-cos v2 ImageNet
 checkpoints are registered entries (`bcos_v2_imagenet`: source, SHA-256 prefix,

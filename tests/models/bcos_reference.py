@@ -1,4 +1,5 @@
-"""Comparing a bcosnet model with the ``bcos`` package's model of the same weights."""
+"""Helpers of the model tests: comparing a bcosnet model with the ``bcos`` package's
+model of the same weights; batch-norm statistics from one batch."""
 
 from __future__ import annotations
 
@@ -26,3 +27,16 @@ def assert_same_as_bcos(ours: torch.nn.Module, ref: torch.nn.Module, x: torch.Te
     _, w_ref = bcos_explanation(ref, x6, target)
     ex = bcosnet.explain(ours, x, target=target)
     torch.testing.assert_close(ex.weights[:, 0], w_ref, rtol=1e-4, atol=1e-8)
+
+
+def calibrate_norms(model: torch.nn.Module, images: torch.Tensor) -> torch.nn.Module:
+    """Every batch norm's running statistics from one batch of ``images`` (fresh
+    ones, running_var = 1, shrink a v2 net's signal towards 0 layer by layer, or let
+    it explode); returns the model in eval mode."""
+    for m in model.modules():
+        if getattr(m, "running_var", None) is not None:
+            m.momentum = 1.0
+    model.train()
+    with torch.no_grad():
+        model(images)
+    return model.eval()

@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import bcosnet
 from bcosnet.models import BcosClassifier
 from bcosnet.models._common import LEGACY_OPTIONS, translate_legacy_options
+from bcosnet.nn import BcosConv2d
 from bcosnet.training import load_checkpoint_model
+
+from .bcos_reference import calibrate_norms
 
 DATA = Path(__file__).parents[1] / "assets"
 
@@ -31,6 +35,31 @@ SMALL = {
 }
 
 
+def bcos_conv_from_definition(layer: BcosConv2d, x: torch.Tensor) -> torch.Tensor:
+    """A B-cos convolution from its definition (docs/protocol.md §1), not the layer's
+    code: ``γ · |cos|^(B−1) · ŵᵀx`` per patch, ``ŵ`` unit-norm rows, MaxOut over each
+    unit's consecutive rows before the scaling, ``‖x‖ = sqrt(Σ_patch x² + 1e-6)``."""
+    w = layer.weight
+    w_hat = w / w.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    lin = F.conv2d(x, w_hat, None, layer.stride, layer.padding)
+    lin = lin.unflatten(1, (layer.out_channels, layer.max_out)).amax(2)
+    ones = x.new_ones(1, 1, *layer.kernel_size)
+    norm = F.conv2d(x.square().sum(1, keepdim=True), ones, None, layer.stride,
+                    layer.padding).add(1e-6).sqrt()
+    gamma = 1.0 if layer.scale is None else layer.scale
+    return gamma * (lin.abs() / norm) ** (layer.b - 1) * lin
+
+
+def evidence_from_definition(m: BcosClassifier, feats: torch.Tensor) -> torch.Tensor:
+    """The pooled class evidence from the feature map: every conv of the head from
+    its definition, then the global average (the logits are ``evidence / T + b``)."""
+    head = m.get_classifier()
+    out = feats
+    for layer in head if isinstance(head, torch.nn.Sequential) else [head]:
+        out = bcos_conv_from_definition(layer, out)
+    return out.mean((2, 3))
+
+
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_forward_is_features_then_head(name: str) -> None:
     torch.manual_seed(0)
@@ -38,6 +67,7 @@ def test_forward_is_features_then_head(name: str) -> None:
     assert isinstance(m, BcosClassifier)
     size = 80 if name == "inception_v3" else 32
     x = torch.rand(2, m.in_channels, size, size, dtype=torch.float64)
+    calibrate_norms(m, torch.rand(4, m.in_channels, size, size, dtype=torch.float64))
     seen = {}
     layer = dict(m.named_modules())[m.last_feature_layer]
     h = layer.register_forward_hook(lambda _m, _i, out: seen.setdefault("out", out))
@@ -49,12 +79,19 @@ def test_forward_is_features_then_head(name: str) -> None:
     # last_feature_layer names the module whose output forward_features returns.
     assert torch.equal(seen["out"], feats)
     torch.testing.assert_close(m.forward_head(feats), logits, rtol=0, atol=0)
-    pooled = m.forward_head(feats, pre_logits=True)
+    # the head against its definition (per-location B-cos convs, average, out / T + b);
+    # relative to the evidence's size (the v1 nets' is small: no norms)
+    evidence = evidence_from_definition(m, feats)
+    size = float(evidence.abs().max())
+    assert size > 0 and evidence.std() > 1e-2 * size  # varies: the comparison says something
+    torch.testing.assert_close(m.forward_evidence(feats), evidence, rtol=1e-9, atol=1e-12 * size)
     lt = m.logit_layer
-    torch.testing.assert_close(pooled / lt.temperature + lt.bias, logits)
-    # The classifier applied per location, then averaged: pooled == mean of the map.
-    per_loc = m.get_classifier()(feats)
-    torch.testing.assert_close(per_loc.mean((2, 3)), pooled)
+    torch.testing.assert_close(logits, evidence / lt.temperature + lt.bias, rtol=1e-9,
+                               atol=1e-12 * size / lt.temperature)
+    # pre_logits: the pooled features before the classifier (timm's meaning)
+    pooled = m.forward_head(feats, pre_logits=True)
+    assert pooled.shape == (2, m.num_features) == (2, feats.shape[1])
+    torch.testing.assert_close(pooled, feats.mean((2, 3)), rtol=1e-12, atol=1e-14)
 
 
 def test_forward_features_checks_the_input(tiny_bcos) -> None:
@@ -146,18 +183,116 @@ def test_reset_classifier_refuses_bad_counts() -> None:
 
 
 @pytest.mark.parametrize("name", ["standard_fmnist_bcos", "standard_resnet18",
-                                  "standard_cifar_resnet20"])
+                                  "standard_cifar_resnet20", "standard_inception_v3"])
 def test_standard_twins_reset_classifier(name: str) -> None:
     torch.manual_seed(0)
-    m = bcosnet.create_model(name, num_classes=5).double().eval()
-    x = torch.rand(2, m.in_channels, 32, 32, dtype=torch.float64)
-    before = dict(m.named_parameters())
-    head_params = {n for n, _ in m.get_classifier().named_parameters()}
+    opts = {"aux_logits": False} if "inception" in name else {}
+    m = bcosnet.create_model(name, num_classes=5, **opts).double().eval()
+    size = 80 if "inception" in name else 32
+    x = torch.rand(2, m.in_channels, size, size, dtype=torch.float64)
+    # copies: named_parameters() holds the tensors that reset_classifier could change in place
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    head_params = {f"{m.classifier_name}.{n}" for n, _ in m.get_classifier().named_parameters()}
+    feats = m.forward_features(x)
     m.reset_classifier(3)
-    assert m(x).shape == (2, 3) and m.num_classes == 3
+    assert m(x).shape == (2, 3) and m.num_classes == 3 and m.model_info.num_classes == 3
+    new_last = [mod for mod in m.get_classifier().modules()
+                if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d))][-1]
+    assert new_last.weight.shape[0] == 3 and new_last.weight.dtype == torch.float64
     kept = {n: p for n, p in m.named_parameters()
             if not n.startswith(m.classifier_name + ".")}
-    assert all(torch.equal(p, before[n]) for n, p in kept.items())
-    assert head_params  # the head has parameters
-    if hasattr(m, "forward_features"):
-        assert m.forward_features(x).dim() == 4
+    assert head_params and set(before) - set(kept) == head_params  # the rest is all kept
+    for n, p in kept.items():
+        assert torch.equal(p, before[n]), n
+    assert torch.equal(m.forward_features(x), feats)
+
+
+# ----------------------------------------------------------------------------- the B-cos rule
+class _HandBuiltBcos(BcosClassifier):
+    """A B-cos network written by a user: two B-cos convs, no record, no norms."""
+
+    def __init__(self, num_classes: int = 4, in_channels: int = 1, **_: object) -> None:
+        super().__init__(num_classes=num_classes, in_channels=in_channels, min_size=(4, 4),
+                         name="hand_built")
+        self.features = BcosConv2d(2 * in_channels, 8, 3, padding=1)
+        self.num_features = 8
+        self._set_head(BcosConv2d(8, num_classes, 1), temperature=1.0, logit_bias=0.0)
+
+
+class _Plain(torch.nn.Module):
+    """A conventional network written by a user."""
+
+    def __init__(self, num_classes: int = 4, in_channels: int = 1, **_: object) -> None:
+        super().__init__()
+        self.body = torch.nn.Conv2d(in_channels, num_classes, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).mean((2, 3))
+
+
+@pytest.fixture
+def registered():
+    """Register user-built networks for one test only (other tests walk the registry)."""
+    from bcosnet.models import registry
+
+    names = []
+
+    def register(name: str, builder, **kw):
+        bcosnet.register_model(name, family="test", input_size=(8, 8), in_channels=1,
+                               default_num_classes=4, options={}, **kw)(builder)
+        names.append(name)
+        return name
+
+    yield register
+    for n in names:
+        registry._REGISTRY.pop(n, None)
+
+
+def test_record_and_logit_rule_follow_is_bcos_model(registered) -> None:
+    from bcosnet.models.base import logit_bias_rule
+    from bcosnet.nn import is_bcos_model
+
+    torch.manual_seed(0)
+    made = {
+        "registered B-cosified": bcosnet.create_model("bcosified_fmnist_bcos", 5, width=4),
+        "bcosify()'d twin": bcosnet.bcosify(bcosnet.create_model("standard_fmnist_bcos", 5,
+                                                                 width=4), fine_tune=True),
+        "hand-built B-cos": _HandBuiltBcos(5),
+        "registered hand-built B-cos": bcosnet.create_model(
+            registered("test_hand_bcos", _HandBuiltBcos, kind="bcos"), 5),
+        "registered plain": bcosnet.create_model(
+            registered("test_plain", _Plain, kind="standard"), 5),
+    }
+    rules = {k: logit_bias_rule(m) for k, m in made.items()}
+    assert rules == {"registered B-cosified": "v2", "bcosify()'d twin": "v2",
+                     "hand-built B-cos": "v1", "registered hand-built B-cos": "v1",
+                     "registered plain": None}
+    for what, m in made.items():
+        assert is_bcos_model(m) == (rules[what] is not None), what
+        info = m.__dict__.get("model_info")
+        if info is not None:  # the record never contradicts the module rule
+            assert info.is_bcos == is_bcos_model(m), what
+        if rules[what] is not None:  # reset_classifier's logit bias follows the same rule
+            m.reset_classifier(7)
+            want = -math.log(6) if rules[what] == "v2" else math.log((1 / 7) / (6 / 7))
+            assert m.logit_layer.bias == pytest.approx(want), what
+
+
+def test_a_registration_contradicting_the_module_rule_is_refused(registered) -> None:
+    plain = registered("test_plain_as_bcos", _Plain, kind="bcos")
+    with pytest.raises(ValueError, match=r"kind 'bcos'.*has no B-cos layer.*kind='standard'"):
+        bcosnet.create_model(plain)
+    bcos = registered("test_bcos_as_standard", _HandBuiltBcos, kind="standard")
+    with pytest.raises(ValueError, match=r"kind 'standard'.*has B-cos layers.*kind='bcos'"):
+        bcosnet.create_model(bcos)
+
+
+def test_every_registered_model_agrees_with_the_module_rule() -> None:
+    from bcosnet.nn import is_bcos_model
+
+    for name in bcosnet.list_models("*fmnist*") + bcosnet.list_models("cifar_resnet20*") + [
+            "convnext_atto_v2", "simple_vit_ti_patch16_224_v2", "standard_resnet18"]:
+        with torch.device("meta"):
+            m = bcosnet.create_model(name)
+        assert m.model_info.is_bcos == is_bcos_model(m) == (
+            bcosnet.models.model_info(name).kind != "standard"), name

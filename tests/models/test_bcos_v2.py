@@ -17,7 +17,7 @@ import bcosnet
 from bcosnet.models import load_bcos_v2
 from bcosnet.models.bcos_v2 import V2_ARCHS, V2_URLS, convert_bcos_v2_state_dict
 
-from .bcos_reference import bcos_explanation
+from .bcos_reference import bcos_explanation, calibrate_norms
 
 
 def _reference(arch: str, num_classes: int) -> torch.nn.Module:
@@ -83,13 +83,7 @@ def test_cifar_resnet_equivalence_with_bcos_package() -> None:
                            norm_layer=norms.NoBias(norms.BatchNormUncentered2d))
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     enc = torch.cat([x, 1 - x], 1)
-    for m in ref.modules():
-        if getattr(m, "running_var", None) is not None:
-            m.momentum = 1.0
-    ref.train()
-    with torch.no_grad():
-        ref(enc)
-    ref.eval()
+    calibrate_norms(ref, enc)
     ours = load_bcos_v2("cifar10_resnet20", ref.state_dict())
     assert ours.model_info.num_classes == 10
     ref_out, ref_w = bcos_explanation(ref, enc, target=2)

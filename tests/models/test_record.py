@@ -79,7 +79,7 @@ def _tamper(src: Path, dst: Path, edit) -> Path:
 @pytest.mark.parametrize("edit, match", [
     (lambda ck: ck["model_info"].update(format="bcosnet-model-record-99"),
      "format 'bcosnet-model-record-99' is not one this bcosnet reads"),
-    (lambda ck: ck["model_info"].update(num_classes="four"), "num_classes must be a positive"),
+    (lambda ck: ck["model_info"].update(num_classes="four"), "num_classes must be an int >= 1"),
     (lambda ck: ck["model_info"].update(classes=["a"] * 9), "9 class names for a model of 4"),
     (lambda ck: ck["model_info"].update(colour="blue"), r"unknown field\(s\) \['colour'\]"),
     (lambda ck: ck["model_info"]["preprocess"].update(resize="squash"), "resize must be one"),
@@ -101,7 +101,7 @@ def test_a_tampered_export_is_a_clear_error(trained, tmp_path) -> None:
         meta = {k: json.loads(v) for k, v in f.metadata().items()}
     meta["model_info"]["in_channels"] = 0
     bad = export_safetensors(load_file(str(trained.weights)), tmp_path / "bad.safetensors", meta)
-    with pytest.raises(ValueError, match="in_channels must be a positive int"):
+    with pytest.raises(ValueError, match="in_channels must be an int >= 1"):
         load_checkpoint_model(bad)
 
 

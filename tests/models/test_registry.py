@@ -15,10 +15,11 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 import bcosnet
 from bcosnet.models import model_info
+
+from .bcos_reference import calibrate_norms
 
 ALL = bcosnet.list_models()
 BCOS = [n for n in ALL if model_info(n).is_bcos]
@@ -60,20 +61,6 @@ def _small_overrides(name: str) -> dict:
     return {}
 
 
-def _calibrate_norms(model: nn.Module, images: torch.Tensor) -> None:
-    """Set running statistics of every batch norm from one batch, so that
-    eval-mode signals neither vanish nor explode (fresh running_var = 1)."""
-    norms = [m for m in model.modules() if getattr(m, "running_var", None) is not None]
-    if not norms:
-        return
-    for m in norms:
-        m.momentum = 1.0
-    model.train()
-    with torch.no_grad():
-        model(images)
-    model.eval()
-
-
 @pytest.mark.parametrize("name", _params(COMPLETE, lambda n: _match(n, _HEAVY)))
 def test_completeness_every_bcos_model(name: str) -> None:
     info = model_info(name)
@@ -83,8 +70,7 @@ def test_completeness_every_bcos_model(name: str) -> None:
     h, w = max(h, 16), max(w, 16)
     g = torch.Generator().manual_seed(1)
     calib = torch.rand(4, info.in_channels, h, w, generator=g, dtype=torch.float64)
-    _calibrate_norms(model, calib)
-    model.eval()  # e.g. Inception's auxiliary head is only used in training
+    calibrate_norms(model, calib)  # eval: e.g. Inception's auxiliary head is not used
     images = torch.rand(2, info.in_channels, h, w, generator=g, dtype=torch.float64)
 
     ex = bcosnet.explain(model, images, target=[[0, 3]] * 2)

@@ -15,6 +15,8 @@ import bcosnet
 from bcosnet.models import Weights, get_weights, list_weights
 from bcosnet.models.bcos_v2 import V2_ARCHS, V2_URLS
 
+from .bcos_reference import calibrate_norms
+
 
 def _x() -> torch.Tensor:
     return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -81,12 +83,7 @@ def test_a_registered_entry_downloads_checks_its_hash_and_converts(
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     torch.manual_seed(0)
     ref = bcos_pretrained.resnet18(pretrained=False, num_classes=10)
-    for mod in ref.modules():  # running statistics from one batch (signal neither
-        if getattr(mod, "running_var", None) is not None:  # vanishes nor explodes)
-            mod.momentum = 1.0
-    with torch.no_grad():
-        ref(torch.cat([_x(), 1 - _x()], 1))
-    ref.eval()
+    calibrate_norms(ref, torch.cat([_x(), 1 - _x()], 1))
     src = tmp_path / "ref.pth"
     torch.save(ref.state_dict(), src)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:10]
@@ -108,3 +105,30 @@ def test_a_registered_entry_downloads_checks_its_hash_and_converts(
                         source="a test", num_classes=10, key_format="bcos_v2")
     with pytest.raises(ValueError, match="does not match the SHA-256"):
         bcosnet.create_model("resnet18_v2", weights=entry_bad)
+
+
+def test_key_names_fold_in_one_place() -> None:
+    from bcosnet.models.weights import map_state_keys
+
+    ours = ["conv1.weight", "fc.weight", "bn1.running_var", "to_patch_embedding.linear.weight"]
+    # the bcos package's spelling: B-cos weights in a `linear` sub-module, a wrapper prefix
+    theirs = ["module.conv1.linear.weight", "module.fc.linear.weight", "module.bn1.running_var",
+              "module.to_patch_embedding.linear.linear.weight", "module.extra.linear.weight"]
+    assert map_state_keys(theirs, ours) == {
+        "module.conv1.linear.weight": "conv1.weight", "module.fc.linear.weight": "fc.weight",
+        "module.bn1.running_var": "bn1.running_var",
+        # a layer *named* linear keeps its name: only the extra level is folded
+        "module.to_patch_embedding.linear.linear.weight": "to_patch_embedding.linear.weight"}
+    assert map_state_keys(ours, ours) == {k: k for k in ours}
+
+
+def test_guessed_model_names_read_the_bcos_spelling() -> None:
+    from bcosnet.models.factory import guess_model_names
+
+    state = bcosnet.create_model("cifar_resnet20_v2").state_dict()
+    v2 = {("module." + k[: -len(".weight")] + ".linear.weight"
+           if k.endswith(".weight") and "bn" not in k and "downsample.1" not in k else
+           "module." + k): v for k, v in state.items() if "num_batches_tracked" not in k}
+    assert "cifar_resnet20_v2" in guess_model_names(v2)
+    assert "cifar_resnet20_v2" in guess_model_names(state)
+    assert "cifar_resnet56_v2" not in guess_model_names(state)

@@ -1,12 +1,28 @@
-"""Architectures and the model registry.
+"""Architectures, the model registry and the weights loader.
 
-Each family lives in its own module and registers its builders (``@register_model``)
-when imported; this package imports every family, so ``create_model`` /
-``list_models`` see them all.
+The layout (each module imports only the ones above it in this list; no circles):
+
+* ``registry.py`` — the tables: name → builder, name → released weights
+  (:class:`Weights`), and the record a model carries (:class:`ModelInfo`);
+* ``weights.py`` — the loader: files, URLs and state dicts → checked state dicts
+  (knows nothing of models);
+* ``_common.py`` — the family files' helpers (paper constants, conv factory, norms,
+  input normalisation, the option vocabulary);
+* ``base.py`` — the two classifier shapes (:class:`BcosClassifier`, the twins'
+  mixin) and the B-cos rules built on :func:`bcosnet.nn.is_bcos_model`;
+* ``factory.py`` — :func:`create_model`, :func:`create_finetune_model`,
+  :func:`read_weights` / loading weights into a model;
+* the family files (``mnist``, ``cifar``, ``resnet``, ``densenet``, ``vgg``,
+  ``inception``, ``convnext``, ``vit``) — each declares its variants
+  (``@register_model``) and its released weights as data (``WEIGHTS``);
+* ``bcosification.py`` and ``bcos_v2.py`` — B-cosified twins, the ``bcos`` package's
+  checkpoints by their names.
+
+Importing this package imports every family, so :func:`create_model` /
+:func:`list_models` see them all.
 """
 
 from . import (  # noqa: F401  (registration)
-    bcos_v2,
     cifar,
     convnext,
     densenet,
@@ -16,25 +32,19 @@ from . import (  # noqa: F401  (registration)
     vgg,
     vit,
 )
-from .base import BcosClassifier
+from .base import BcosClassifier, freeze_backbone
 from .bcos_v2 import load_bcos_v2
 from .bcosification import BcosifiedNet, bcosify, register_bcosified_models
+from .factory import ReadWeights, create_finetune_model, create_model, read_weights
 from .registry import (
     RECORD_FORMAT,
     ModelInfo,
-    create_model,
+    Weights,
+    get_weights,
     list_models,
+    list_weights,
     model_info,
     register_model,
-)
-from .weights import (
-    ReadWeights,
-    Weights,
-    create_finetune_model,
-    freeze_backbone,
-    get_weights,
-    list_weights,
-    read_weights,
     register_weights,
 )
 

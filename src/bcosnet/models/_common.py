@@ -1,6 +1,7 @@
 """Shared helpers for the model files (not a public module; the API is kept stable).
 
-What every family needs:
+Below the classifier shapes (``base.py``) and the family files; it imports no
+model module.  What every family needs:
 
 * the paper's constants as functions of the options: :func:`v1_logit_bias`,
   :func:`v2_logit_bias`, :func:`cifar_v1_scale`, :func:`cifar_v1_temperature`;
@@ -10,12 +11,16 @@ What every family needs:
 * :func:`make_norm` — the optional uncentred, bias-free norm of v2 models
   (``nn.Identity`` when off);
 * :class:`ImageNormalize` — first module of the conventional ("standard") twins:
-  checks the input like the B-cos models do, then applies mean/std normalisation.
+  checks the input like the B-cos models do, then applies mean/std normalisation;
+* the option vocabulary (:func:`resolve_options`, :data:`LEGACY_OPTIONS`);
+* :func:`bcos_v2_release` — a weights entry of the B-cos v2 release (the family
+  files declare their weights with it).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from .._utils.validate import check_image_batch, did_you_mean
-from ..nn import AvgPool2d, BatchNormUncentered2d, BcosConv2d, v1_scale
-from .registry import ClassNamesMixin
+from ..data.builder import DatasetRecord, eval_preprocess
+from ..nn import AvgPool2d, BatchNormUncentered2d, BcosConv2d, check_scale, v1_scale
+from .registry import Weights
+from .weights import sha256_prefix_of
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -35,7 +42,6 @@ __all__ = [
     "BcosPolicy",
     "ConvFactory",
     "ImageNormalize",
-    "StandardClassifierMixin",
     "bcos_conv_factory",
     "bcos_policy",
     "check_option_names",
@@ -43,6 +49,8 @@ __all__ = [
     "cifar_v1_temperature",
     "count_parameters",
     "LEGACY_OPTIONS",
+    "bcos_v2_release",
+    "make_conv_stack",
     "make_norm",
     "resolve_options",
     "translate_legacy_options",
@@ -62,7 +70,8 @@ ConvFactory = Callable[..., BcosConv2d]
 
 # ----------------------------------------------------------------------------- constants
 def v1_logit_bias(num_classes: int, prior: float | None = None) -> float:
-    """The v1 logit bias ``log(p / (1 − p))`` (SPEC §1): sigmoid of a zero input is ``p``.
+    """The v1 logit bias ``log(p / (1 − p))`` (docs/protocol.md §1): sigmoid of a zero
+    input is ``p``.
 
     The paper used ``p = 0.01`` on ImageNet (1000 classes) and ``p = 0.1`` on
     CIFAR-10; the default ``p = max(1/C, 0.01)`` reproduces both and gives a
@@ -134,11 +143,7 @@ def bcos_conv_factory(
     """
     if scale_mode not in ("fan_in", "fixed"):
         raise ValueError(f"scale_mode must be 'fan_in' or 'fixed', got {scale_mode!r}")
-    if scale is not None and (
-        isinstance(scale, bool) or not isinstance(scale, (int, float))
-        or not math.isfinite(scale) or scale <= 0
-    ):
-        raise ValueError(f"scale must be a finite positive number or None, got {scale!r}")
+    check_scale(scale)  # here, not when the first layer is built
 
     def conv(
         in_channels: int,
@@ -180,8 +185,6 @@ def translate_legacy_options(options: dict[str, Any], model: str = "model") -> d
     Checkpoints written by earlier versions store their model options; they
     load through this.  Giving both an old and the new name is an error.
     """
-    import warnings
-
     out = dict(options)
     for old, new in LEGACY_OPTIONS.items():
         if old not in out:
@@ -362,37 +365,30 @@ class ImageNormalize(nn.Module):
         return f"in_channels={self.in_channels}"
 
 
-class StandardClassifierMixin(ClassNamesMixin):
-    """Fine-tuning helpers of the conventional twins (as on the B-cos models):
-    :meth:`get_classifier`, :meth:`reset_classifier` and ``class_names``.
-    ``classifier_name`` names the head (a linear/conv layer, or a ``Sequential``
-    ending in one)."""
-
-    classifier_name: str = "classifier"
-
-    def get_classifier(self) -> nn.Module:
-        """The classification head (torchvision's ``fc`` / ``classifier``)."""
-        return getattr(self, self.classifier_name)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head's last layer by a freshly initialised one with
-        ``num_classes`` outputs; the rest of the network is kept."""
-        from .base import _resized_copy
-
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        head = self.get_classifier()
-        if isinstance(head, nn.Sequential):
-            idx = max(i for i, m in enumerate(head) if isinstance(m, (nn.Linear, nn.Conv2d)))
-            head[idx] = _resized_copy(head[idx], num_classes)
-        else:
-            setattr(self, self.classifier_name, _resized_copy(head, num_classes))
-        self.num_classes = num_classes
-        from .base import _reset_record
-
-        _reset_record(self, num_classes)  # type: ignore[arg-type]
-
-
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (not buffers) of ``model``."""
     return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- weights data
+_V2_RELEASE = "https://github.com/B-cos/B-cos-v2/releases/download/v0.0.1-weights"
+
+
+def bcos_v2_release(file_name: str, top1: float) -> Weights:
+    """The ``bcos_v2_imagenet`` entry of a B-cos v2 release file (ImageNet, 1000
+    classes, the ``bcos`` package's key names; 224 px after resizing to 256 and a
+    centre crop).  ``top1``: the ImageNet top-1 (%) the release reports (bcos 0.1.3,
+    ``bcos.models.pretrained`` docstrings), not measured here."""
+    url = f"{_V2_RELEASE}/{file_name}"
+    prefix = sha256_prefix_of(url)
+    if prefix is None:
+        raise ValueError(f"{file_name!r} carries no SHA-256 prefix (name-<hex>.pth)")
+    return Weights(
+        name="bcos_v2_imagenet", url=url, sha256_prefix=prefix,
+        source="B-cos v2 release v0.0.1-weights (github.com/B-cos/B-cos-v2)",
+        num_classes=1000, key_format="bcos_v2",
+        transforms="Resize(256), CenterCrop(224), images in [0, 1] (no mean/std: the model "
+                   "encodes them)",
+        metrics={"imagenet_top1": top1}, preprocess=eval_preprocess("imagenet", 224),
+        dataset=DatasetRecord("imagenet", None, "train", "val"),
+    )

@@ -44,7 +44,6 @@ that the trainer can build: ``source_weights`` names the trained twin's weights.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,9 +51,13 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from ..nn import AvgPool2d, BatchNormUncentered2d, BcosifiedConv2d
+from ..nn import AvgPool2d, BatchNormUncentered2d, BcosifiedConv2d, check_b
 from ._common import IMAGENET_MEAN, IMAGENET_STD, ImageNormalize, v2_logit_bias
 from .base import BcosClassifier
+from .cifar import StandardCifarNet, StandardCifarResNet
+from .factory import create_model
+from .mnist import FMNISTStandardNet
+from .registry import list_models, model_info, register_model
 
 __all__ = ["BcosifiedNet", "bcosify", "register_bcosified_models", "SUPPORTED_SOURCES", "STAGES"]
 
@@ -80,12 +83,11 @@ class BcosifiedNet(BcosClassifier):
         super().__init__(num_classes=num_classes, in_channels=in_channels, min_size=min_size,
                          name=f"bcosified {name}")
         self.features = features
+        first = classifier[0] if isinstance(classifier, nn.Sequential) else classifier
+        self.num_features = first.in_channels
         self._set_head(classifier, temperature=1.0, logit_bias=0.0)
         self.source_name = name
         self.stage = "equivalent"
-
-    def _logit_rule(self) -> str:
-        return "v2"
 
     def bcos_layers(self) -> list[BcosifiedConv2d]:
         """Every B-cos conv of the network, in module order."""
@@ -98,10 +100,9 @@ class BcosifiedNet(BcosClassifier):
 
     def set_b(self, b: float) -> BcosifiedNet:
         """Set B of every B-cos conv (e.g. a ramp from 1 to 2 over the first epochs)."""
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b < 1:
-            raise ValueError(f"b must be a finite number >= 1, got {b!r}")
+        b = check_b(b)
         for m in self.bcos_layers():
-            m.b = float(b)
+            m.b = b
         return self
 
     @torch.no_grad()
@@ -233,16 +234,11 @@ def _applied_stats(norm: ImageNormalize) -> tuple[list[float], list[float]]:
 
 
 def _is_fmnist_twin(model: nn.Module) -> bool:
-    from .mnist import FMNISTStandardNet
-
     return isinstance(model, FMNISTStandardNet)
 
 
 def _split(m: nn.Module) -> tuple[nn.Module, nn.Module, str]:
     """(features, per-location classifier, path of the first conv in features)."""
-    from .cifar import StandardCifarNet, StandardCifarResNet
-    from .mnist import FMNISTStandardNet
-
     if isinstance(m, tvm.ResNet):
         feats = nn.Sequential()
         for k in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
@@ -369,16 +365,12 @@ STAGES = ("equivalent", "fine-tune")
 
 
 def _register_bcosified(source: str) -> None:
-    from .registry import model_info, register_model
-
     info = model_info(source)
     name = "bcosified_" + source.removeprefix("standard_")
     options = {**info.options, "source_weights": None, "stage": "fine-tune", "b": 2.0,
                "max_out": 1, "temperature": 1.0, "logit_bias": None}
 
     def builder(num_classes: int = info.num_classes, **kw: Any) -> BcosifiedNet:
-        from .registry import create_model
-
         source_weights = kw.pop("source_weights", None)
         stage = kw.pop("stage", "fine-tune")
         b = kw.pop("b", 2.0)
@@ -413,8 +405,6 @@ def register_bcosified_models() -> None:
     """Register ``bcosified_<name>`` for every registered conventional twin (but
     Inception) that has none yet; ``bcosnet.models`` calls it once all families
     are imported."""
-    from .registry import list_models
-
     for source in list_models("standard_*", kind="standard"):
         name = "bcosified_" + source.removeprefix("standard_")
         if "inception" not in source and name not in list_models():

@@ -40,15 +40,13 @@ from ._common import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     BcosPolicy,
-    ImageNormalize,
-    StandardClassifierMixin,
     bcos_policy,
     cifar_v1_scale,
     cifar_v1_temperature,
     make_conv_stack,
     resolve_options,
 )
-from .base import BcosClassifier
+from .base import BcosClassifier, StandardClassifierMixin
 from .registry import register_model
 from .resnet import BasicBlock, BcosResNet
 
@@ -63,13 +61,13 @@ _INPUT = (32, 32)
 _CIFAR_CLASSES = 10
 
 
-def _cifar_normalize(
-    in_channels: int, mean: Sequence[float] | None, std: Sequence[float] | None, name: str
-) -> ImageNormalize:
-    """The twins' first step; CIFAR-10 statistics for RGB unless given."""
+def _cifar_stats(
+    in_channels: int, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[Sequence[float] | None, Sequence[float] | None]:
+    """The twins' normalisation: CIFAR-10 statistics for RGB unless given."""
     if mean is None and std is None and in_channels == 3:
-        mean, std = CIFAR10_MEAN, CIFAR10_STD
-    return ImageNormalize(in_channels, _MIN_SIZE, mean, std, model=name)
+        return CIFAR10_MEAN, CIFAR10_STD
+    return mean, std
 
 
 class CifarBcosNet(BcosClassifier):
@@ -92,6 +90,7 @@ class CifarBcosNet(BcosClassifier):
         super().__init__(num_classes=num_classes, in_channels=in_channels, min_size=_MIN_SIZE,
                          name=name)
         self.features, c = make_conv_stack(policy, 2 * in_channels, layers)
+        self.num_features = c
         self._set_head(policy.conv(c, num_classes, 1), policy.temperature, policy.logit_bias)
 
 
@@ -108,8 +107,7 @@ class StandardCifarNet(StandardClassifierMixin, nn.Module):
         name: str = "standard_cifar_bcos",
     ) -> None:
         super().__init__()
-        self.normalize = _cifar_normalize(in_channels, mean, std, name)
-        self.in_channels = in_channels
+        self._set_input(in_channels, _MIN_SIZE, *_cifar_stats(in_channels, mean, std), name)
         mods: list[nn.Module] = []
         c = in_channels
         for out_c, stride in layers:
@@ -122,11 +120,9 @@ class StandardCifarNet(StandardClassifierMixin, nn.Module):
         self.features = nn.Sequential(*mods)
         self.classifier = nn.Conv2d(c, num_classes, 1)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.last_feature_layer = "features"
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.features(self.normalize(x))
-        return self.avgpool(self.classifier(x)).flatten(1)
+        return self.avgpool(self.classifier(self.forward_features(x))).flatten(1)
 
 
 class StandardCifarResNet(StandardClassifierMixin, nn.Module):
@@ -144,8 +140,8 @@ class StandardCifarResNet(StandardClassifierMixin, nn.Module):
         name: str = "standard_cifar_resnet",
     ) -> None:
         super().__init__()
-        self.normalize = _cifar_normalize(in_channels, mean, std, name)
-        self.in_channels = in_channels
+        self._set_input(in_channels, _MIN_SIZE, *_cifar_stats(in_channels, mean, std), name,
+                        last_feature_layer="layer3")
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
@@ -169,15 +165,17 @@ class StandardCifarResNet(StandardClassifierMixin, nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(inplanes, num_classes)
         self.classifier_name = "fc"
-        self.last_feature_layer = "layer3"
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] → the last feature map (``layer3``'s output)."""
         x = self.relu(self.bn1(self.conv1(self.normalize(x))))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(self.avgpool(x).flatten(1))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.avgpool(self.forward_features(x)).flatten(1))
 
 
 # ----------------------------------------------------------------------------- registry

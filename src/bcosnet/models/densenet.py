@@ -39,20 +39,21 @@ import torch
 import torchvision.models as tvm
 from torch import Tensor, nn
 
+from .._utils.validate import check_int
 from ..nn import AvgPool2d
 from ._common import (
     BcosPolicy,
     ConvFactory,
-    ImageNormalize,
-    StandardClassifierMixin,
     bcos_policy,
+    bcos_v2_release,
     make_norm,
     resolve_options,
 )
-from .base import BcosClassifier
-from .registry import register_model
+from .base import BcosClassifier, StandardClassifierMixin
+from .registry import Weights, register_model, register_weights_table
 
-__all__ = ["BcosDenseNet", "StandardDenseNet", "DENSENET_CONFIGS", "DENSENET_MIN_SIZE"]
+__all__ = ["BcosDenseNet", "StandardDenseNet", "DENSENET_CONFIGS", "DENSENET_MIN_SIZE",
+           "WEIGHTS"]
 
 #: name → (growth rate g, layers per dense block, stem features F0), as torchvision.
 DENSENET_CONFIGS: dict[str, tuple[int, tuple[int, ...], int]] = {
@@ -162,18 +163,13 @@ class BcosDenseNet(BcosClassifier):
         min_size: tuple[int, int] = DENSENET_MIN_SIZE,
         name: str = "densenet",
     ) -> None:
-        for nm, v in (
-            ("growth_rate", growth_rate), ("num_init_features", num_init_features),
-            ("bn_size", bn_size), ("num_classes", num_classes), ("in_channels", in_channels),
-        ):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{nm} must be a positive int, got {v!r}")
-        if len(block_config) == 0 or any(
-            isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in block_config
-        ):
-            raise ValueError(
-                f"block_config must be a non-empty sequence of positive ints, got {block_config!r}"
-            )
+        for nm, v in (("growth_rate", growth_rate), ("num_init_features", num_init_features),
+                      ("bn_size", bn_size)):
+            check_int(nm, v, 1)
+        if len(block_config) == 0:
+            raise ValueError("block_config must list the layers of at least one dense block")
+        for n in block_config:
+            check_int("every block_config entry (layers per dense block)", n, 1)
         super().__init__(num_classes=num_classes, in_channels=in_channels, min_size=min_size,
                          name=name)
         conv, norm = policy.conv, policy.norm
@@ -181,7 +177,7 @@ class BcosDenseNet(BcosClassifier):
             ("conv0", conv(2 * in_channels, num_init_features, 7, 2, 3)),
             ("norm0", make_norm(norm, num_init_features)),
             # The original's max-pool: average pooling keeps the network dynamic linear.
-            ("pool0", nn.AvgPool2d(kernel_size=3, stride=2, padding=1)),
+            ("pool0", AvgPool2d(kernel_size=3, stride=2, padding=1)),
         ]))
         c = num_init_features
         for i, n_layers in enumerate(block_config):
@@ -230,20 +226,19 @@ class StandardDenseNet(StandardClassifierMixin, tvm.DenseNet):
                 in_channels, num_init_features, kernel_size=7, stride=2, padding=3, bias=False
             )
             nn.init.kaiming_normal_(self.features.conv0.weight)
-        self.normalize = ImageNormalize(in_channels, min_size, mean, std, model=name)
-        self.in_channels = in_channels
-        self.last_feature_layer = "features"
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Images in [0, 1] → the last feature map (``features``' output)."""
-        return self.features(self.normalize(x))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(self.normalize(x))
+        self._set_input(in_channels, min_size, mean, std, name)
 
 
 # ----------------------------------------------------------------------------- registry
 _COMMON = dict(family="densenet", input_size=(224, 224), min_size=DENSENET_MIN_SIZE)
+
+#: Released weights of this family, registered with the models below: the B-cos v2
+#: release's ImageNet DenseNets (depth, the file's SHA-256 prefix, reported top-1 %).
+WEIGHTS: dict[str, list[Weights]] = {
+    f"densenet{depth}_v2": [bcos_v2_release(f"densenet_{depth}-{sha}.pth", top1=top1)]
+    for depth, sha, top1 in ((121, "b8daf96afb", 73.612), (161, "9e9ea51353", 76.622),
+                             (169, "7037ee0604", 75.186), (201, "00ac87066f", 75.480))}
+register_weights_table(WEIGHTS)
 
 
 def _v1(arch: str) -> dict[str, Any]:
@@ -351,3 +346,4 @@ def standard_densenet169(**kw: Any) -> StandardDenseNet:
 def standard_densenet201(**kw: Any) -> StandardDenseNet:
     """torchvision's DenseNet-201 taking images in [0, 1]."""
     return _create("densenet201", "standard", **kw)
+

@@ -30,9 +30,10 @@ import torch
 import torchvision.models as tvm
 from torch import Tensor, nn
 
-from ._common import BcosPolicy, ConvFactory, ImageNormalize, bcos_policy, resolve_options
-from .base import BcosClassifier
-from .registry import ClassNamesMixin, register_model
+from ..nn import AvgPool2d
+from ._common import BcosPolicy, ConvFactory, bcos_policy, resolve_options
+from .base import BcosClassifier, StandardClassifierMixin
+from .registry import register_model
 
 __all__ = [
     "BcosInception3",
@@ -72,7 +73,7 @@ class InceptionA(nn.Module):
         self.branch3x3dbl_1 = conv(cin, 64, 1)
         self.branch3x3dbl_2 = conv(64, 96, 3, padding=1)
         self.branch3x3dbl_3 = conv(96, 96, 3, padding=1)
-        self.pool = nn.AvgPool2d(3, stride=1, padding=1)
+        self.pool = AvgPool2d(3, stride=1, padding=1)
         self.branch_pool = conv(cin, pool_features, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -90,7 +91,7 @@ class InceptionB(nn.Module):
         self.branch3x3dbl_1 = conv(cin, 64, 1)
         self.branch3x3dbl_2 = conv(64, 96, 3, padding=1)
         self.branch3x3dbl_3 = conv(96, 96, 3, stride=2)
-        self.pool = nn.AvgPool2d(3, stride=2)  # max-pool in the original
+        self.pool = AvgPool2d(3, stride=2)  # max-pool in the original
 
     def forward(self, x: Tensor) -> Tensor:
         b3 = self.branch3x3(x)
@@ -111,7 +112,7 @@ class InceptionC(nn.Module):
         self.branch7x7dbl_3 = conv(c7, c7, (1, 7), padding=(0, 3))
         self.branch7x7dbl_4 = conv(c7, c7, (7, 1), padding=(3, 0))
         self.branch7x7dbl_5 = conv(c7, 192, (1, 7), padding=(0, 3))
-        self.pool = nn.AvgPool2d(3, stride=1, padding=1)
+        self.pool = AvgPool2d(3, stride=1, padding=1)
         self.branch_pool = conv(cin, 192, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -134,7 +135,7 @@ class InceptionD(nn.Module):
         self.branch7x7x3_2 = conv(192, 192, (1, 7), padding=(0, 3))
         self.branch7x7x3_3 = conv(192, 192, (7, 1), padding=(3, 0))
         self.branch7x7x3_4 = conv(192, 192, 3, stride=2)
-        self.pool = nn.AvgPool2d(3, stride=2)  # max-pool in the original
+        self.pool = AvgPool2d(3, stride=2)  # max-pool in the original
 
     def forward(self, x: Tensor) -> Tensor:
         b3 = self.branch3x3_2(self.branch3x3_1(x))
@@ -155,7 +156,7 @@ class InceptionE(nn.Module):
         self.branch3x3dbl_2 = conv(448, 384, 3, padding=1)
         self.branch3x3dbl_3a = conv(384, 384, (1, 3), padding=(0, 1))
         self.branch3x3dbl_3b = conv(384, 384, (3, 1), padding=(1, 0))
-        self.pool = nn.AvgPool2d(3, stride=1, padding=1)
+        self.pool = AvgPool2d(3, stride=1, padding=1)
         self.branch_pool = conv(cin, 192, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -174,7 +175,7 @@ class InceptionAux(nn.Module):
 
     def __init__(self, cin: int, num_classes: int, conv: ConvFactory) -> None:
         super().__init__()
-        self.pool = nn.AvgPool2d(5, stride=3)
+        self.pool = AvgPool2d(5, stride=3)
         self.conv0 = conv(cin, 128, 1)
         self.conv1 = conv(128, 768, 5)
         self.fc = conv(768, num_classes, 1)
@@ -212,9 +213,6 @@ class BcosInception3(BcosClassifier):
         aux_logits: bool = True,
         name: str = "inception_v3",
     ) -> None:
-        for nm, v in (("num_classes", num_classes), ("in_channels", in_channels)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{nm} must be a positive int, got {v!r}")
         super().__init__(num_classes=num_classes, in_channels=in_channels,
                          min_size=INCEPTION_MIN_SIZE, name=name)
         self.aux_logits = bool(aux_logits)
@@ -222,10 +220,10 @@ class BcosInception3(BcosClassifier):
         self.Conv2d_1a_3x3 = conv(2 * in_channels, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = conv(32, 32, 3)
         self.Conv2d_2b_3x3 = conv(32, 64, 3, padding=1)
-        self.avgpool1 = nn.AvgPool2d(3, stride=2)  # max-pool in the original
+        self.avgpool1 = AvgPool2d(3, stride=2)  # max-pool in the original
         self.Conv2d_3b_1x1 = conv(64, 80, 1)
         self.Conv2d_4a_3x3 = conv(80, 192, 3)
-        self.avgpool2 = nn.AvgPool2d(3, stride=2)  # max-pool in the original
+        self.avgpool2 = AvgPool2d(3, stride=2)  # max-pool in the original
         self.Mixed_5b = InceptionA(192, 32, conv)
         self.Mixed_5c = InceptionA(256, 64, conv)
         self.Mixed_5d = InceptionA(288, 64, conv)
@@ -239,6 +237,7 @@ class BcosInception3(BcosClassifier):
         self.Mixed_7b = InceptionE(1280, conv)
         self.Mixed_7c = InceptionE(2048, conv)
         # The classifier is a 1×1 B-cos conv applied at every location, pooled afterwards.
+        self.num_features = 2048
         self._set_head(conv(2048, num_classes, 1), policy.temperature, policy.logit_bias)
 
     def _uses_aux(self) -> bool:
@@ -267,9 +266,17 @@ class BcosInception3(BcosClassifier):
         return InceptionOutputs(logits, self.logit_layer(aux))
 
 
-class StandardInception3(ClassNamesMixin, tvm.Inception3):
+#: torchvision's Inception3 body, stem to Mixed_7c, in the order its forward runs it.
+_TV_BODY = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
+            "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
+            "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
+
+
+class StandardInception3(StandardClassifierMixin, tvm.Inception3):
     """torchvision's Inception-v3 taking images in [0, 1]: ``normalize`` (ImageNet
-    mean/std) then the usual forward; ``transform_input`` is off.
+    mean/std) then the usual forward; ``transform_input`` is off.  Its head is ``fc``
+    (``get_classifier()`` / ``reset_classifier(num_classes)``; the auxiliary head is
+    kept as it is).
 
     Like torchvision's, its training-mode forward with the auxiliary head needs a
     batch of at least 2 (the head's BatchNorm sees a 1×1 map) and 299×299 images.
@@ -291,9 +298,17 @@ class StandardInception3(ClassNamesMixin, tvm.Inception3):
         if in_channels != 3:
             self.Conv2d_1a_3x3.conv = nn.Conv2d(in_channels, 32, kernel_size=3, stride=2,
                                                 bias=False)
-        self.normalize = ImageNormalize(in_channels, INCEPTION_MIN_SIZE, mean, std, model=name)
-        self.in_channels = in_channels
-        self.last_feature_layer = "Mixed_7c"
+        self._set_input(in_channels, INCEPTION_MIN_SIZE, mean, std, name,
+                        last_feature_layer="Mixed_7c")
+
+    classifier_name = "fc"
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] → the last feature map (``Mixed_7c``'s output, N×2048×h×w)."""
+        x = self.normalize(x)
+        for name in _TV_BODY:
+            x = getattr(self, name)(x)
+        return x
 
     def forward(self, x: Tensor):  # noqa: ANN201 - Tensor or InceptionOutputs, as torchvision
         x = self.normalize(x)
@@ -305,7 +320,7 @@ class StandardInception3(ClassNamesMixin, tvm.Inception3):
                     "images (the auxiliary head's BatchNorm sees a 1×1 map) — use a larger "
                     "batch, call model.eval(), or build the model with aux_logits=False"
                 )
-        return super().forward(x)
+        return tvm.Inception3.forward(self, x)  # (the mixin's forward would normalise again)
 
 
 # ----------------------------------------------------------------------------- registry

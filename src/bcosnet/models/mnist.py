@@ -29,8 +29,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..nn import AvgPool2d
-from ._common import ImageNormalize, StandardClassifierMixin, bcos_conv_factory, resolve_options
-from .base import BcosClassifier
+from ._common import bcos_conv_factory, resolve_options
+from .base import BcosClassifier, StandardClassifierMixin
 from .registry import register_model
 
 __all__ = ["FMNISTBcosNet", "FMNISTStandardNet", "fmnist_bcos", "standard_fmnist_bcos"]
@@ -74,6 +74,7 @@ class FMNISTBcosNet(BcosClassifier):
             AvgPool2d(2),
             conv(w2, w3),
         )
+        self.num_features = w3
         self._set_head(conv(w3, num_classes, k=1, max_out=1), temperature, logit_bias)
 
 
@@ -82,11 +83,8 @@ class FMNISTStandardNet(StandardClassifierMixin, nn.Module):
     pooling, a biased 1×1 classifier and global average pooling.  Takes raw
     images in [0, 1] and centres them itself (``(x − 0.5) / 0.5``)."""
 
-    last_feature_layer = "features"
-
     def __init__(self, num_classes: int = 10, in_channels: int = 1, *, width: int = 16) -> None:
         super().__init__()
-        self.in_channels = in_channels
         w1, w2, w3 = width, 2 * width, 4 * width
 
         def block(cin: int, cout: int) -> list[nn.Module]:
@@ -105,12 +103,8 @@ class FMNISTStandardNet(StandardClassifierMixin, nn.Module):
         self.classifier = nn.Conv2d(w3, num_classes, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
         # checks the images, then (x − 0.5) / 0.5 (non-persistent buffers)
-        self.normalize = ImageNormalize(in_channels, (4, 4), (0.5,) * in_channels,
-                                        (0.5,) * in_channels, model="standard_fmnist_bcos")
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Images ``N×C×H×W`` in [0, 1] → last feature map ``N×4w×h×w``."""
-        return self.features(self.normalize(x))
+        self._set_input(in_channels, (4, 4), (0.5,) * in_channels, (0.5,) * in_channels,
+                        "standard_fmnist_bcos")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(self.classifier(self.forward_features(x))).flatten(1)

@@ -1,12 +1,20 @@
-"""The model registry: ``register_model``, ``create_model``, ``list_models`` — and
-the record a model carries (:class:`ModelInfo`).
+"""The model registry: two tables and the records they hold (timm's ``_registry``).
 
-Every registered builder takes ``num_classes`` and ``in_channels`` (plus its own
-options) and returns an ``nn.Module`` that takes images in [0, 1].
-:func:`create_model` attaches a :class:`ModelInfo` as ``model.model_info``: the
-architecture and its options, and — once trained, or loaded from a file that
-records it — the class names, the image size and resize rule it was tested
-with, and its data set.  Checkpoints and exports save it (:meth:`ModelInfo.to_dict`).
+* name → builder (``@register_model``, :func:`list_models`, :func:`model_info`);
+* name → released weights (:class:`Weights` entries, :func:`register_weights`,
+  :func:`list_weights`, :func:`get_weights`), declared as data in each family's file
+  beside its models;
+* :class:`ModelInfo`, the record a model carries (:meth:`ModelInfo.to_dict` /
+  :meth:`~ModelInfo.from_dict`, :func:`saved_record` for a file's metadata).
+
+This module builds and loads nothing: it imports only the data records
+(:class:`~bcosnet.data.Preprocess`, :class:`~bcosnet.data.DatasetRecord`).  Every
+registered builder takes ``num_classes`` and ``in_channels`` (plus its own options)
+and returns an ``nn.Module`` taking images in [0, 1]; :func:`bcosnet.models.create_model`
+(``models/factory.py``, above this module and the weights loader) builds one and
+attaches its :class:`ModelInfo` as ``model.model_info``: the architecture and its
+options, and — once trained, or loaded from a file that records it — the class
+names, the image size and resize rule it was tested with, and its data set.
 """
 
 from __future__ import annotations
@@ -15,17 +23,23 @@ import fnmatch
 import inspect
 import json
 import math
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
 
-from ..data.builder import DatasetRecord
+from .._utils.validate import check_int, check_record_fields, did_you_mean
+from ..data.builder import DatasetRecord, eval_preprocess
 from ..data.images import Preprocess
 
-__all__ = ["RECORD_FORMAT", "ClassNamesMixin", "ModelInfo", "register_model", "create_model",
-           "list_models", "model_info"]
+__all__ = ["KINDS", "RECORD_FORMAT", "ModelInfo", "Weights", "get_weights", "list_models",
+           "list_weights", "model_entrypoint", "model_info", "register_model",
+           "register_weights", "register_weights_table", "saved_record", "weights_entry"]
+
+#: What a registered model is: B-cos v1 (the paper's), B-cos v2, or a conventional twin.
+KINDS = ("bcos", "bcos_v2", "standard")
 
 #: Version tag of :meth:`ModelInfo.to_dict` (written into every checkpoint and export).
 RECORD_FORMAT = "bcosnet-model-record-1"
@@ -83,7 +97,13 @@ class ModelInfo:
 
     @property
     def is_bcos(self) -> bool:
-        return self.kind.startswith("bcos")
+        """Whether the model is a B-cos network (``kind`` "bcos" or "bcos_v2").
+
+        The library's one rule is :func:`bcosnet.nn.is_bcos_model` (a module taking
+        part in explanation mode); :func:`~bcosnet.models.create_model` refuses a
+        registration whose kind contradicts it, so for every built model
+        ``model.model_info.is_bcos == is_bcos_model(model)``."""
+        return self.kind != "standard"
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -129,8 +149,6 @@ class ModelInfo:
             return ValueError(f"{source}: {msg} — the file's model record is damaged or was "
                               f"edited; re-export the model from its training checkpoint")
 
-        from .._utils.validate import check_record_fields
-
         try:
             check_record_fields(d, _RECORD_KEYS, "the model record")
         except ValueError as e:
@@ -148,10 +166,10 @@ class ModelInfo:
             raise bad(f"missing field(s) {missing}")
         try:
             name, family, kind = (_check_str(d[k], k) for k in ("name", "family", "kind"))
-            if kind not in ("bcos", "bcos_v2", "standard"):
+            if kind not in KINDS:
                 raise ValueError(f"kind {kind!r} is not 'bcos', 'bcos_v2' or 'standard'")
-            num_classes = _check_pos_int(d["num_classes"], "num_classes")
-            in_channels = _check_pos_int(d["in_channels"], "in_channels")
+            num_classes = check_int("num_classes", d["num_classes"], 1)
+            in_channels = check_int("in_channels", d["in_channels"], 1)
             sizes = [_check_size(d[k], k) for k in ("input_size", "min_size")]
             extra = d.get("model_options") or {}
             if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
@@ -200,16 +218,10 @@ def _check_str(v: Any, what: str) -> str:
     return v
 
 
-def _check_pos_int(v: Any, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{what} must be a positive int, got {v!r}")
-    return v
-
-
 def _check_size(v: Any, what: str) -> tuple[int, int]:
     if not isinstance(v, (list, tuple)) or len(v) != 2:
         raise ValueError(f"{what} must be [H, W], got {v!r}")
-    return (_check_pos_int(v[0], what), _check_pos_int(v[1], what))
+    return (check_int(what, v[0], 1), check_int(what, v[1], 1))
 
 
 def _check_classes(v: Any, num_classes: int) -> tuple[str, ...]:
@@ -219,38 +231,6 @@ def _check_classes(v: Any, num_classes: int) -> tuple[str, ...]:
     if len(v) > num_classes:
         raise ValueError(f"{len(v)} class names for a model of {num_classes} classes")
     return tuple(v)
-
-
-def input_encoding_of(model: nn.Module) -> dict[str, Any]:
-    """What ``model`` does with its [0, 1] input (see :attr:`ModelInfo.input_encoding`)."""
-    from ..nn import AddInverse
-    from ._common import ImageNormalize
-
-    for m in model.modules():
-        if isinstance(m, AddInverse):
-            return {"kind": "add_inverse"}
-        if isinstance(m, ImageNormalize):
-            mean, std = m.stats
-            return {"kind": "normalize", "mean": list(mean), "std": list(std)}
-    return {"kind": "none"}
-
-
-class ClassNamesMixin:
-    """``model.class_names``: the names of ``model.model_info.classes`` (a list;
-    empty when not known).  Assigning it updates the record — one source of truth."""
-
-    @property
-    def class_names(self) -> list[str]:
-        info = self.__dict__.get("model_info")
-        return list(info.classes) if info is not None else []
-
-    @class_names.setter
-    def class_names(self, names: Sequence[str]) -> None:
-        info = self.__dict__.get("model_info")
-        if info is None:
-            raise AttributeError("this model has no model_info to hold class names; build it "
-                                 "with bcosnet.create_model")
-        self.model_info = info.with_classes(list(names or []))  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -279,7 +259,7 @@ def register_model(
     ``num_classes`` and ``in_channels``); without it they are read off the
     builder's signature.
     """
-    if kind not in ("bcos", "bcos_v2", "standard"):
+    if kind not in KINDS:
         raise ValueError(f"kind must be 'bcos', 'bcos_v2' or 'standard', got {kind!r}")
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -304,8 +284,6 @@ def register_model(
 
 def _lookup(name: str) -> _Entry:
     if name not in _REGISTRY:
-        from .._utils.validate import did_you_mean
-
         raise ValueError(
             f"unknown model {name!r}{did_you_mean(name, list(_REGISTRY), n=5, cutoff=0.5)}; "
             f"see bcosnet.list_models() for all {len(_REGISTRY)} names"
@@ -318,81 +296,9 @@ def model_info(name: str) -> ModelInfo:
     return _lookup(name).info
 
 
-def create_model(
-    name: str,
-    num_classes: int | None = None,
-    *,
-    weights: Any = None,
-    **overrides: Any,
-) -> nn.Module:
-    """Build a registered model, optionally with weights.
-
-    Args:
-        name: a name from :func:`list_models`.
-        num_classes: output count (default: the builder's default, or the
-            weights' class count).
-        weights: ``None`` (random initialisation), the name of a registered
-            weights entry (:func:`bcosnet.models.list_weights`) or ``"DEFAULT"``,
-            a :class:`~bcosnet.models.Weights`, a file path or URL (a bcosnet
-            checkpoint or ``.safetensors`` export, a ``torch.save``-d state dict —
-            ours or a ``bcos`` v2 one), a state dict, or what
-            :func:`bcosnet.models.read_weights` returned.  Loaded weights-only and
-            strictly; the model is returned in eval mode.  A bcosnet checkpoint or
-            export carries its model record: the model is built with the recorded
-            class count and options (unless given here), and ``model.model_info``
-            holds the recorded class names, image size and resize rule, and data
-            set.
-        **overrides: builder options (``in_channels``, ``b``, ``max_out``,
-            ``scale``, ``temperature``, ``logit_bias``, ``norm``, ...).
-    """
-    entry = _lookup(name)
-    entry_weights = None
-    read = None
-    if weights is not None:
-        from .weights import ReadWeights, Weights, get_weights, list_weights, read_weights
-
-        if isinstance(weights, Weights):
-            entry_weights = weights
-        elif isinstance(weights, str) and (weights == "DEFAULT" or weights in list_weights(name)):
-            entry_weights = get_weights(name, weights)
-        if entry_weights is not None:
-            overrides = {**entry_weights.model_options, **overrides}
-            if num_classes is None:
-                num_classes = entry_weights.num_classes
-        else:
-            read = weights if isinstance(weights, ReadWeights) else read_weights(
-                weights, model_name=name)
-            if read.record is not None:
-                if read.record.name != name:
-                    raise ValueError(f"{read.what} was trained as {read.record.name!r}, not "
-                                     f"{name!r} — build {read.record.name!r}")
-                overrides = {**read.record.extra, **overrides}
-                if num_classes is None:
-                    num_classes = read.record.num_classes
-    if num_classes is None:
-        num_classes = entry.info.num_classes
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    from ._common import check_option_names, translate_legacy_options
-
-    overrides = translate_legacy_options(overrides, name)
-    check_option_names(["in_channels", *entry.info.options], list(overrides), name)
-    model = entry.builder(num_classes=num_classes, **overrides)
-    in_ch = overrides.get("in_channels", entry.info.in_channels)
-    info = replace(entry.info, num_classes=num_classes, in_channels=in_ch, extra=dict(overrides),
-                   input_encoding=input_encoding_of(model))
-    if weights is not None:
-        from .weights import load_weights
-
-        load_weights(model, entry_weights or read, model_name=name)
-        source = entry_weights if entry_weights is not None else read.record
-        if source is not None:
-            info = replace(info, preprocess=source.preprocess, dataset=source.dataset)
-            info = info.with_classes(list(source.classes)[:num_classes]
-                                     if len(source.classes) <= num_classes else [])
-        model.eval()
-    model.model_info = info  # type: ignore[assignment]
-    return model
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The registered builder of ``name`` (a ``ValueError`` with close names otherwise)."""
+    return _lookup(name).builder
 
 
 def _signature_options(fn: Callable[..., nn.Module]) -> dict[str, Any]:
@@ -411,3 +317,142 @@ def list_models(pattern: str | None = None, *, kind: str | None = None) -> list[
     if kind is not None:
         names = [n for n in names if _REGISTRY[n].info.kind == kind]
     return names
+
+
+# ----------------------------------------------------------------------------- weights
+@dataclass(frozen=True)
+class Weights:
+    """A released set of weights of one registered model (data: nothing is loaded here).
+
+    Attributes:
+        name: the entry's name (``create_model(model, weights=name)``).
+        url: where the file is downloaded from.
+        sha256_prefix: the hash prefix the download must match (torch.hub's
+            convention: it is also the part after the last ``-`` of the file name).
+        source: who released it, where (for citation).
+        num_classes: classes of the checkpoint.
+        key_format: ``"bcos_v2"`` (the ``bcos`` package's key names, renamed on
+            load) or ``"bcosnet"``.
+        transforms: the evaluation transform the weights expect, in words.
+        metrics: accuracy the release reports (e.g. ``{"imagenet_top1": 68.736}``);
+            reported by the source, not measured here.
+        model_options: options the model must be built with for these weights.
+        preprocess: the evaluation transform as a record
+            (:class:`bcosnet.data.Preprocess`); recorded in the loaded model.
+        dataset: the data set they were trained on (:class:`bcosnet.data.DatasetRecord`).
+        classes: class names of the outputs (empty: not bundled).
+    """
+
+    name: str
+    url: str
+    sha256_prefix: str
+    source: str
+    num_classes: int
+    key_format: str = "bcosnet"
+    transforms: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
+    preprocess: Preprocess | None = None
+    dataset: DatasetRecord | None = None
+    classes: tuple[str, ...] = ()
+
+
+_WEIGHTS: dict[str, dict[str, Weights]] = {}
+
+
+def register_weights(model: str, weights: Weights) -> Weights:
+    """Attach ``weights`` to the model named ``model`` (a family file declares its
+    entries beside its models and registers them when imported)."""
+    entries = _WEIGHTS.setdefault(model, {})
+    if weights.name in entries:
+        raise ValueError(f"{model!r} already has weights named {weights.name!r}")
+    entries[weights.name] = weights
+    return weights
+
+
+def register_weights_table(table: Mapping[str, Sequence[Weights]]) -> None:
+    """Register a family's weights, declared as data beside its models: model name →
+    its entries (the first is the model's ``"DEFAULT"``)."""
+    for model, entries in table.items():
+        for weights in entries:
+            register_weights(model, weights)
+
+
+def list_weights(model: str) -> list[str]:
+    """Names of the registered weights of ``model`` (first = ``"DEFAULT"``)."""
+    return list(_WEIGHTS.get(model, {}))
+
+
+def get_weights(model: str, name: str) -> Weights:
+    """The entry ``name`` (or ``"DEFAULT"``) of ``model``; a clear error otherwise."""
+    entries = _WEIGHTS.get(model, {})
+    if not entries:
+        raise ValueError(
+            f"{model!r} has no registered weights; pass weights= a file path, a URL or a "
+            f"state dict"
+        )
+    if name == "DEFAULT":
+        return next(iter(entries.values()))
+    if name not in entries:
+        raise ValueError(
+            f"{model!r} has no weights named {name!r}; registered: {', '.join(entries)} "
+            f"(or 'DEFAULT'), or pass a file path / URL / state dict"
+        )
+    return entries[name]
+
+
+def weights_entry(model: str, weights: Any) -> Weights | None:
+    """The registered entry ``weights`` stands for — a :class:`Weights`, ``"DEFAULT"``
+    or an entry name of ``model`` — or ``None`` (a file, URL or state dict)."""
+    if isinstance(weights, Weights):
+        return weights
+    if isinstance(weights, str) and (weights == "DEFAULT" or weights in list_weights(model)):
+        return get_weights(model, weights)
+    return None
+
+
+# ----------------------------------------------------------------------------- saved records
+def saved_record(meta: Mapping[str, Any], what: str = "the weights file") -> ModelInfo | None:
+    """The :class:`ModelInfo` a checkpoint's / export's ``meta`` records (what
+    :func:`bcosnet.models.weights.read_state_dict` returns beside the weights), or
+    ``None`` (a plain state dict).
+
+    Files of bcosnet 0.1 hold no record: it is derived from their model name,
+    options, class names and (checkpoints) training config, and a warning says
+    what was assumed.  A damaged or edited record is a ``ValueError``.
+    """
+    if meta.get("model_info") is not None:
+        rec = ModelInfo.from_dict(meta["model_info"], source=what)
+        for key, value in (("model_name", rec.name), ("num_classes", rec.num_classes)):
+            if meta.get(key) is not None and meta[key] != value:
+                raise ValueError(
+                    f"{what}: its model record says {key} {value!r}, the file's {key} entry "
+                    f"{meta[key]!r} — the file's model record is damaged or was edited; "
+                    f"re-export the model from its training checkpoint")
+        return rec
+    name = meta.get("model_name")
+    if not name:
+        return None
+    if not isinstance(name, str):
+        raise ValueError(f"{what}: its model_name {name!r} is not a name; the file is damaged")
+    base = model_info(name)
+    opts = dict(meta.get("model_options") or {})
+    num = meta.get("num_classes") or base.num_classes
+    rec = replace(base, num_classes=num, in_channels=opts.get("in_channels", base.in_channels),
+                  extra=opts).with_classes(list(meta.get("classes") or []))
+    cfg = meta.get("config")
+    data = cfg.get("data") if isinstance(cfg, Mapping) else None
+    if isinstance(data, Mapping):
+        dataset = DatasetRecord.from_config(dict(data))
+        pre = eval_preprocess(dataset.name, data.get("image_size"))
+        rec = replace(rec, dataset=dataset, preprocess=pre)
+        note = (f"derived from its training config: data set {dataset.describe()}, input "
+                f"{pre.describe()}")
+    else:
+        h, w = base.input_size
+        note = (f"it records neither its image size nor its data set: {name}'s native "
+                f"{h}×{w} input is assumed (another: image_size=N), and the data set must be "
+                f"named where one is needed (dataset=NAME, root=DIR)")
+    warnings.warn(f"{what} was saved by an earlier bcosnet, without a model record; {note}",
+                  UserWarning, stacklevel=3)
+    return rec

@@ -27,18 +27,12 @@ from typing import Any
 import torchvision.models as tvm
 from torch import Tensor, nn
 
-from ._common import (
-    BcosPolicy,
-    ImageNormalize,
-    StandardClassifierMixin,
-    bcos_policy,
-    make_norm,
-    resolve_options,
-)
-from .base import BcosClassifier
-from .registry import register_model
+from ..nn import AvgPool2d
+from ._common import BcosPolicy, bcos_policy, bcos_v2_release, make_norm, resolve_options
+from .base import BcosClassifier, StandardClassifierMixin
+from .registry import Weights, register_model, register_weights_table
 
-__all__ = ["BcosResNet", "BasicBlock", "Bottleneck", "StandardResNet"]
+__all__ = ["BcosResNet", "BasicBlock", "Bottleneck", "StandardResNet", "WEIGHTS"]
 
 
 class _ResidualBlock(nn.Module):
@@ -140,7 +134,7 @@ class BcosResNet(BcosClassifier):
         else:
             self.conv1 = conv(enc, inplanes, 7, 2, 3)
             # The original's max-pool: average pooling keeps the network dynamic linear.
-            self.pool = nn.AvgPool2d(kernel_size=3, stride=2, padding=1)
+            self.pool = AvgPool2d(kernel_size=3, stride=2, padding=1)
         self.bn1 = make_norm(norm, inplanes)
 
         self._inplanes = inplanes
@@ -207,9 +201,7 @@ class StandardResNet(StandardClassifierMixin, tvm.ResNet):
         if in_channels != 3:
             self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
             nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-        self.normalize = ImageNormalize(in_channels, min_size, mean, std, model=name)
-        self.in_channels = in_channels
-        self.last_feature_layer = "layer4"
+        self._set_input(in_channels, min_size, mean, std, name, last_feature_layer="layer4")
 
     classifier_name = "fc"
 
@@ -217,9 +209,6 @@ class StandardResNet(StandardClassifierMixin, tvm.ResNet):
         """Images in [0, 1] → the last feature map (``layer4``'s output)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(self.normalize(x)))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(self.normalize(x))
 
 
 # ----------------------------------------------------------------------------- registry
@@ -233,7 +222,7 @@ _RESNET_CFGS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] =
 _TV_BLOCK = {BasicBlock: tvm.resnet.BasicBlock, Bottleneck: tvm.resnet.Bottleneck}
 _MIN_SIZE = (32, 32)
 
-#: Default options of each variant: v1 ImageNet constants (SPEC §1 / supplement
+#: Default options of each variant: v1 ImageNet constants (docs/protocol.md §1 / supplement
 #: C.1.2: s = 100, log10 T = 1, MaxOut 2) and v2 (uncentred BN, no MaxOut/scale, T = 1).
 #: ``logit_bias=None``: log(0.01/0.99)-style v1 prior / −log(C − 1) for v2.
 V1_OPTIONS: dict[str, Any] = dict(
@@ -244,6 +233,15 @@ V2_OPTIONS: dict[str, Any] = dict(
 )
 STANDARD_OPTIONS: dict[str, Any] = dict(mean=None, std=None)
 _COMMON = dict(family="resnet", input_size=(224, 224), min_size=_MIN_SIZE)
+
+#: Released weights of this family, registered with the models below: the B-cos v2
+#: release's ImageNet ResNets (depth, the file's SHA-256 prefix, reported top-1 %).
+WEIGHTS: dict[str, list[Weights]] = {
+    f"resnet{depth}_v2": [bcos_v2_release(f"resnet_{depth}-{sha}.pth", top1=top1)]
+    for depth, sha, top1 in ((18, "68b4160fff", 68.736), (34, "a63425a03e", 72.284),
+                             (50, "ead259efe4", 75.882), (101, "84c3658278", 76.532),
+                             (152, "42051a77c1", 76.484))}
+register_weights_table(WEIGHTS)
 
 
 def _create(
@@ -355,3 +353,4 @@ def standard_resnet101(**kw: Any) -> StandardResNet:
 def standard_resnet152(**kw: Any) -> StandardResNet:
     """torchvision's ResNet-152 taking images in [0, 1]."""
     return _create(152, "standard", **kw)
+

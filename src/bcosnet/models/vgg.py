@@ -28,20 +28,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torchvision.models as tvm
-from torch import Tensor, nn
+from torch import nn
 
-from ._common import (
-    BcosPolicy,
-    ImageNormalize,
-    StandardClassifierMixin,
-    bcos_policy,
-    make_conv_stack,
-    resolve_options,
-)
-from .base import BcosClassifier
-from .registry import register_model
+from ._common import BcosPolicy, bcos_policy, bcos_v2_release, make_conv_stack, resolve_options
+from .base import BcosClassifier, StandardClassifierMixin
+from .registry import Weights, register_model, register_weights_table
 
-__all__ = ["BcosVGG", "StandardVGG", "VGG_CFGS"]
+__all__ = ["BcosVGG", "StandardVGG", "VGG_CFGS", "WEIGHTS"]
 
 #: Feature configurations (torchvision's "A", "B", "D", "E"); "M" = 2×2 pooling.
 VGG_CFGS: dict[int, list[int | str]] = {
@@ -54,7 +47,7 @@ VGG_CFGS: dict[int, list[int | str]] = {
 }
 _MIN_SIZE = (32, 32)  # five 2×2 poolings
 
-#: Default options: v1 ImageNet constants (SPEC §1 / supplement C.1.2: s = 1000,
+#: Default options: v1 ImageNet constants (docs/protocol.md §1 / supplement C.1.2: s = 1000,
 #: log10 T = −1, MaxOut 2) and v2 (uncentred BN, no MaxOut/scale, T = 1).
 V1_OPTIONS: dict[str, Any] = dict(
     b=2.0, max_out=2, scale=1000.0, temperature=0.1, logit_bias=None, cos_eps=0.0,
@@ -95,6 +88,7 @@ class BcosVGG(BcosClassifier):
         conv = policy.conv
         # "M": the original's max-pool becomes average pooling (dynamic linear).
         self.features, c = make_conv_stack(policy, 2 * in_channels, cfg)
+        self.num_features = c
         # VGG's fully connected head as convolutions applied per location.
         head = nn.Sequential(
             conv(c, hidden_features, 7, 1, 3),
@@ -122,16 +116,15 @@ class StandardVGG(StandardClassifierMixin, tvm.VGG):
             first = features[0]
             features[0] = nn.Conv2d(in_channels, first.out_channels, 3, padding=1)
         super().__init__(features, num_classes=num_classes)
-        self.normalize = ImageNormalize(in_channels, _MIN_SIZE, mean, std, model=name)
-        self.in_channels = in_channels
-        self.last_feature_layer = "features"
+        self._set_input(in_channels, _MIN_SIZE, mean, std, name)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Images in [0, 1] → the last feature map (``features``' output)."""
-        return self.features(self.normalize(x))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(self.normalize(x))
+#: Released weights of this family, registered with the models below: the B-cos v2
+#: release's ImageNet VGG-11 with uncentred batch norm (top-1 as reported).
+WEIGHTS: dict[str, list[Weights]] = {
+    "vgg11_bnu_v2": [bcos_v2_release("vgg_11_bnu-34036029f0.pth", top1=69.310)],
+}
+register_weights_table(WEIGHTS)
 
 
 def _create(
@@ -225,3 +218,4 @@ def standard_vgg16(**kw: Any) -> StandardVGG:
 def standard_vgg19(**kw: Any) -> StandardVGG:
     """torchvision's VGG-19 taking images in [0, 1]."""
     return _create(19, "standard", **kw)
+

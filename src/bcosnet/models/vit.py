@@ -185,10 +185,13 @@ class BcosViT(BcosClassifier):
         pe = self.positional_embedding(x)
         return self.transformer(x.flatten(1, 2) + pe)
 
-    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
-        """Tokens → mean token → norm + B-cos linear → logit layer."""
-        x = self.linear_head(features.mean(dim=1))
-        return x if pre_logits else self.logit_layer(x)
+    def pool_features(self, features: Tensor) -> Tensor:
+        """Tokens ``N×T×dim`` → the mean token ``N×dim`` (the head's input)."""
+        return features.mean(dim=1)
+
+    def forward_evidence(self, features: Tensor) -> Tensor:
+        """Tokens → mean token → norm + B-cos linear: ``N×num_classes`` before the logit layer."""
+        return self.linear_head(self.pool_features(features))
 
 
 # ----------------------------------------------------------------------------- registry

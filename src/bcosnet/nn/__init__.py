@@ -1,6 +1,15 @@
 """Building blocks of B-cos networks (no model logic here)."""
 
-from .bcos import DEFAULT_NORM_EPS, BcosConv2d, BcosLinear, bcos_scaling, v1_scale
+from .bcos import (
+    DEFAULT_NORM_EPS,
+    BcosConv2d,
+    BcosLinear,
+    bcos_scaling,
+    check_b,
+    check_max_out,
+    check_scale,
+    v1_scale,
+)
 from .bcosified import BcosifiedConv2d
 from .encoding import AddInverse
 from .explanation_mode import (
@@ -34,6 +43,9 @@ __all__ = [
     "PositionNorm2d",
     "SupportsExplanationMode",
     "bcos_scaling",
+    "check_b",
+    "check_max_out",
+    "check_scale",
     "explanation_mode",
     "explanation_modules",
     "is_bcos_model",

@@ -1,4 +1,4 @@
-"""B-cos layers: ``BcosConv2d`` and ``BcosLinear`` (SPEC §1).
+"""B-cos layers: ``BcosConv2d`` and ``BcosLinear`` (docs/protocol.md §1).
 
 A B-cos unit computes ``|cos(x, ŵ)|^(B-1) · ŵᵀx``: a linear map with unit-norm
 rows, rescaled by how well each row aligns with its input.  In explanation
@@ -10,56 +10,59 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._utils.validate import check_int, is_int
 from .explanation_mode import ExplainableModule
 
-__all__ = ["BcosConv2d", "BcosLinear", "v1_scale", "DEFAULT_NORM_EPS"]
+__all__ = ["BcosConv2d", "BcosLinear", "DEFAULT_NORM_EPS", "check_b", "check_max_out",
+           "check_scale", "v1_scale"]
 
 #: ε inside the square root of the input norm, ``sqrt(Σx² + ε)`` (v1 and v2 use 1e-6).
 DEFAULT_NORM_EPS = 1e-6
 
 
 def v1_scale(s: float, in_channels: int, kernel_size: int | Sequence[int] = 1) -> float:
-    """The v1 output scale ``γ = s / sqrt(d)`` with ``d = kh·kw·C_in`` (SPEC §1)."""
+    """The v1 output scale ``γ = s / sqrt(d)`` with ``d = kh·kw·C_in`` (docs/protocol.md §1)."""
     kh, kw = _pair(kernel_size, "kernel_size")
     return float(s) / math.sqrt(kh * kw * in_channels)
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         return (value, value)
     if isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int) for v in value):
         return (int(value[0]), int(value[1]))
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
-def _check_b(b: float) -> float:
-    if isinstance(b, bool) or not isinstance(b, (int, float)):
-        raise TypeError(f"b must be a number >= 1, got {b!r}")
-    if not math.isfinite(b) or b < 1:
-        raise ValueError(f"b must be a finite number >= 1 (b=1 is a linear layer), got b={b}")
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_b(b: float) -> float:
+    """``b`` as a float if it is a finite number ``>= 1`` (the alignment pressure of
+    every B-cos layer, B-cosified convolutions included); a ``ValueError`` otherwise."""
+    if not _is_number(b) or not math.isfinite(b) or b < 1:
+        raise ValueError(f"b must be a finite number >= 1 (b=1 is a linear layer), got {b!r}")
     return float(b)
 
 
-def _check_max_out(max_out: int) -> int:
-    if isinstance(max_out, bool) or not isinstance(max_out, int):
-        raise TypeError(f"max_out must be a positive int, got {max_out!r}")
-    if max_out < 1:
-        raise ValueError(f"max_out must be >= 1 (1 means no MaxOut), got max_out={max_out}")
-    return max_out
+def check_max_out(max_out: int) -> int:
+    """``max_out`` if it is an int ``>= 1`` (1 means no MaxOut)."""
+    return check_int("max_out", max_out, 1)
 
 
-def _check_scale(scale: float | None) -> float | None:
+def check_scale(scale: float | None) -> float | None:
+    """``scale`` as a float (``None`` stays ``None``) if it is finite and positive."""
     if scale is None:
         return None
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"scale must be a positive number or None, got {scale!r}")
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite positive number or None, got scale={scale}")
+    if not _is_number(scale) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a finite positive number or None, got {scale!r}")
     return float(scale)
 
 
@@ -306,7 +309,40 @@ def _maxout(out: Tensor, dim: int, max_out: int) -> Tensor:
     return grouped.max(dim=dim + 1 if dim >= 0 else dim).values
 
 
-class BcosConv2d(ExplainableModule):
+class _BcosLayer(ExplainableModule):
+    """What :class:`BcosConv2d` and :class:`BcosLinear` share: the options ``b``,
+    ``max_out``, ``scale``, ``norm_eps`` and ``cos_eps`` (checked), torch's default
+    initialisation (the per-unit weight norm makes its scale irrelevant), and
+    :meth:`resized` (a fresh layer like this one with another output count)."""
+
+    weight: nn.Parameter
+
+    def _set_options(self, b: float, max_out: int, scale: float | None, norm_eps: float,
+                     cos_eps: float) -> None:
+        self.b = check_b(b)
+        self.max_out = check_max_out(max_out)
+        self.scale = check_scale(scale)
+        self.norm_eps = float(norm_eps)
+        self.cos_eps = float(cos_eps)
+
+    def _options(self) -> dict[str, Any]:
+        w = self.weight
+        return dict(b=self.b, max_out=self.max_out, scale=self.scale, norm_eps=self.norm_eps,
+                    cos_eps=self.cos_eps, device=w.device, dtype=w.dtype)
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def _options_repr(self) -> str:
+        s = f", b={self.b:g}"
+        if self.max_out != 1:
+            s += f", max_out={self.max_out}"
+        if self.scale is not None:
+            s += f", scale={self.scale:.4g}"
+        return s
+
+
+class BcosConv2d(_BcosLayer):
     """2-D B-cos convolution.
 
     Accepts what :class:`torch.nn.Conv2d` accepts (int/tuple/``"same"``/``"valid"``
@@ -345,12 +381,10 @@ class BcosConv2d(ExplainableModule):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
+                        ("groups", groups)):
+            check_int(name, v, 1)
         super().__init__()
-        for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-            raise ValueError(f"groups must be a positive int, got {groups!r}")
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
@@ -379,12 +413,7 @@ class BcosConv2d(ExplainableModule):
             self.padding: tuple[int, int] | str = padding
         else:
             self.padding = _pair(padding, "padding")
-        self.b = _check_b(b)
-        self.max_out = _check_max_out(max_out)
-        self.scale = _check_scale(scale)
-        self.norm_eps = float(norm_eps)
-        self.cos_eps = float(cos_eps)
-
+        self._set_options(b, max_out, scale, norm_eps, cos_eps)
         self.weight = nn.Parameter(
             torch.empty(
                 out_channels * self.max_out,
@@ -397,9 +426,11 @@ class BcosConv2d(ExplainableModule):
         self._explicit_pad = self._compute_explicit_pad()
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        # Same initialisation as nn.Conv2d (the norm makes the scale irrelevant).
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+    def resized(self, out_channels: int) -> BcosConv2d:
+        """A freshly initialised layer like this one with ``out_channels`` outputs."""
+        return type(self)(self.in_channels, out_channels, self.kernel_size, self.stride,
+                          self.padding, self.dilation, self.groups,
+                          padding_mode=self.padding_mode, **self._options())
 
     def _compute_explicit_pad(self) -> tuple[int, int, int, int] | None:
         """F.pad tuple (left, right, top, bottom) when the input must be padded
@@ -541,15 +572,10 @@ class BcosConv2d(ExplainableModule):
             s += f", groups={self.groups}"
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode!r}"
-        s += f", b={self.b:g}"
-        if self.max_out != 1:
-            s += f", max_out={self.max_out}"
-        if self.scale is not None:
-            s += f", scale={self.scale:.4g}"
-        return s
+        return s + self._options_repr()
 
 
-class BcosLinear(ExplainableModule):
+class BcosLinear(_BcosLayer):
     """B-cos linear layer: ``|cos(x, ŵ)|^(B-1) · ŵᵀx`` per output unit.
 
     Input ``*×in_features`` → output ``*×out_features``.  See
@@ -570,23 +596,17 @@ class BcosLinear(ExplainableModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        self.in_features = in_features
-        self.out_features = out_features
-        self.b = _check_b(b)
-        self.max_out = _check_max_out(max_out)
-        self.scale = _check_scale(scale)
-        self.norm_eps = float(norm_eps)
-        self.cos_eps = float(cos_eps)
+        self.in_features = check_int("in_features", in_features, 1)
+        self.out_features = check_int("out_features", out_features, 1)
+        self._set_options(b, max_out, scale, norm_eps, cos_eps)
         self.weight = nn.Parameter(
             torch.empty(out_features * self.max_out, in_features, device=device, dtype=dtype)
         )
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+    def resized(self, out_features: int) -> BcosLinear:
+        """A freshly initialised layer like this one with ``out_features`` outputs."""
+        return type(self)(self.in_features, out_features, **self._options())
 
     def normalized_weight(self) -> Tensor:
         w = self.weight
@@ -613,9 +633,4 @@ class BcosLinear(ExplainableModule):
         return out
 
     def extra_repr(self) -> str:
-        s = f"{self.in_features}, {self.out_features}, b={self.b:g}"
-        if self.max_out != 1:
-            s += f", max_out={self.max_out}"
-        if self.scale is not None:
-            s += f", scale={self.scale:.4g}"
-        return s
+        return f"{self.in_features}, {self.out_features}" + self._options_repr()

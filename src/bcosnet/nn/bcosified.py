@@ -16,13 +16,12 @@ B-cos layer.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bcos import DEFAULT_NORM_EPS, bcos_scaling
+from .bcos import DEFAULT_NORM_EPS, bcos_scaling, check_b
 from .explanation_mode import ExplainableModule
 
 __all__ = ["BcosifiedConv2d"]
@@ -39,7 +38,7 @@ class BcosifiedConv2d(nn.Conv2d, ExplainableModule):
     def __init__(self, *args: Any, b: float = 1.0, norm_eps: float = DEFAULT_NORM_EPS,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.b = _check_b(b)
+        self.b = check_b(b)
         self.norm_eps = float(norm_eps)
 
     @classmethod
@@ -88,8 +87,3 @@ class BcosifiedConv2d(nn.Conv2d, ExplainableModule):
     def extra_repr(self) -> str:
         return super().extra_repr() + f", b={self.b:g}"
 
-
-def _check_b(b: float) -> float:
-    if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b < 1:
-        raise ValueError(f"b must be a finite number >= 1 (1 = the plain convolution), got {b!r}")
-    return float(b)

@@ -1,9 +1,11 @@
-"""Input encoding ``[x, 1 − x]`` (SPEC §2)."""
+"""Input encoding ``[x, 1 − x]`` (docs/protocol.md §2)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from .._utils.validate import check_int
 
 __all__ = ["AddInverse"]
 
@@ -23,9 +25,8 @@ class AddInverse(nn.Module):
 
     def __init__(self, in_channels: int | None = None, dim: int = 1) -> None:
         super().__init__()
-        if in_channels is not None and (isinstance(in_channels, bool) or in_channels < 1):
-            raise ValueError(f"in_channels must be a positive int or None, got {in_channels!r}")
-        self.in_channels = in_channels
+        self.in_channels = None if in_channels is None else check_int("in_channels",
+                                                                      in_channels, 1)
         self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:

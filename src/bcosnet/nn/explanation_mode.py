@@ -8,7 +8,7 @@ A module takes part in explanation mode by implementing two members:
 In explanation mode a module treats every input-dependent factor of its
 dynamic linear map (the ``|cos|^(B-1)`` scaling, patch norms, the variance of
 uncentred norms, ...) as a constant, so that one backward pass yields the
-linear map itself (SPEC §3).  The names match the published ``bcos`` package,
+linear map itself (docs/protocol.md §3).  The names match the published ``bcos`` package,
 so its modules take part too.
 
 The model is walked when the context manager is entered; nothing is cached.

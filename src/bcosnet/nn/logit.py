@@ -1,4 +1,4 @@
-"""The logit layer ``out / T + b`` (SPEC §1)."""
+"""The logit layer ``out / T + b`` (docs/protocol.md §1)."""
 
 from __future__ import annotations
 

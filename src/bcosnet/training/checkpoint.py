@@ -13,7 +13,7 @@ A training checkpoint is a plain dict of tensors and Python primitives::
 architecture and options, class names, input channels, image size and resize
 rule, input encoding, data set); the exported ``.safetensors`` carries the same
 keys in its metadata.  Checkpoints written before the record (bcosnet 0.1) lack
-it and still load (:func:`bcosnet.models.weights.saved_record`).
+it and still load (:func:`bcosnet.models.registry.saved_record`).
 """
 
 from __future__ import annotations
@@ -135,8 +135,7 @@ def load_checkpoint_model(
     saved record: architecture, options, class names, image size and resize rule,
     data set — and ``model.class_names`` set.  Files of bcosnet 0.1 (no record)
     load too: a warning says what was derived or assumed."""
-    from ..models import create_model
-    from ..models.weights import read_weights
+    from ..models import create_model, read_weights
 
     p = Path(path)
     if not p.is_file():
