@@ -1,6 +1,6 @@
 """A small main job's folder for the app's tests, built once per test session
 (shared by the pytest-xdist workers through a file lock): two networks trained
-for a few steps on Fashion-MNIST by the library's trainer (their checkpoints
+for 10 steps on Fashion-MNIST by the library's trainer (their checkpoints
 carry the model record), their pointing games on two 3×3 grids played by the
 library's game, and a saved ``bcosnet neurons`` run."""
 
@@ -25,7 +25,7 @@ def _train(preset: str, out: Path) -> Path:
     cfg = get_preset(preset)
     cfg = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, options={**cfg.model.options, "width": 4}),
-        optim=dataclasses.replace(cfg.optim, batch_size=64), max_steps=30, out_dir=str(out),
+        optim=dataclasses.replace(cfg.optim, batch_size=64), max_steps=10, out_dir=str(out),
         progress=False, ema_decay=None, threads=None)
     return Path(train(cfg).checkpoint)
 
