@@ -1,4 +1,5 @@
-"""Grid pointing game (SPEC §5): scoring, grid construction, the game, resuming, plotting."""
+"""Grid pointing game (docs/protocol.md §5): scoring, grid construction, the game, resuming,
+plotting."""
 
 from __future__ import annotations
 

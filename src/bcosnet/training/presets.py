@@ -1,4 +1,4 @@
-"""Named training presets: the paper's experiments (supplement C.1, SPEC §6)
+"""Named training presets: the paper's experiments (supplement C.1, docs/protocol.md §7)
 and Fashion-MNIST.
 
 Each preset is a documented table row, not code: :func:`get_preset` returns a
