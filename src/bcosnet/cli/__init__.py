@@ -13,12 +13,14 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
+from .._utils import malloc
+from ._common import api_flags, cli_message
+
 __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(
         prog="bcosnet",
         description="B-cos networks: train, explain and evaluate self-explaining classifiers.",
@@ -40,17 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from .._utils.malloc import tune_malloc
-
-    tune_malloc()  # freed tensor memory stays in the process (no page faults per step)
+    malloc.tune_malloc()  # freed tensor memory stays in the process (no page faults per step)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, TypeError) as e:
-        from ._common import api_flags, cli_message
-
         # library errors name API arguments; say them as this command's flags
         print(f"bcosnet {args.command}: error: {cli_message(str(e), api_flags(args))}",
               file=sys.stderr)

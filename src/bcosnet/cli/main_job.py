@@ -16,6 +16,7 @@ from ..pipeline import (
     DEFAULT_GRIDS,
     DEFAULT_GRIDS_PER_METHOD,
     MainConfig,
+    run_main,
 )
 from ._common import parse_grid_counts
 
@@ -77,8 +78,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import run_main
-
     if args.time_limit_min is not None:
         raise ValueError(
             "bcosnet main no longer takes --time-limit-min: a wall-clock budget made the "
