@@ -59,7 +59,8 @@ def render(cases: list[dict]) -> str:
         "`ValueError`/`TypeError` from bcosnet's own code with a message — any other",
         "exception, or one raised deep inside torch, fails the test.",
         "",
-        "Generated, not typed — to regenerate (about a minute on 2 cores):",
+        "Generated, not typed — to regenerate (it runs `pytest tests/reliability`; pytest's",
+        "options such as `-n 2` pass through):",
         "",
         "    python scripts/reliability_table.py",
         "",
@@ -70,7 +71,8 @@ def render(cases: list[dict]) -> str:
     for area in areas:
         rows = [c for c in cases if c["area"] == area]
         lines += [f"## {area}", "", "| case | outcome | detail / message |", "|---|---|---|"]
-        for c in sorted(rows, key=lambda c: c["case"]) if area == "fuzz" else rows:
+        # rows in test order (whichever process ran the test), a test's rows as it wrote them
+        for c in sorted(rows, key=lambda c: c["case"] if area == "fuzz" else c["test"]):
             lines.append(f"| {_cell(c['case'])} | {_cell(c['outcome'])} | "
                          f"{_cell(c['detail'])} |")
         lines.append("")

@@ -39,9 +39,9 @@ class Recorder:
 
     def _add(self, area: str, case: str, outcome: str, detail: str) -> None:
         detail = " ".join(str(detail).split())
-        # temporary folders differ from run to run: shown as <tmp>
-        detail = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/ ]+|/tmp/tmp[\w-]+", "<tmp>",
-                        detail)
+        # temporary folders differ from run to run (and under pytest-xdist): shown as <tmp>
+        detail = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/(?:popen-gw\d+/)?[^/ ]+|/tmp/tmp[\w-]+",
+                        "<tmp>", detail)
         if len(detail) > 220:
             detail = detail[:217] + "..."
         self.cases.append({"area": area, "case": case, "outcome": outcome,

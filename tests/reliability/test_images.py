@@ -173,10 +173,8 @@ def test_folder_of_1000_mixed_files(tmp_path, grey_checkpoint, capsys, reliabili
             jpeg = p.read_bytes()
         good.append(p)
     out = tmp_path / "out"
-    t0 = time.perf_counter()
     rc = main(["explain", str(src), "--checkpoint", str(grey_checkpoint), "--out", str(out),
                "--format", "rgba"])
-    seconds = time.perf_counter() - t0
     err = capsys.readouterr().err
     assert rc == 1
     written = sorted(out.iterdir())
@@ -188,5 +186,5 @@ def test_folder_of_1000_mixed_files(tmp_path, grey_checkpoint, capsys, reliabili
     listed = err.split("image(s) failed:")[1].split()
     assert sorted(listed) == sorted(str(p) for p in bad)
     reliability.handled(AREA, "a folder of 1,000 mixed files (900 good, 100 broken)",
-                        f"900 explanations written, the 100 bad files listed, exit code 1, "
-                        f"no temporary file left; {seconds:.1f} s")
+                        "900 explanations written, the 100 bad files listed, exit code 1, "
+                        "no temporary file left")
