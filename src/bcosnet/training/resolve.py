@@ -23,7 +23,8 @@ classes             the sub-folders of ``train/`` (``model.num_classes``, when
                     ``runs/<data set>``)
 ==================  ==========================================================
 
-A model built from scratch takes the data's channel count (``in_channels``); a
+A model built from scratch takes the data's channel count (``in_channels``), or
+the images are converted to its ``in_channels`` option when one is given; a
 model started from ``model.init_weights`` keeps the channels of those weights,
 and images of another channel count are an error that names ``data.channels``
 (convert them: 1 = grey, 3 = RGB).
