@@ -206,3 +206,14 @@ def test_a_damaged_item_is_named(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"x\.json is not a result file.*delete it"):
         store.load("x")
     assert os.path.exists(tmp_path / "x.json")  # nothing deleted behind the user's back
+
+
+def test_a_folder_from_before_the_store_is_checked_by_what_it_recorded(tmp_path) -> None:
+    """legacy_settings: an earlier folder's recorded settings are compared as far as
+    they go (here it did not record "model"), then store.json is written."""
+    with pytest.raises(SettingsMismatchError, match="a: 2 then, 1 now") as e:
+        ResultStore(tmp_path / "x", {"a": 1, "model": "m"}, legacy_settings=lambda f: {"a": 2})
+    assert e.value.differences == {"a": (2, 1)} and not (tmp_path / "x" / "store.json").exists()
+    ResultStore(tmp_path / "y", {"a": 1, "model": "m"}, legacy_settings=lambda f: {"a": 1})
+    saved = json.loads((tmp_path / "y" / "store.json").read_text())
+    assert saved["settings"] == {"a": 1, "model": "m"}

@@ -191,7 +191,8 @@ class ResultStore:
             another ``results_dir`` or delete the folder / file).
         legacy_settings: for folders written before ``store.json`` existed:
             ``folder → the settings they were made with`` (or None when unknown),
-            checked like ``store.json``.
+            checked like ``store.json`` as far as they go (a setting they do not
+            record is not a difference).
 
     Raises:
         SettingsMismatchError: the folder holds results of other ``settings``.
@@ -221,7 +222,9 @@ class ResultStore:
         saved = _read(path)
         if saved is None:
             then = legacy(self.folder) if legacy is not None else None
-            if then is not None and (diff := settings_differences(then, self.settings or {})):
+            diff = {k: v for k, v in settings_differences(then or {}, self.settings or {}).items()
+                    if v[0] is not UNSET}  # what an earlier version recorded
+            if diff:
                 self._refuse(self.folder, diff)
             record = {"key": fingerprint(self.settings), "what": self.what,
                       "settings": self.settings}

@@ -399,8 +399,8 @@ def _legacy_grid_settings(folder: Path) -> dict[str, Any] | None:
     if not f.is_file():
         return None
     saved = json.loads(f.read_text(encoding="utf-8"))
-    return {**{k: saved.get(k, "sigmoid" if k == "confidence_score" else None)
-               for k in GRID_KEYS}, "model": saved.get("model")}
+    then = {k: saved.get(k, "sigmoid" if k == "confidence_score" else None) for k in GRID_KEYS}
+    return {**then, "model": saved["model"]} if "model" in saved else then
 
 
 def grid_store(results_dir: str | os.PathLike, settings: dict[str, Any], model_fp: str
