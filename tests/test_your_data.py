@@ -164,7 +164,16 @@ def test_the_guide_runs_as_written_on_a_generated_folder(tmp_path: Path, monkeyp
     assert head10["config"]["data"]["train_per_class"] == 10
 
     total = time.monotonic() - t_start
+    ft_acc = load_checkpoint(tmp_path / "runs" / "my-images-fmnist-finetune-head"
+                             / "checkpoint.pt")["metrics"]["test_acc"]
     print(f"\nwalkthrough: {len(ran)} steps, {total:.0f} s; folder model test accuracy "
-          f"{100 * acc:.2f} % (n = 40)")
+          f"{100 * acc:.2f} % (n = 40); Fashion-MNIST head fine-tuned {100 * ft_acc:.2f} %, "
+          f"ResNet-18 after 3 steps {100 * ck_rn['metrics']['test_acc']:.2f} %, head on 10 "
+          f"per class {100 * head10['metrics']['test_acc']:.2f} %")
+    print("faithfulness (deletion ↓ / insertion ↑ AUC): " + ", ".join(
+        f"{m} {r['deletion_auc']:.3f}/{r['insertion_auc']:.3f}" for m, r in faith.items()))
+    print("localisation 2×2 (grids, median, mean): " + ", ".join(
+        f"{m} {r['grids']}, {r['summary']['median']:.3f}, {r['summary']['mean']:.3f}"
+        for m, r in game["methods"].items()))
     for cmd, secs, cpu in ran:
         print(f"  {secs:6.1f} s wall {cpu:6.1f} s CPU  {cmd}")
