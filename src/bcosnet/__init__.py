@@ -15,7 +15,7 @@ from .explanations import (
     save_explanation,
     to_rgba,
 )
-from .models import bcosify, create_model, list_models, register_model
+from .models import bcosify, create_model, from_pretrained, list_models, register_model
 
 __version__ = "0.1.0"
 
@@ -41,6 +41,7 @@ __all__ = [
     "create_model",
     "explain",
     "explanation_mode",
+    "from_pretrained",
     "list_models",
     "nn",
     "overlay",

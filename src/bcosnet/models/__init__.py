@@ -10,8 +10,10 @@ The layout (each module imports only the ones above it in this list; no circles)
   input normalisation, the option vocabulary);
 * ``base.py`` — the two classifier shapes (:class:`BcosClassifier`, the twins'
   mixin) and the B-cos rules built on :func:`bcosnet.nn.is_bcos_model`;
+* ``hub.py`` — ``save_pretrained`` folders (``config.json`` + ``model.safetensors``)
+  and the Hugging Face Hub: writing, uploading, reading files (below the factory);
 * ``factory.py`` — :func:`create_model`, :func:`create_finetune_model`,
-  :func:`read_weights` / loading weights into a model;
+  :func:`from_pretrained`, :func:`read_weights` / loading weights into a model;
 * the family files (``mnist``, ``cifar``, ``resnet``, ``densenet``, ``vgg``,
   ``inception``, ``convnext``, ``vit``) — each declares its variants
   (``@register_model``) and its released weights as data (``WEIGHTS``);
@@ -35,7 +37,14 @@ from . import (  # noqa: F401  (registration)
 from .base import BcosClassifier, freeze_backbone
 from .bcos_v2 import load_bcos_v2
 from .bcosification import BcosifiedNet, bcosify, register_bcosified_models
-from .factory import ReadWeights, create_finetune_model, create_model, read_weights
+from .factory import (
+    ReadWeights,
+    create_finetune_model,
+    create_model,
+    from_pretrained,
+    read_weights,
+)
+from .hub import push_to_hub, save_pretrained
 from .registry import (
     RECORD_FORMAT,
     ModelInfo,
@@ -60,13 +69,16 @@ __all__ = [
     "create_finetune_model",
     "create_model",
     "freeze_backbone",
+    "from_pretrained",
     "list_models",
     "load_bcos_v2",
     "model_info",
+    "push_to_hub",
     "register_model",
     "register_weights",
     "Weights",
     "get_weights",
     "list_weights",
     "read_weights",
+    "save_pretrained",
 ]

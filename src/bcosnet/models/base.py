@@ -28,8 +28,10 @@ network", :func:`bcosnet.nn.is_bcos_model`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -45,6 +47,7 @@ from ..nn import (
     PositionNorm2d,
     is_bcos_model,
 )
+from . import hub
 from ._common import ImageNormalize, v1_logit_bias, v2_logit_bias
 
 __all__ = ["BcosClassifier", "ClassNamesMixin", "ClassifierMixin", "StandardClassifierMixin",
@@ -105,6 +108,19 @@ class ClassNamesMixin:
             raise AttributeError("this model has no model_info to hold class names; build it "
                                  "with bcosnet.create_model")
         self.model_info = info.with_classes(list(names or []))  # type: ignore[attr-defined]
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, model_card: bool = True
+                        ) -> Path:
+        """Write this model into a folder: ``config.json`` (name, options, record) +
+        ``model.safetensors`` (huggingface_hub's layout; :func:`bcosnet.models.hub.
+        save_pretrained`).  ``bcosnet.from_pretrained(folder)`` reads it back."""
+        return hub.save_pretrained(self, save_directory, model_card=model_card)  # type: ignore[arg-type]
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> str:
+        """Upload this model to the Hugging Face Hub repo ``repo_id`` as a
+        :meth:`save_pretrained` folder (:func:`bcosnet.models.hub.push_to_hub`:
+        ``private``, ``token``, ``revision``, ``commit_message``); returns the commit URL."""
+        return hub.push_to_hub(self, repo_id, **options)  # type: ignore[arg-type]
 
 
 class ClassifierMixin(ClassNamesMixin):

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from .._utils.validate import check_int
 from ..nn import AddInverse, is_bcos_model
 from ._common import ImageNormalize, check_option_names, translate_legacy_options
+from .hub import HUB_PREFIX, pretrained_location, read_pretrained
 from .registry import (
     ModelInfo,
     Weights,
@@ -35,10 +36,11 @@ from .registry import (
 from .weights import is_url, load_state, map_state_keys, read_state_dict
 
 __all__ = ["ReadWeights", "WeightsSource", "create_finetune_model", "create_model",
-           "guess_model_names", "input_encoding_of", "load_weights", "read_weights"]
+           "from_pretrained", "guess_model_names", "input_encoding_of", "load_weights",
+           "read_weights"]
 
 #: ``weights=`` accepts: an entry name or "DEFAULT", a :class:`Weights`, a path,
-#: a URL or a state dict.
+#: a URL, a state dict, a ``save_pretrained`` folder or ``"hf-hub:user/repo"``.
 WeightsSource = Union[str, os.PathLike, Weights, Mapping[str, Any]]  # noqa: UP007
 
 
@@ -84,11 +86,15 @@ def read_weights(
     progress: bool = True,
 ) -> ReadWeights:
     """Read ``weights`` (an entry name of ``model_name``, a :class:`Weights`, a path,
-    a URL or a state dict) and the model record it carries.
+    a URL, a state dict, a :func:`~bcosnet.models.hub.save_pretrained` folder or a
+    Hub repo ``"hf-hub:user/repo"`` — downloaded into ``model_dir``, else
+    huggingface_hub's cache) and the model record it carries.
 
     Raises ``ValueError`` for an unreadable file, a record that is damaged or of
     an unknown format, or a file recorded for another model than ``model_name``.
     """
+    if pretrained_location(weights) is not None:
+        return _saved_weights(*read_pretrained(weights, cache_dir=model_dir), model_name)
     if isinstance(weights, str) and model_name is not None and not is_url(weights) \
             and not Path(weights).exists() \
             and (weights == "DEFAULT" or weights in list_weights(model_name)
@@ -102,6 +108,12 @@ def read_weights(
     what = str(weights) if isinstance(weights, (str, os.PathLike)) else "weights"
     state, meta = read_state_dict(weights, use_ema=use_ema, check_hash=check_hash,
                                   model_dir=model_dir, progress=progress)
+    return _saved_weights(state, meta, what, model_name)
+
+
+def _saved_weights(state: dict[str, Tensor], meta: dict[str, Any], what: str,
+                   model_name: str | None) -> ReadWeights:
+    """Weights read from a bcosnet file or folder, with the record its ``meta`` holds."""
     record = saved_record(meta, what)
     if record is not None and model_name is not None and record.name != model_name:
         raise _trained_as(what, record.name, model_name)
@@ -233,14 +245,19 @@ def create_model(
     """Build a registered model, optionally with weights.
 
     Args:
-        name: a name from :func:`list_models`.
+        name: a name from :func:`list_models` — or, as timm spells it,
+            ``"hf-hub:user/repo"``: the model that Hub repo records, with its
+            weights.
         num_classes: output count (default: the builder's default, or the
             weights' class count).
         weights: ``None`` (random initialisation), the name of a registered
             weights entry (:func:`bcosnet.models.list_weights`) or ``"DEFAULT"``,
             a :class:`~bcosnet.models.Weights`, a file path or URL (a bcosnet
             checkpoint or ``.safetensors`` export, a ``torch.save``-d state dict —
-            ours or a ``bcos`` v2 one), a state dict, or what
+            ours or a ``bcos`` v2 one), a state dict, a folder written by
+            ``model.save_pretrained``, a Hugging Face Hub repo
+            ``"hf-hub:user/repo"`` (``@revision`` optional; huggingface_hub's cache
+            and offline settings apply), or what
             :func:`bcosnet.models.read_weights` returned.  Loaded weights-only and
             strictly; the model is returned in eval mode.  A bcosnet checkpoint or
             export carries its model record: the model is built with the recorded
@@ -250,6 +267,12 @@ def create_model(
         **overrides: builder options (``in_channels``, ``b``, ``max_out``,
             ``scale``, ``temperature``, ``logit_bias``, ``norm``, ...).
     """
+    if isinstance(name, str) and name.startswith(HUB_PREFIX):  # timm: the repo names the model
+        if weights is not None:
+            raise ValueError(f"create_model({name!r}) loads that repo's weights: leave weights= "
+                             f"out, or pass the model's name with weights={name!r}")
+        read = read_weights(name)
+        return create_model(read.record.name, num_classes, weights=read, **overrides)
     info = model_info(name)
     source = _weights_source(name, weights)
     trained = _source_record(source)
@@ -275,6 +298,53 @@ def create_model(
                                          if len(trained.classes) <= num_classes else [])
         model.eval()
     model.model_info = record  # type: ignore[assignment]
+    return model
+
+
+def from_pretrained(
+    source: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | None = None,
+    use_ema: bool = True,
+) -> nn.Module:
+    """The model ``source`` records, with its weights: a folder written by
+    ``model.save_pretrained`` (``config.json`` + ``model.safetensors``), a Hugging
+    Face Hub repo (``"user/name"`` or ``"hf-hub:user/name[@revision]"``), or a
+    bcosnet training checkpoint (``.pt``, its EMA weights when ``use_ema``) or
+    ``.safetensors`` export.
+
+    Built by :func:`create_model` from the record (name, options, class count) and
+    loaded strictly, in eval mode, with ``model.model_info`` the saved record
+    (classes, image size and resize rule, data set); the parameters keep the dtype
+    they were saved in.  ``revision``, ``cache_dir``, ``local_files_only`` and
+    ``token`` are huggingface_hub's download arguments (Hub repos only).
+
+    Raises ``ValueError`` for a source that is none of these, a damaged or edited
+    record (naming the file and the field), a download that failed (saying why),
+    and files without a model record (plain state dicts: load them with
+    ``create_model(NAME, weights=FILE)``).
+    """
+    if pretrained_location(source, bare_repo_id=True) is not None:
+        read = _saved_weights(*read_pretrained(
+            source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+            token=token, bare_repo_id=True), None)
+    elif isinstance(source, (str, os.PathLike)) and Path(source).is_file():
+        read = read_weights(source, use_ema=use_ema)
+    else:
+        raise ValueError(f"from_pretrained: {str(source)!r} is no folder saved by "
+                         f"save_pretrained, no Hugging Face Hub repo ('user/name') and no "
+                         f"bcosnet checkpoint or export file")
+    if read.record is None:
+        raise ValueError(f"{read.what} records no model: it is not a bcosnet checkpoint, export "
+                         f"or save_pretrained folder — load a plain state dict with "
+                         f"bcosnet.create_model(NAME, weights={str(source)!r})")
+    model = create_model(read.record.name, weights=read)
+    dtypes = {v.dtype for v in read.state.values() if v.is_floating_point()}
+    if len(dtypes) == 1 and (saved := dtypes.pop()) != next(model.parameters()).dtype:
+        load_state(model.to(saved), read.state, read.what, model_name=read.record.name)
     return model
 
 

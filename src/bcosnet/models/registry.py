@@ -35,7 +35,7 @@ from ..data.builder import DatasetRecord, eval_preprocess
 from ..data.images import Preprocess
 
 __all__ = ["KINDS", "RECORD_FORMAT", "ModelInfo", "Weights", "get_weights", "list_models",
-           "list_weights", "model_entrypoint", "model_info", "register_model",
+           "list_weights", "model_entrypoint", "model_info", "record_meta", "register_model",
            "register_weights", "register_weights_table", "saved_record", "weights_entry"]
 
 #: What a registered model is: B-cos v1 (the paper's), B-cos v2, or a conventional twin.
@@ -412,6 +412,17 @@ def weights_entry(model: str, weights: Any) -> Weights | None:
 
 
 # ----------------------------------------------------------------------------- saved records
+def record_meta(info: ModelInfo) -> dict[str, Any]:
+    """What a bcosnet file records of ``info`` besides the weights — the inverse of
+    :func:`saved_record`: ``model_info`` (:meth:`ModelInfo.to_dict`) and, for readers
+    of bcosnet 0.1, ``model_name``, ``model_options``, ``num_classes`` and ``classes``
+    (the keys of a ``save_pretrained`` folder's ``config.json`` and of its
+    ``model.safetensors`` metadata)."""
+    return {"model_name": info.name, "model_options": _jsonable(info.extra),
+            "num_classes": info.num_classes, "classes": list(info.classes),
+            "model_info": info.to_dict()}
+
+
 def saved_record(meta: Mapping[str, Any], what: str = "the weights file") -> ModelInfo | None:
     """The :class:`ModelInfo` a checkpoint's / export's ``meta`` records (what
     :func:`bcosnet.models.weights.read_state_dict` returns beside the weights), or

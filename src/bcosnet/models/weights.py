@@ -29,9 +29,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._utils.io import atomic_write
+
 __all__ = ["V2_KEY_PREFIXES", "check_fits", "convert_bcos_v2_state_dict", "load_state",
            "looks_like_bcos_v2", "map_state_keys", "read_checkpoint_file", "read_state_dict",
-           "sha256_prefix_of"]
+           "sha256_prefix_of", "write_safetensors"]
 
 _URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 # torch.hub's convention: the part after the last "-" of a file name is a SHA-256 prefix.
@@ -178,6 +180,20 @@ def read_state_dict(
             f"is this a checkpoint of another tool? Extract its model state dict first"
         )
     return dict(obj), meta
+
+
+def write_safetensors(state: Mapping[str, Tensor], path: str | os.PathLike,
+                      metadata: Mapping[str, Any]) -> Path:
+    """Write ``state`` as a ``.safetensors`` file, atomically (a copy of each tensor on
+    the CPU, contiguous); each ``metadata`` value is stored as JSON text (what
+    :func:`read_state_dict` reads back for the keys a bcosnet file records).  The
+    one writer of bcosnet's ``.safetensors`` files: training exports and
+    ``save_pretrained`` folders."""
+    from safetensors.torch import save_file  # optional dependency, needed for this format only
+
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    meta = {k: json.dumps(v) for k, v in metadata.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 # ----------------------------------------------------------------------------- key names

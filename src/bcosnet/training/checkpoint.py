@@ -18,7 +18,6 @@ it and still load (:func:`bcosnet.models.registry.saved_record`).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
@@ -115,12 +114,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def export_safetensors(
     state: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, Any]
 ) -> Path:
-    """Write ``state`` as safetensors (atomically); ``metadata`` values are stored as JSON."""
-    from safetensors.torch import save_file
+    """Write ``state`` as safetensors (atomically); ``metadata`` values are stored as JSON
+    (:func:`bcosnet.models.weights.write_safetensors`)."""
+    from ..models.weights import write_safetensors
 
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    meta = {k: json.dumps(v) for k, v in metadata.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return write_safetensors(state, path, metadata)
 
 
 def load_checkpoint_model(
