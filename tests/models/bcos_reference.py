@@ -33,10 +33,11 @@ def calibrate_norms(model: torch.nn.Module, images: torch.Tensor) -> torch.nn.Mo
     """Every batch norm's running statistics from one batch of ``images`` (fresh
     ones, running_var = 1, shrink a v2 net's signal towards 0 layer by layer, or let
     it explode); returns the model in eval mode."""
-    for m in model.modules():
-        if getattr(m, "running_var", None) is not None:
-            m.momentum = 1.0
-    model.train()
+    norms = [m for m in model.modules() if getattr(m, "running_var", None) is not None]
+    model.eval()  # the rest stays in eval mode: e.g. Inception's auxiliary head needs 299 px
+    for m in norms:
+        m.momentum = 1.0
+        m.train()
     with torch.no_grad():
         model(images)
     return model.eval()
