@@ -118,3 +118,55 @@ def test_the_entry_point_stays_a_function_after_the_parser_is_built() -> None:
     build_parser()  # imports every sub-command module (bcosnet main's is cli/main_job.py)
     assert callable(bcosnet.cli.main) and bcosnet.cli.main.__module__ == "bcosnet.cli"
     assert build_parser().parse_args(["main", "--quick"]).command == "main"
+
+
+# ----------------------------------------------------------------------------- function length
+MAX_BODY_LINES = 80
+
+
+def body_lines(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's body: from its first statement after the docstring to
+    the last line of its last statement (comments and blank lines between count;
+    a nested function counts in the function that holds it)."""
+    body = fn.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]
+    if not body:
+        return 0
+    return (body[-1].end_lineno or body[-1].lineno) - body[0].lineno + 1
+
+
+def long_functions(root: Path = SRC, limit: int = MAX_BODY_LINES) -> list[str]:
+    """``file:line name (N lines)`` for every function or method under ``root``
+    whose body (:func:`body_lines`) is longer than ``limit`` lines."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = body_lines(node)
+                if n > limit:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} "
+                                 f"({n} lines)")
+    return found
+
+
+def test_the_length_counter_counts_the_body_without_the_docstring(tmp_path: Path) -> None:
+    statements = "".join(f"    x{i} = {i}\n" for i in range(81))
+    (tmp_path / "m.py").write_text(
+        'def long():\n    """Doc\n    string."""\n' + statements
+        + 'def short():\n    """Doc."""\n    x = 1\n    # a comment\n\n    return x\n'
+        + "class C:\n    def method(self):\n        def inner():\n            return 1\n"
+        + "        return inner\n")
+    tree = ast.parse((tmp_path / "m.py").read_text())
+    counts = {n.name: body_lines(n) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert counts == {"long": 81, "short": 4, "method": 3, "inner": 1}
+    assert long_functions(tmp_path) == ["m.py:1 long (81 lines)"]
+    assert long_functions(tmp_path, limit=81) == []
+
+
+def test_no_function_body_in_src_is_longer_than_80_lines() -> None:
+    """Counted from the first statement after the docstring to the end of the
+    last statement (:func:`body_lines`)."""
+    found = long_functions()
+    assert not found, f"function bodies over {MAX_BODY_LINES} lines:\n" + "\n".join(found)
