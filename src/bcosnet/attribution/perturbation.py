@@ -214,7 +214,9 @@ class Rise(_Perturbation):
         output: ``"auto"`` (default: sigmoid on a B-cos network, softmax on a
             conventional one, see the module docstring), ``"sigmoid"``,
             ``"softmax"`` or ``"logit"``.
-        seed / generator: randomness (a fresh generator from ``seed`` per call).
+        seed: randomness: a fresh generator from ``seed`` per call.
+        generator: a ``torch.Generator`` to draw from instead of ``seed`` (its state
+            advances).
         batch_size: masked images per forward pass.
         progress: ``None`` (default, a bar on a terminal for calls expected to
             take more than a couple of seconds), ``True`` or ``False``; see
@@ -327,15 +329,18 @@ class Lime(_Perturbation):
         num_features: segments kept in the 0/1 mask (5, the paper's setting);
             ``None``: the full ridge weight map instead (each segment's signed
             coefficient).
-        kernel_size, max_dist, ratio: quickshift settings (4, 200, 0.2: lime's).
+        kernel_size: quickshift's ``kernel_size`` (4: lime's).
+        max_dist: quickshift's ``max_dist`` (200: lime's).
+        ratio: quickshift's ``ratio`` (0.2: lime's).
         kernel_width: 0.25 (lime's).
         fill: ``"segment_mean"`` (each segment's mean colour, lime's default) or
             any :func:`make_baseline` value (e.g. ``"black"``).
         output: ``"auto"`` (default: sigmoid on a B-cos network, softmax on a
             conventional one, see the module docstring), ``"sigmoid"``,
             ``"softmax"`` or ``"logit"``.
-        seed / generator: randomness of the patterns (a ``torch.Generator``
-            replaces lime's numpy draw); quickshift uses ``seed`` too.
+        seed: randomness of the patterns; quickshift uses ``seed`` too.
+        generator: a ``torch.Generator`` that replaces lime's numpy draw of the
+            patterns.
         batch_size: perturbed images per forward pass.
         progress: ``None`` (default, a bar on a terminal for calls expected to
             take more than a couple of seconds), ``True`` or ``False``; see

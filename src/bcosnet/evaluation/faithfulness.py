@@ -363,7 +363,11 @@ def evaluate_faithfulness(
             or ``"random"``.
         images: how many images, drawn without replacement with ``seed`` (all when
             the data set is smaller and ``images`` ≥ its length).
-        steps, baseline, output, modes, batch_size: as :func:`deletion_insertion`.
+        steps: as :func:`deletion_insertion`.
+        baseline: as :func:`deletion_insertion`.
+        output: as :func:`deletion_insertion`.
+        modes: as :func:`deletion_insertion`.
+        batch_size: as :func:`deletion_insertion`.
         target: ``"pred"`` (the model's predicted class: what its output says) or
             ``"label"`` (the true class).
         method_settings: per-method keyword arguments of the attribution methods.

@@ -345,7 +345,8 @@ def overlay(
         rgba: an H×W×4 explanation (one map of :func:`to_rgba`, or of
             :func:`contribution_to_rgba`) of the same H×W.
         alpha: opacity of the explanation, in [0, 1].
-        fade, grey: how the image is shown underneath.
+        fade: how far the image underneath is faded towards white (0: as is, 1: white).
+        grey: show the image underneath in grey.
 
     Returns:
         An H×W×3 float64 tensor in [0, 1] (:func:`png_bytes` writes it).
@@ -449,7 +450,8 @@ def save_explanation(
         image: the image to overlay on (C×H×W or N×C×H×W tensor in [0, 1], or
             an H×W×C array); default: recovered from the encoded input
             ``ex.inputs`` (``[x, 1 − x]``), i.e. the image as the model saw it.
-        smooth, percentile: :func:`to_rgba`'s settings.
+        smooth: :func:`to_rgba`'s ``smooth``.
+        percentile: :func:`to_rgba`'s ``percentile``.
 
     Returns:
         The path written.

@@ -441,9 +441,11 @@ def explain(
             forward pass and one backward pass batched over the T targets
             (:func:`bcosnet._utils.gradients.target_gradients`), plus a forward
             pass of one image for the constant term.
-        layer, channel, location: explain an intermediate neuron instead of a
-            logit: ``channel`` (int or list) of the output of ``layer`` (a module
-            name or module), summed over locations, or at ``location=(h, w)``.
+        layer: explain an intermediate neuron instead of a logit: a module name
+            or module whose output holds the neuron.
+        channel: the neuron's channel (int or list) of ``layer``'s output, summed
+            over locations unless ``location`` is given.
+        location: ``(h, w)``: the neuron at that location of the channel.
 
     Returns:
         An :class:`Explanation`.  The model's parameters receive no gradients,

@@ -163,9 +163,11 @@ def bcosify(
     Args:
         model: a torchvision ResNet / VGG / DenseNet, or a bcosnet conventional twin
             (see :data:`SUPPORTED_SOURCES`).  It is not modified (a copy is converted).
-        mean, std: the input normalisation the source was trained with — only for
-            sources without their own (plain torchvision models; default ImageNet's
-            for 3 channels, 0.5/0.5 otherwise).  The twins carry theirs.
+        mean: the input normalisation's mean the source was trained with — only
+            for sources without their own (plain torchvision models; default
+            ImageNet's for 3 channels, 0.5 otherwise).  The twins carry theirs.
+        std: its standard deviation, as ``mean`` (ImageNet's for 3 channels, 0.5
+            otherwise).
         min_size: smallest accepted (H, W) (default: the twin's, else 32×32).
         fine_tune: also make the paper's fine-tuning changes
             (:meth:`BcosifiedNet.fine_tuning_form` with ``b``).

@@ -184,8 +184,9 @@ def grid_pointing_game(
         num_grids: grids in the grid set (None: as many as can be made).
         grids_per_method: method name -> how many of the grids (the first k)
             it plays; default: all.  E.g. fewer for the perturbation methods.
-        confidence_threshold, confidence_score, allow_fewer: see
-            :func:`make_grid_dataset`.
+        confidence_threshold: see :func:`make_grid_dataset`.
+        confidence_score: see :func:`make_grid_dataset`.
+        allow_fewer: see :func:`make_grid_dataset`.
         smoothing: ``"auto"`` (the paper's rule for the cell size: 15 at 224 px,
             none at 28–32 px, see :func:`paper_smoothing`), None, or an odd
             box-filter size applied to each summed map.

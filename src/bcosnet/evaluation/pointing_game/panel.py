@@ -40,7 +40,8 @@ def plot_method_panel(
             :func:`grid_pointing_game`), e.g. ``{"B-cos": (bcos_net, ["bcos", "ixg"]),
             "standard": (twin, ["ixg"])}``.
         grids: the grids; every row explains the same grid image and cell.
-        grid, cell: which grid and which cell (default: the centre cell).
+        grid: which grid.
+        cell: which cell of it (default: the centre cell).
         method_settings: method name -> settings for ``attribution.get``.
         smoothing: as in the game, applied to the shown maps and their scores.
         class_names: the data set's class names (index → name), shown as the explained
