@@ -20,8 +20,8 @@ from .models import bcosify, create_model, from_pretrained, list_models, registe
 __version__ = "0.1.0"
 
 # The heavier sub-packages load on first use: `bcosnet.evaluation`,
-# `bcosnet.training`, `bcosnet.data` work after a plain `import bcosnet`.
-_LAZY = ("data", "evaluation", "explanations", "models", "training", "pipeline")
+# `bcosnet.training`, `bcosnet.data`, `bcosnet.interop` work after a plain `import bcosnet`.
+_LAZY = ("data", "evaluation", "explanations", "interop", "models", "training", "pipeline")
 
 
 def __getattr__(name: str):  # noqa: ANN202 - PEP 562 module attribute hook
