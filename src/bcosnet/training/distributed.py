@@ -1,22 +1,25 @@
 """``torch.distributed`` helpers: one code path for 1 and N processes.
 
-Launch N processes with ``torchrun --nproc_per_node N -m bcosnet train ...``;
-torchrun sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``.
-Backend: NCCL on GPUs, gloo on CPU.
+Launch N processes with ``torchrun --nproc_per_node N -m bcosnet train ...`` (or
+``... -m bcosnet evaluate ...``); torchrun sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/
+``MASTER_ADDR``/``MASTER_PORT``.  Backend: NCCL on GPUs, gloo on CPU.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["DistEnv", "init_distributed", "ShardedSampler", "all_reduce_sum", "broadcast_flag"]
+__all__ = ["DistEnv", "init_distributed", "ShardedSampler", "all_reduce_sum", "broadcast_flag",
+           "broadcast_object", "gather_objects", "launched_by_torchrun", "pick_device"]
 
 
 @dataclass
@@ -46,24 +49,60 @@ class DistEnv:
             dist.destroy_process_group()
 
 
-def init_distributed(device: str = "auto") -> DistEnv:
+def launched_by_torchrun() -> bool:
+    """Whether this process is one rank of a ``torchrun`` (or ``srun`` with the same
+    variables) launch: ``WORLD_SIZE`` and ``RANK`` are set."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
+    """This process's device: ``"auto"`` is ``cuda:LOCAL_RANK`` when a GPU is visible,
+    else the CPU; ``"cuda"`` is ``cuda:LOCAL_RANK``; ``"cpu"`` and ``"cuda:N"`` are taken
+    as given.  A CUDA device where none is visible is a ValueError naming the fix."""
+    if device == "auto":
+        dev = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError as e:
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got "
+                             f"{device!r}") from e
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device(f"cuda:{local_rank}")
+    if dev.type == "cuda":
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if visible == 0:
+            raise ValueError(
+                f"device={device} asks for a GPU, but this process sees no CUDA device "
+                "(torch.cuda.is_available() is False: no GPU, no CUDA build of torch, or "
+                "CUDA_VISIBLE_DEVICES empty); use device=cpu, or device=auto (a GPU where "
+                "one is visible, else the CPU)")
+        if dev.index is not None and dev.index >= visible:
+            raise ValueError(
+                f"device {dev} asked for (device={device}, LOCAL_RANK {local_rank}), but "
+                f"this machine shows {visible} CUDA device(s), cuda:0 to cuda:{visible - 1}; "
+                f"start at most one process per GPU (torchrun --nproc-per-node {visible}), "
+                "or use device=cpu")
+    return dev
+
+
+def init_distributed(device: str = "auto", *,
+                     timeout: datetime.timedelta | None = None) -> DistEnv:
     """Join the process group described by torchrun's environment (if any) and
-    pick this process's device."""
+    pick this process's device (:func:`pick_device` with ``LOCAL_RANK``).
+    ``timeout``: how long a collective waits for the other processes (torch's
+    default, 30 minutes, when None)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        dev = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    else:
-        dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None:
-            dev = torch.device(f"cuda:{local}")
+    dev = pick_device(device, local)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     here = False
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, **kwargs)
         here = True
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
@@ -143,3 +182,22 @@ def broadcast_flag(flag: bool, env: DistEnv) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=env.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
+    """Every process's ``obj`` (picklable), in rank order, on every process
+    (``[obj]`` for one process)."""
+    if not env.distributed:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, env: DistEnv, src: int = 0) -> Any:
+    """Process ``src``'s ``obj`` (picklable) on every process."""
+    if not env.distributed:
+        return obj
+    box = [obj if env.rank == src else None]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
