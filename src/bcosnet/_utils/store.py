@@ -26,6 +26,13 @@ the same time (each item is its own file; ``store.json`` is created with a hard
 link, which fails if another process made it first — then its settings are
 compared like any re-run's).  Two processes computing the *same* item write the
 same result; the last rename wins.
+
+An item may also be made in *chunks* — e.g. by several processes, each a share of
+its elements: chunk ``[start, stop)`` of item ``name`` is an item of its own,
+``<name>.chunk-<start>-<stop>.json`` (:meth:`ResultStore.save_chunk`), made with
+the item's settings plus its range.  :meth:`ResultStore.load_chunks` gives the
+payloads of a run of chunks once all are there; the caller merges them into the
+finished item and :meth:`ResultStore.drop_chunks` removes them.
 """
 
 from __future__ import annotations
@@ -292,6 +299,49 @@ class ResultStore:
                      settings: Mapping[str, Any] | None = None) -> Path:
         """Write the progress of item ``name`` atomically (replacing the last)."""
         return self._write(self.partial_path(name), payload, settings)
+
+    # ------------------------------------------------------------------ chunks
+    @staticmethod
+    def chunk_name(name: str, start: int, stop: int) -> str:
+        """The item name of elements ``[start, stop)`` of item ``name``."""
+        return f"{name}.chunk-{start:06d}-{stop:06d}"
+
+    def save_chunk(self, name: str, start: int, stop: int, payload: Mapping[str, Any],
+                   settings: Mapping[str, Any] | None = None) -> Path:
+        """Write chunk ``[start, stop)`` of item ``name`` (made with the item's
+        ``settings``; the range is recorded with them) atomically."""
+        return self.save(self.chunk_name(name, start, stop), payload,
+                         {**(settings or {}), "chunk": [start, stop]})
+
+    def load_chunk(self, name: str, start: int, stop: int,
+                   settings: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Chunk ``[start, stop)`` of item ``name``, or None when it is not there (made
+        with other ``settings``: a :class:`SettingsMismatchError`)."""
+        return self.load(self.chunk_name(name, start, stop),
+                         {**(settings or {}), "chunk": [start, stop]})
+
+    def load_chunks(self, name: str, ranges: list[tuple[int, int]],
+                    settings: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The payloads of chunks ``ranges`` of item ``name``, in order.  A missing one
+        is a ValueError naming it (the run that should have made it did not finish:
+        run again to make it)."""
+        out = []
+        for start, stop in ranges:
+            part = self.load_chunk(name, start, stop, settings)
+            if part is None:
+                raise ValueError(
+                    f"{self.path(self.chunk_name(name, start, stop))} is missing: the process "
+                    f"that had to make elements {start}–{stop} of {name!r} did not finish, or "
+                    f"does not write to this folder ({self.folder}: every process must see "
+                    "the same folder); run again to make it")
+            out.append(part)
+        return out
+
+    def drop_chunks(self, name: str) -> None:
+        """Remove every chunk file of item ``name`` (after merging them)."""
+        for p in self.folder.glob(f"{_file_name(name)}.chunk-*.json"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
 
 
 def _item_differences(saved: Mapping[str, Any], settings: Mapping[str, Any]
