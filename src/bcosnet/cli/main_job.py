@@ -68,13 +68,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="processes that train the two networks side by side and share out "
                         "the pointing game, each with 2 // WORKERS torch threads (default: 2; "
                         "1: everything in this process)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N or auto: where both networks are trained and "
+                        "evaluated (default: training on a GPU when one is visible, "
+                        "evaluation on the CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     # the main job's errors name MainConfig's fields; said as this command's flags
     p.set_defaults(func=run, api_flags={
         "out_dir": "--out", "epochs": "--epochs", "max_steps": "--max-steps",
         "grids_per_method": "--grids-per-method", "grid_n": "--grid-n",
         "confidence_threshold=None": "--no-threshold", "workers": "--workers",
-        "seed": "--seed", "dataset": "--dataset"})
+        "seed": "--seed", "dataset": "--dataset", "device": "--device"})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["methods_standard"] = tuple(m for m in chosen if m != "bcos")
     for key, value in (("out_dir", args.out), ("epochs", args.epochs),
                        ("max_steps", args.max_steps), ("grids", args.grids),
-                       ("workers", args.workers)):
+                       ("workers", args.workers), ("device", args.device)):
         if value is not None:
             overrides[key] = value
     if args.grids_per_method is not None:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .._utils.validate import check_int
+from ..training.distributed import pick_device
 
 __all__ = ["ALL_METHODS", "BCOS_METHODS", "COSTS", "DEFAULT_EPOCHS", "DEFAULT_GRIDS",
            "DEFAULT_GRIDS_PER_METHOD", "METHOD_SETTINGS", "PAPER_GRIDS", "PERTURBATION_METHODS",
@@ -130,6 +131,11 @@ class MainConfig:
             1.1–1.7× faster per method on CPU at these sizes, 1.39× over the whole
             pointing game with the IntGrad setting (benchmarks/README.md 4b);
             training stays in the default format.
+        device: where both networks are trained and evaluated (accuracy, explanations,
+            pointing game — the evaluation functions of ``bcosnet evaluate``, on that
+            device): ``"cpu"``, ``"cuda"`` (every worker process on this machine's first
+            GPU), ``"cuda:N"`` or ``"auto"``; None (default): training on a GPU when one
+            is visible (the presets' rule), evaluation on the CPU.
         progress: tqdm progress bars.
         train_overrides: training-config fields set on both networks' presets.
     """
@@ -150,12 +156,15 @@ class MainConfig:
     threads: int | None = 2
     workers: int = 2
     channels_last: bool = True
+    device: str | None = None
     progress: bool = True
     train_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_int("workers", self.workers, 1)
         check_int("epochs", self.epochs, 1)
+        if self.device is not None:
+            pick_device(self.device)  # a GPU asked for where none is visible: said now
 
     @classmethod
     def quick(cls, **overrides: Any) -> MainConfig:

@@ -5,6 +5,7 @@ by the networks' checkpoint files and recomputed when those differ."""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,7 @@ from .._utils.store import (
     file_fingerprint,
     settings_differences,
 )
+from ..training.distributed import pick_device
 from .config import MainConfig, method_settings_for
 
 __all__ = ["MainSettingsError", "accuracy_stage", "eval_inputs", "figures_stage", "log",
@@ -75,7 +77,7 @@ def _train_config(cfg: MainConfig, preset: str, run_dir: Path) -> Any:
     tc.schedule.fit_time_limit = False
     tc.seed = cfg.seed
     tc.progress = cfg.progress
-    tc.device = "cpu" if not torch.cuda.is_available() else tc.device
+    tc.device = cfg.device or ("cpu" if not torch.cuda.is_available() else tc.device)
     if cfg.threads is not None:
         tc.threads = cfg.threads
     if cfg.max_steps is not None:
@@ -148,13 +150,16 @@ _EVAL_CACHE: dict[tuple[str, str, bool], tuple[torch.nn.Module, Any]] = {}
 
 
 def eval_inputs(cfg: MainConfig, checkpoint: str) -> tuple[torch.nn.Module, Any]:
-    """The network of ``checkpoint`` (channels-last when configured) and the test set."""
-    key = (str(checkpoint), cfg.dataset, cfg.channels_last)
+    """The network of ``checkpoint`` (channels-last when configured, on ``cfg.device``)
+    and the test set."""
+    key = (str(checkpoint), cfg.dataset, cfg.channels_last, cfg.device)
     if key not in _EVAL_CACHE:
         from ..data import build_datasets
         from ..training import load_checkpoint_model
 
         model = load_checkpoint_model(checkpoint)
+        if cfg.device is not None:
+            model = model.to(pick_device(cfg.device))
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         _EVAL_CACHE[key] = (model, build_datasets(cfg.dataset, augment=False).test)
@@ -189,6 +194,8 @@ def figures_stage(cfg: MainConfig, store: ResultStore, model: torch.nn.Module, t
     from ..evaluation import top_class_scores
     from ..explanations.figures import plot_class_grid, plot_prediction_summary, save_figure
 
+    if cfg.device is not None:  # the figures explain CPU images
+        model = copy.deepcopy(model).cpu()
     fig_dir.mkdir(parents=True, exist_ok=True)
     fresh = store.load("figures", key, stale_ok=True) is None  # other networks: redraw
     figures: list[tuple[str, Path]] = []
