@@ -51,6 +51,26 @@ def test_bcos_maps_are_the_explanation(trained_bcos, correct_batch):
     np.testing.assert_allclose(last[..., 0], want.numpy(), atol=1e-6)
 
 
+def test_rgb_maps_per_channel_and_per_pixel():
+    """An RGB B-cos model explains 6 encoded channels: kept per image channel (c and
+    c + 3 added) they are N×3×H×W like the images; Quantus takes the per-pixel default
+    (N×1×H×W) for RGB images too."""
+    torch.manual_seed(0)
+    model = bcosnet.create_model("fmnist_bcos", width=4, in_channels=3).eval()
+    x = torch.rand(2, 3, 28, 28)
+    full = bcosnet.explain(model, x, [1, 2]).contributions_full[:, 0].numpy()  # 2×6×28×28
+    fn = quantus_explain_func("bcos")
+    kept = fn(model=model, inputs=x.numpy(), targets=np.array([1, 2]), reduce_axes=())
+    np.testing.assert_allclose(kept, full[:, :3] + full[:, 3:], atol=1e-6)
+    scores = quantus.Sparseness(abs=True, **QUIET)(
+        model=model, x_batch=x.numpy(), y_batch=np.array([1, 2]), a_batch=None,
+        explain_func=fn, channel_first=True)
+    given = quantus.Sparseness(abs=True, **QUIET)(
+        model=model, x_batch=x.numpy(), y_batch=np.array([1, 2]),
+        a_batch=full.sum(1, keepdims=True), channel_first=True)
+    np.testing.assert_allclose(scores, given, atol=1e-6)
+
+
 def test_bad_use_is_named():
     with pytest.raises(ValueError, match="did you mean 'intgrad'"):
         quantus_explain_func("intgrd")
@@ -59,6 +79,9 @@ def test_bad_use_is_named():
     with pytest.raises(TypeError, match="explain_func_kwargs method"):
         quantus_explain_func("bcos")(model=torch.nn.Identity(), inputs=np.zeros((1, 1, 4, 4)),
                                      targets=[0], method="Saliency")
+    with pytest.raises(TypeError, match="class indices"):
+        quantus_explain_func("bcos")(model=torch.nn.Identity(), inputs=np.zeros((1, 1, 4, 4)),
+                                     targets=np.array([0.5]))
 
 
 @pytest.mark.parametrize("method", bcosnet.attribution.available())
@@ -67,7 +90,7 @@ def test_every_method_through_a_quantus_metric(method, trained_bcos, correct_bat
     method's own maps (summed over channels) handed over as ``a_batch``."""
     x, y = correct_batch[0][:4], correct_batch[1][:4]
     settings = FAST.get(method, {})
-    metric = quantus.Sparseness(**QUIET)
+    metric = quantus.Sparseness(abs=True, **QUIET)
     torch.manual_seed(0)  # rise and lime draw masks / samples
     through = metric(model=trained_bcos, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=None,
                      explain_func=quantus_explain_func(method, **settings), device="cpu")

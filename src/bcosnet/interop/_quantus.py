@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -79,14 +79,16 @@ class _ExplainFunc:
                 f"quantus_explain_func({self.method!r}, setting=...)")
         channel_first = kwargs.get("channel_first", True)
         device, dtype = model_device_dtype(model)
-        x = torch.as_tensor(np.asarray(inputs), device=device).to(dtype)
+        x = inputs.detach() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
+        x = torch.as_tensor(x, device=device).to(dtype)
         if x.dim() != 4:
             raise ValueError(f"inputs must be a batch of images N×C×H×W, got shape "
                              f"{tuple(x.shape)}")
         if not channel_first:
             x = x.permute(0, 3, 1, 2)
+        target = _targets(targets, x.shape[0], device)
         maps = attribution.get(self.method, model, **self.settings).attribute(
-            x.contiguous(), target=_targets(targets, x.shape[0], device))
+            x.contiguous(), target=target)
         maps = encoded_to_raw(maps, model, x.shape[1])
         if not channel_first:
             maps = maps.permute(0, 2, 3, 1)
@@ -99,16 +101,17 @@ class _ExplainFunc:
 
 def _targets(targets: Any, n: int, device: torch.device) -> Any:
     """Quantus's ``y_batch`` (numpy ints, a list, a tensor, one int) in the library's
-    target rule: one class per image."""
-    if isinstance(targets, str):
+    target rule: one class per image (class names and ``"pred"`` pass as they are)."""
+    if isinstance(targets, str) or (isinstance(targets, (list, tuple))
+                                    and any(isinstance(v, str) for v in targets)):
         return targets
-    if isinstance(targets, (np.ndarray, np.generic, Sequence, torch.Tensor, int)):
-        t = torch.as_tensor(np.asarray(targets.cpu() if isinstance(targets, torch.Tensor)
-                                       else targets), device=device)
-        if t.is_floating_point():
-            if not torch.equal(t, t.round()):
-                raise TypeError(f"targets must be class indices, got the values {targets!r}")
-            t = t.long()
-        return int(t) if t.dim() == 0 else t.reshape(-1) if t.numel() == n else t
-    raise TypeError(f"targets must be class indices (N ints or one int), got "
-                    f"{type(targets).__name__}")
+    if isinstance(targets, torch.Tensor):
+        targets = targets.detach().cpu().numpy()
+    t = np.asarray(targets)
+    if t.dtype.kind == "f" and np.array_equal(t, np.round(t)):
+        t = t.astype(np.int64)  # labels stored as floats
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"targets must be class indices (N ints or one int), got {targets!r}")
+    if t.ndim == 0:
+        return int(t)
+    return torch.as_tensor(t.reshape(-1) if t.size == n else t, device=device).long()
