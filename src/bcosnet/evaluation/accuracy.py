@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..training.metrics import count_classifications
+from ..training.distributed import DistEnv, ShardedSampler, gather_objects
+from ..training.metrics import ClassificationCounts, count_classifications
 
 __all__ = ["AccuracyResult", "accuracy"]
 
@@ -50,6 +51,7 @@ def accuracy(
     num_workers: int = 0,
     device: torch.device | str | None = None,
     progress: bool = False,
+    ranks: DistEnv | None = None,
 ) -> AccuracyResult:
     """Evaluate ``model`` (in eval mode, restored afterwards) on ``data``.
 
@@ -61,17 +63,29 @@ def accuracy(
             model's number of classes K (top-K is 100 % by definition).  Default
             ``None``: top-5 when K > 5, else top-1 only.
         device: where to run (default: the model's parameters' device).
+        ranks: this process's place among several (``torchrun``; a
+            :class:`~bcosnet.training.distributed.DistEnv`), which call this function
+            with the same arguments: rank r of N counts images r, r + N, ... of
+            ``data`` (a data set, not a ``DataLoader``), the counts are summed over
+            the ranks, and every rank returns the whole result.
 
     The counting is :func:`bcosnet.training.metrics.count_classifications`, the same
     as the trainer's evaluation.
     """
     from .._utils.progress import progress as tqdm
 
+    if ranks is not None and isinstance(data, DataLoader):
+        raise TypeError("ranks= shares out the images of a data set: pass the data set "
+                        "itself, not a DataLoader")
+    sampler = None if ranks is None else ShardedSampler(
+        len(data), ranks.world_size, ranks.rank, shuffle=False, pad=False)  # type: ignore[arg-type]
     loader = data if isinstance(data, DataLoader) else DataLoader(
-        data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        data, batch_size=batch_size, shuffle=False, num_workers=num_workers, sampler=sampler)
     counts = count_classifications(
         model, tqdm(loader, desc="accuracy", leave=False, disable=not progress), topk=topk,
         device=device)
+    if ranks is not None:
+        counts = _summed(gather_objects(counts, ranks))
     if counts.n == 0:
         raise ValueError("the data set is empty; nothing to evaluate")
     per_class = [(h / c) if c else float("nan")
@@ -80,3 +94,18 @@ def accuracy(
     topk_res = {k: v / counts.n for k, v in counts.hits.items()}
     return AccuracyResult(topk_res[1], topk_res, per_class, counts.per_class_counts, counts.n,
                           list(names), counts.num_classes)
+
+
+def _summed(parts: list[ClassificationCounts]) -> ClassificationCounts:
+    """The counts of several processes' shares added up (a share without images has
+    no classes and no hits)."""
+    seen = [p for p in parts if p.n]
+    if not seen:
+        return parts[0]
+    k = seen[0].num_classes
+    return ClassificationCounts(
+        n=sum(p.n for p in seen),
+        hits={key: sum(p.hits[key] for p in seen) for key in seen[0].hits},
+        per_class_hits=[sum(p.per_class_hits[c] for p in seen) for c in range(k)],
+        per_class_counts=[sum(p.per_class_counts[c] for p in seen) for c in range(k)],
+        loss_sum=sum(p.loss_sum for p in seen), num_classes=k)

@@ -21,6 +21,8 @@ order gives the baseline row every method should beat.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +35,9 @@ from .._utils.modules import eval_mode, first_output
 from .._utils.store import ResultStore, model_fingerprint
 from .._utils.validate import check_choice, check_int
 from ..attribution.base import apply_output, default_output
+from ..training.distributed import DistEnv
+from .distributed import agree, check_chunk, chunk_ranges, main_first, share, together
+from .pointing_game._model import model_device_dtype
 
 __all__ = ["DeletionInsertion", "FaithfulnessResult", "auto_output", "bcos_relative_fn",
            "deletion_insertion", "evaluate_faithfulness", "faithfulness_table", "pixel_order"]
@@ -81,15 +86,19 @@ class DeletionInsertion:
         return self._auc(self.insertion, self.fractions)
 
 
-def pixel_order(maps: Tensor, *, seed: int = 0) -> Tensor:
+def pixel_order(maps: Tensor, *, seed: int = 0, first: int = 0) -> Tensor:
     """Pixel indices (N×H·W, long) from most to least relevant; equal values in a
-    seeded random order (so a constant map gives a random order)."""
+    seeded random order (so a constant map gives a random order).  ``first``: the
+    position of ``maps[0]`` in a longer sequence of maps (a chunk of it): each map
+    gets the tie-breaking order it gets there."""
     if maps.dim() != 3:
         raise ValueError(f"maps must be N×H×W (sum attributions over channels), got "
                          f"{tuple(maps.shape)}")
     n = maps.shape[0]
     flat = maps.detach().reshape(n, -1).double()
     g = torch.Generator().manual_seed(seed)
+    for _ in range(check_int("first", first, 0)):  # the orders of the maps before these
+        torch.randperm(flat.shape[1], generator=g)
     perm = torch.stack([torch.randperm(flat.shape[1], generator=g) for _ in range(n)])
     perm = perm.to(flat.device)
     # Sort a random permutation of the pixels stably by value: ties keep the random order.
@@ -115,6 +124,7 @@ def deletion_insertion(
     modes: tuple[str, ...] = ("deletion", "insertion"),
     batch_size: int = 256,
     seed: int = 0,
+    first: int = 0,
 ) -> DeletionInsertion:
     """Deletion and insertion curves of attribution ``maps`` for ``images``.
 
@@ -133,6 +143,9 @@ def deletion_insertion(
         modes: which curves to compute.
         batch_size: perturbed images per forward pass.
         seed: tie-breaking order of equal attributions.
+        first: the position of ``images[0]`` in a longer sequence (a chunk of a larger
+            call: each image gets the tie-breaking order it gets there,
+            :func:`pixel_order`).
     """
     from ..attribution.base import make_baseline
 
@@ -141,6 +154,7 @@ def deletion_insertion(
     n, _, h, w = images.shape
     if maps.dim() == 4:
         maps = maps.sum(1)
+    maps = maps.to(images.device)
     if tuple(maps.shape) != (n, h, w):
         raise ValueError(
             f"maps must be N×H×W = {(n, h, w)} (or N×C×H×W) to rank the images' pixels, got "
@@ -161,7 +175,7 @@ def deletion_insertion(
                          f"{tuple(t.shape)}")
 
     base = make_baseline(images, baseline)
-    order = pixel_order(maps, seed=seed)
+    order = pixel_order(maps, seed=seed, first=first)
     hw = h * w
     counts = [round(k * hw / steps) for k in range(steps + 1)]
     # rank[i, p] = position of pixel p in image i's order.
@@ -351,6 +365,8 @@ def evaluate_faithfulness(
     seed: int = 0,
     results_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    ranks: DistEnv | None = None,
+    chunk: int | None = None,
 ) -> FaithfulnessResult:
     """Deletion and insertion of every method on the same ``images`` test images.
 
@@ -383,11 +399,21 @@ def evaluate_faithfulness(
             :class:`~bcosnet._utils.store.SettingsMismatchError` (a ValueError naming
             each difference) before anything is computed.
         progress: a progress line per method.
+        ranks: this process's place among several (``torchrun``; a
+            :class:`~bcosnet.training.distributed.DistEnv`), which call this function
+            with the same arguments and ``results_dir``: rank 0 draws the image sample
+            and the explained classes (item ``image-sample``), each method's images
+            are split into chunks of ``chunk`` — one item each, shared out among the
+            ranks — and rank 0 merges them into the method's item
+            (:mod:`bcosnet.evaluation.distributed`).  The curves are those of one
+            process; a re-run with any number of ranks computes only the missing
+            chunks.  Every rank returns the whole result.
+        chunk: images per chunk with ``ranks``: a multiple of
+            ``attribution_batch_size`` (default: that batch size).
     """
     check_int("images", images, 1)
     check_choice("target", target, ("pred", "label"))
     check_int("attribution_batch_size", attribution_batch_size, 1)
-    specs = _method_specs(methods)
     counts = {name: check_int(f"images_per_method[{name!r}]", k, 1)
               for name, k in (images_per_method or {}).items()}
     if output == "auto":
@@ -395,36 +421,172 @@ def evaluate_faithfulness(
     common: dict[str, object] = {"images": images, "steps": steps, "target": target,
                                  "baseline": baseline, "output": output, "modes": list(modes),
                                  "seed": seed}
-    store = None if results_dir is None else ResultStore(
-        results_dir, {**common, "model": model_fingerprint(model)},
-        what="deletion/insertion results")
+    study = _Study(model, dataset, _method_specs(methods), counts, dict(method_settings or {}),
+                   common, functools.partial(
+                       deletion_insertion, model, steps=steps, baseline=baseline,
+                       output=output, modes=modes, batch_size=batch_size, seed=seed),
+                   functools.partial(_maps, model, baseline=baseline,
+                                     batch=attribution_batch_size),
+                   batch_size, progress)
+    if ranks is not None:
+        return _on_ranks(study, ranks, results_dir,
+                         check_chunk(chunk, attribution_batch_size, default_batches=1,
+                                     names=("chunk", "attribution_batch_size")))
+    store = study.open_store(results_dir)
     indices, x, labels = _sample(dataset, images, seed)
+    x = x.to(model_device_dtype(model)[0])
     targets = labels if target == "label" else _predictions(model, x, batch_size)
-    settings = {**common, "images": len(indices), "correct": int((targets == labels).sum())}
-    curves: dict[str, DeletionInsertion] = {}
-    seconds: dict[str, float] = {}
-    for name, spec in specs.items():
-        ms = dict((method_settings or {}).get(name, {}))
-        key = {**settings, "images": min(len(indices), counts.get(name, len(indices))),
-               "method_settings": ms}
-        saved = store.load(name, key) if store is not None else None
-        if saved is not None:
-            curves[name], seconds[name] = _load_record(saved), float(saved.get("seconds", 0.0))
-            continue
-        nm = int(key["images"])  # type: ignore[call-overload]
+    settings = study.settings(indices, labels, targets)
+    saved: dict[str, dict] = {}
+    for name, key in study.keys(settings).items():
+        saved[name] = (store.load(name, key) if store is not None else None) or {}
+        if not saved[name]:
+            nm = int(key["images"])  # type: ignore[call-overload]
+            saved[name] = study.compute(name, x[:nm], targets[:nm])
+            if store is not None:
+                store.save(name, saved[name], key)
+    return study.result(saved, indices, targets, settings)
+
+
+@dataclass
+class _Study:
+    """The settings of one :func:`evaluate_faithfulness` call and what it computes
+    with: the methods' maps (``maps_of``) and their curves (``curves_of``)."""
+
+    model: nn.Module
+    dataset: object
+    specs: dict[str, Callable[[Tensor, Tensor], Tensor] | str]
+    counts: dict[str, int]
+    method_settings: dict[str, Mapping[str, object]]
+    common: dict[str, object]
+    curves_of: Callable[..., DeletionInsertion]
+    maps_of: Callable[..., Tensor]
+    batch_size: int
+    progress: bool
+
+    def open_store(self, results_dir: str | os.PathLike | None) -> ResultStore | None:
+        """The results folder's store (its settings checked), or None without one."""
+        return None if results_dir is None else ResultStore(
+            results_dir, {**self.common, "model": model_fingerprint(self.model)},
+            what="deletion/insertion results")
+
+    def settings(self, indices: list[int], labels: Tensor, targets: Tensor
+                 ) -> dict[str, object]:
+        """What the result records: the settings, the images and how many are correct."""
+        return {**self.common, "images": len(indices),
+                "correct": int((targets == labels).sum())}
+
+    def keys(self, settings: dict[str, object]) -> dict[str, dict[str, object]]:
+        """Method → the settings of its item: the images it explains and its own."""
+        n = int(settings["images"])  # type: ignore[call-overload]
+        return {name: {**settings, "images": min(n, self.counts.get(name, n)),
+                       "method_settings": dict(self.method_settings.get(name, {}))}
+                for name in self.specs}
+
+    def compute(self, name: str, x: Tensor, targets: Tensor, first: int = 0
+                ) -> dict[str, object]:
+        """Method ``name``'s curves of images ``x`` (the ``first``-th onwards of the
+        sample) as an item: maps, curves and the seconds they took."""
         t0 = time.perf_counter()
-        maps = _maps(model, spec, ms, x[:nm], targets[:nm], baseline=baseline,
-                     batch=attribution_batch_size, progress=progress, name=name)
-        curves[name] = deletion_insertion(
-            model, x[:nm], maps, targets[:nm], steps=steps, baseline=baseline, output=output,
-            modes=modes, batch_size=batch_size, seed=seed)
-        seconds[name] = time.perf_counter() - t0
-        if store is not None:
-            store.save(name, _method_record(curves[name], seconds[name]), key)
-        if progress:
-            _print_row(name, curves[name], seconds[name])
-    return FaithfulnessResult(curves=curves, indices=indices, targets=targets.tolist(),
-                              settings=settings, seconds=seconds)
+        maps = self.maps_of(self.specs[name], dict(self.method_settings.get(name, {})), x,
+                            targets, progress=self.progress, name=name)
+        curves = self.curves_of(x, maps, targets, first=first)
+        record = _method_record(curves, time.perf_counter() - t0)
+        if self.progress:
+            _print_row(name, curves, float(record["seconds"]))  # type: ignore[arg-type]
+        return record
+
+    def result(self, saved: Mapping[str, dict], indices: list[int], targets: Tensor,
+               settings: dict[str, object]) -> FaithfulnessResult:
+        """The result of the methods' items ``saved``."""
+        return FaithfulnessResult(
+            curves={k: _load_record(v) for k, v in saved.items()}, indices=indices,
+            targets=targets.tolist(), settings=settings,
+            seconds={k: float(v.get("seconds", 0.0)) for k, v in saved.items()})
+
+
+# ----------------------------------------------------------------------------- several ranks
+#: The item of the image sample and the explained classes, made by rank 0.
+SAMPLE_ITEM = "image-sample"
+
+
+def _on_ranks(study: _Study, ranks: DistEnv, results_dir: str | os.PathLike | None,
+              chunk: int) -> FaithfulnessResult:
+    """:func:`evaluate_faithfulness` with ``ranks``: see its docstring."""
+    if results_dir is None:
+        raise ValueError("ranks= needs results_dir: the ranks share the work through the "
+                         "results folder (one folder every rank sees)")
+    agree(ranks, {**study.common, "model": model_fingerprint(study.model), "chunk": chunk,
+                  "methods": {k: v if isinstance(v, str) else "callable"
+                              for k, v in study.specs.items()},
+                  "method_settings": study.method_settings, "images_per_method": study.counts,
+                  "data": len(study.dataset)},  # type: ignore[arg-type]
+          what="faithfulness settings",
+          fix="start every rank with the same arguments, model and data")
+    store, sample = main_first(ranks, lambda: _open_sample(study, results_dir),
+                               folder=results_dir, what="opening the results folder and "
+                               "drawing the image sample")
+    study = dataclasses.replace(study, progress=study.progress and ranks.is_main)
+    indices, targets = sample["indices"], torch.tensor(sample["targets"])
+    settings = study.settings(indices, torch.tensor(sample["labels"]), targets)
+    keys = study.keys(settings)
+    saved = together(ranks, lambda: {k: store.load(k, v) for k, v in keys.items()},
+                     what="checking the stored methods")
+    assert saved is not None
+    mine = share(ranks, lambda: [
+        (k, a, b) for k, v in keys.items() if saved[k] is None
+        for a, b in chunk_ranges(int(v["images"]), chunk)  # type: ignore[call-overload]
+        if store.load_chunk(k, a, b, v) is None], what="listing the unfinished chunks")
+
+    def work() -> None:
+        device = model_device_dtype(study.model)[0]
+        for k, a, b in mine:
+            x = torch.stack([study.dataset[i][0] for i in indices[a:b]])  # type: ignore[index]
+            store.save_chunk(k, a, b, study.compute(k, x.to(device), targets[a:b], first=a),
+                             keys[k])
+
+    together(ranks, work, what="computing its share of the curves")
+    main_first(ranks, lambda: [_merge_chunks(store, k, v, saved, chunk, ranks.is_main)
+                               for k, v in keys.items()], what="merging the chunks")
+    return study.result(saved, indices, targets, settings)
+
+
+def _open_sample(study: _Study, results_dir: str | os.PathLike) -> tuple[ResultStore, dict]:
+    """The results folder's store and its image sample (indices, labels, explained
+    classes): loaded, or drawn (and the model's predictions made) and saved."""
+    store = study.open_store(results_dir)
+    assert store is not None
+    sample = store.load(SAMPLE_ITEM)
+    if sample is None:
+        indices, x, labels = _sample(study.dataset, int(study.common["images"]),  # type: ignore[call-overload]
+                                     int(study.common["seed"]))  # type: ignore[call-overload]
+        x = x.to(model_device_dtype(study.model)[0])
+        targets = labels if study.common["target"] == "label" else _predictions(
+            study.model, x, study.batch_size)
+        sample = {"indices": indices, "labels": labels.tolist(), "targets": targets.tolist()}
+        store.save(SAMPLE_ITEM, sample)
+    return store, sample
+
+
+def _merge_chunks(store: ResultStore, name: str, key: dict[str, object],
+                  saved: dict[str, dict | None], chunk: int, merge: bool) -> None:
+    """``saved[name]``: the method's item — merged from its chunks first when ``merge``."""
+    if saved[name] is None:
+        saved[name] = store.load(name, key)
+    if saved[name] is None and merge:
+        parts = store.load_chunks(name, chunk_ranges(int(key["images"]), chunk),  # type: ignore[call-overload]
+                                  key)
+        record = {"output": parts[0]["output"], "fractions": parts[0]["fractions"],
+                  "seconds": sum(float(p["seconds"]) for p in parts)}
+        for mode in ("deletion", "insertion"):
+            record[mode] = None if parts[0][mode] is None else [
+                row for p in parts for row in p[mode]]
+        store.save(name, record, key)
+        store.drop_chunks(name)
+        saved[name] = store.load(name, key)
+    if saved[name] is None:
+        raise ValueError(f"{store.path(name)} is missing after rank 0 merged the chunks: "
+                         "every rank must see the same results folder")
 
 
 def _method_specs(methods: object) -> dict[str, Callable[[Tensor, Tensor], Tensor] | str]:
@@ -477,7 +639,7 @@ def _maps(model: nn.Module, spec: Callable[[Tensor, Tensor], Tensor] | str,
     parts = []
     starts = range(0, len(x), batch)
     for i in _progress(starts, total=len(starts), desc=f"{name} maps", disable=not progress):
-        m = fn(x[i:i + batch], targets[i:i + batch]).detach()
+        m = fn(x[i:i + batch], targets[i:i + batch].to(x.device)).detach()
         parts.append((m.sum(1) if m.dim() == 4 else m).cpu())
     return torch.cat(parts)
 

@@ -1,10 +1,15 @@
 """The game loop: explain every cell of every grid and score it.  With a results
 folder each method is one item of a :class:`~bcosnet._utils.store.ResultStore`
 (the folder's settings: the grid settings and the model): finished methods are
-loaded, an interrupted one resumes from its partial file."""
+loaded, an interrupted one resumes from its partial file.  With ``ranks`` (several
+processes, :mod:`bcosnet.evaluation.distributed`) each method is played in chunks of
+grids, one store item each, shared out among the ranks and merged by rank 0."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +24,8 @@ from ..._utils.modules import eval_mode
 from ..._utils.progress import progress as tqdm
 from ..._utils.store import ResultStore, fingerprint, model_fingerprint
 from ..._utils.validate import check_int
+from ...training.distributed import DistEnv
+from ..distributed import agree, check_chunk, chunk_ranges, main_first, share, together
 from ._model import model_device_dtype
 from .grids import GridDataset, _grid_set, grid_settings, grid_store, make_grid_dataset
 from .methods import AttributionFn, _normalise_methods, make_attribution_fn, supports_multi_target
@@ -161,6 +168,8 @@ def grid_pointing_game(
     checkpoint_interval_s: float = 60.0,
     progress: bool = True,
     label: str | None = None,
+    ranks: DistEnv | None = None,
+    chunk: int | None = None,
 ) -> PointingGameResult:
     """Play the grid pointing game (docs/protocol.md, section 5) for one model and
     several methods.
@@ -205,11 +214,21 @@ def grid_pointing_game(
         progress: show tqdm progress bars (grids done, rate and ETA per method).
         label: shown before the method name in the progress bars (e.g. the network's
             name when several games run at once).
+        ranks: this process's place among several (``torchrun``; a
+            :class:`~bcosnet.training.distributed.DistEnv`), which call this
+            function with the same arguments and ``results_dir``: the ranks check
+            that they agree, rank 0 makes the grid set, each method is played in
+            chunks of ``chunk`` grids — one item of the results folder each, shared
+            out among the ranks — and rank 0 merges them into the method's item
+            (:mod:`bcosnet.evaluation.distributed`).  The scores are those of one
+            process; a re-run with any number of ranks plays only the missing chunks.
+        chunk: grids per chunk with ``ranks``: a multiple of ``batch_size``
+            (default: 4 × ``batch_size``).
 
     Returns:
-        A :class:`PointingGameResult` with every method's G_m×n² scores; its
-        ``settings`` record the settings used, the grids per method and the
-        seconds per grid measured in this call.
+        A :class:`PointingGameResult` with every method's G_m×n² scores (on every
+        rank with ``ranks``); its ``settings`` record the settings used, the grids
+        per method and the seconds per grid measured in this call.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -218,23 +237,42 @@ def grid_pointing_game(
     method_settings = _check_method_settings(method_settings, method_map)
     counts = _grid_counts(list(method_map), grids_per_method,
                           None if isinstance(data, GridDataset) else num_grids)
-    grids, store = _grids_and_store(model, data, results_dir, n=n, num_grids=num_grids,
-                                    seed=seed, confidence_threshold=confidence_threshold,
-                                    confidence_score=confidence_score, allow_fewer=allow_fewer,
-                                    batch_size=batch_size, progress=progress)
+    open_grids = functools.partial(
+        _grids_and_store, model, data, results_dir, n=n, num_grids=num_grids, seed=seed,
+        confidence_threshold=confidence_threshold, confidence_score=confidence_score,
+        allow_fewer=allow_fewer, batch_size=batch_size, progress=progress)
+    if ranks is None:
+        grids, store = open_grids()
+    else:
+        chunk = _agree_on_game(ranks, model, data, results_dir, chunk, batch_size, {
+            "n": n, "num_grids": num_grids, "seed": seed, "allow_fewer": allow_fewer,
+            "confidence_threshold": confidence_threshold, "smoothing": smoothing,
+            "confidence_score": confidence_score, "grids_per_method": counts,
+            "method_settings": method_settings, "methods": _method_specs(method_map)})
+        grids, store = main_first(ranks, open_grids, folder=results_dir,
+                                  what="opening the results folder and making the grid set")
+        progress = progress and ranks.is_main
     smoothing_used = _check_smoothing(smoothing, grids.cell_size)
     counts = {m: len(grids) if k is None else min(k, len(grids)) for m, k in counts.items()}
     result = PointingGameResult(n=grids.n, classes=grids.classes.numpy().copy(),
                                 settings=_result_settings(grids, counts, smoothing,
                                                           smoothing_used, method_settings))
-    # Every stored method is checked before anything is computed.
-    plans = [_plan(store, name, method, method_settings.get(name, {}), counts[name], grids,
-                   smoothing_used) for name, method in method_map.items()]
-    for plan in plans:
-        _play(plan, model, grids, result, store, smoothing=smoothing_used,
-              batch_size=batch_size, checkpoint_interval_s=checkpoint_interval_s,
-              progress=progress, label=f"{label}: " if label else "")
-    if store is not None:
+
+    def make_plans() -> list[_Plan]:  # every stored method is checked before any work
+        return [_plan(store, name, method, method_settings.get(name, {}), counts[name], grids,
+                      smoothing_used) for name, method in method_map.items()]
+
+    plans = make_plans() if ranks is None else together(ranks, make_plans,
+                                                         what="checking the stored methods")
+    play = functools.partial(_play, model=model, grids=grids, result=result, store=store,
+                             smoothing=smoothing_used, batch_size=batch_size,
+                             checkpoint_interval_s=checkpoint_interval_s, progress=progress,
+                             label=f"{label}: " if label else "")
+    if ranks is not None:
+        _play_chunks(ranks, plans, play, chunk)  # type: ignore[arg-type]
+    for plan in plans:  # type: ignore[union-attr]
+        play(plan)
+    if store is not None and (ranks is None or ranks.is_main):
         result.save(store.folder / "pointing_game.json")
     return result
 
@@ -352,6 +390,110 @@ def _play(plan: _Plan, model: nn.Module, grids: GridDataset, result: PointingGam
     runs["multi_target"][name], runs["seconds_per_grid"][name] = multi, per_grid
     result.scores[name] = scores
     if store is not None:
-        store.save(name, {"method": name, "multi_target": multi, "seconds_per_grid": per_grid,
-                          "summary": ScoreSummary.of(scores).to_dict(),
-                          "scores": scores.tolist()}, plan.key)
+        store.save(name, _method_record(name, scores, multi, per_grid), plan.key)
+
+
+def _method_record(name: str, scores: np.ndarray, multi: bool, per_grid: float | None
+                   ) -> dict[str, Any]:
+    """A finished method's item: its G×n² scores, their summary, whether all cells were
+    explained in one call and the seconds per grid."""
+    return {"method": name, "multi_target": multi, "seconds_per_grid": per_grid,
+            "summary": ScoreSummary.of(scores).to_dict(), "scores": scores.tolist()}
+
+
+# ----------------------------------------------------------------------------- several ranks
+def _method_specs(method_map: Mapping[str, Any]) -> dict[str, str]:
+    """Method name → its name in the library, or ``"callable"``."""
+    return {k: m if isinstance(m, str) else "callable" for k, m in method_map.items()}
+
+
+def _agree_on_game(ranks: DistEnv, model: nn.Module, data: Any,
+                   results_dir: str | os.PathLike | None, chunk: int | None, batch_size: int,
+                   settings: dict[str, Any]) -> int:
+    """The chunk size, once every rank was found to play the same game (the model, the
+    data set's length and ``settings``)."""
+    if results_dir is None:
+        raise ValueError("ranks= needs results_dir: the ranks share the work through the "
+                         "results folder (one folder every rank sees)")
+    chunk = check_chunk(chunk, batch_size)
+    agree(ranks, {**settings, "model": model_fingerprint(model), "batch_size": batch_size,
+                  "chunk": chunk, "data": len(data) if hasattr(data, "__len__") else None},
+          what="pointing-game settings",
+          fix="start every rank with the same arguments, model and data")
+    return chunk
+
+
+def _grid_slice(grids: GridDataset, start: int, stop: int) -> GridDataset:
+    """Grids ``start``–``stop`` of ``grids`` (the same source data set)."""
+    return dataclasses.replace(grids, source_indices=grids.source_indices[start:stop],
+                               classes=grids.classes[start:stop],
+                               confidences=grids.confidences[start:stop])
+
+
+def _unfinished_chunks(plans: list[_Plan], store: ResultStore, chunk: int, sq: int
+                       ) -> list[tuple[str, int, int]]:
+    """``(method, start, stop)`` of every chunk not in ``store`` yet; chunks an earlier
+    one-process run finished (its partial file) are stored as chunks here."""
+    todo = []
+    for p in plans:
+        if p.saved is not None:
+            continue
+        for a, b in chunk_ranges(p.count, chunk):
+            if store.load_chunk(p.name, a, b, p.key) is not None:
+                continue
+            if b * sq <= len(p.done):
+                store.save_chunk(p.name, a, b, {"scores": p.done[a * sq:b * sq],
+                                                "seconds": 0.0, "grids": 0}, p.key)
+                continue
+            todo.append((p.name, a, b))
+    return todo
+
+
+def _play_chunks(ranks: DistEnv, plans: list[_Plan], play: functools.partial, chunk: int
+                 ) -> None:
+    """Play this rank's share of the unfinished chunks, then (rank 0) merge each
+    method's chunks into its item; every rank's ``plans`` then hold the merged items."""
+    kw = play.keywords
+    store, grids, model = kw["store"], kw["grids"], kw["model"]
+    sq = grids.n * grids.n
+    by_name = {p.name: p for p in plans}
+    mine = share(ranks, lambda: _unfinished_chunks(plans, store, chunk, sq),
+                 what="listing the unfinished chunks")
+
+    def work() -> None:
+        fns: dict[str, AttributionFn] = {}
+        for name, a, b in mine:
+            p = by_name[name]
+            if name not in fns:
+                fns[name] = make_attribution_fn(model, p.method, **p.extra)
+            scores, seconds, done = _score_method(
+                fns[name], _grid_slice(grids, a, b), model, name=name, count=b - a,
+                smoothing=kw["smoothing"], batch_size=kw["batch_size"], done_scores=[],
+                on_checkpoint=None, checkpoint_interval_s=math.inf, progress=kw["progress"],
+                label=f"{kw['label']}grids {a}-{b} ")
+            store.save_chunk(name, a, b, {"scores": scores.reshape(-1).tolist(),
+                                          "seconds": seconds, "grids": done}, p.key)
+
+    together(ranks, work, what="playing its share of the pointing game")
+    main_first(ranks, lambda: [_merge_chunks(p, store, model, chunk, sq, ranks.is_main)
+                               for p in plans], what="merging the chunks")
+
+
+def _merge_chunks(plan: _Plan, store: ResultStore, model: nn.Module, chunk: int, sq: int,
+                  merge: bool) -> None:
+    """``plan.saved``: the method's item — merged from its chunks first when ``merge``."""
+    if plan.saved is None:
+        plan.saved = store.load(plan.name, plan.key)
+    if plan.saved is None and merge:
+        parts = store.load_chunks(plan.name, chunk_ranges(plan.count, chunk), plan.key)
+        scores = np.asarray([v for c in parts for v in c["scores"]],
+                            dtype=np.float64).reshape(plan.count, sq)
+        seconds, grids = sum(c["seconds"] for c in parts), sum(c["grids"] for c in parts)
+        multi = supports_multi_target(make_attribution_fn(model, plan.method, **plan.extra))
+        store.save(plan.name, _method_record(plan.name, scores, multi,
+                                             seconds / grids if grids else None), plan.key)
+        store.drop_chunks(plan.name)
+        plan.saved = store.load(plan.name, plan.key)
+    if plan.saved is None:
+        raise ValueError(f"{store.path(plan.name)} is missing after rank 0 merged the chunks: "
+                         "every rank must see the same results folder")
