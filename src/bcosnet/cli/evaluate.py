@@ -5,16 +5,24 @@
     bcosnet evaluate accuracy --checkpoint model.safetensors --dataset cifar10 --data data/c10
     bcosnet evaluate localisation --checkpoint runs/fmnist/checkpoint.pt --out runs/fmnist/pg
     bcosnet evaluate faithfulness --checkpoint runs/fmnist/checkpoint.pt --out runs/fmnist/di
+
+Under ``torchrun`` (``torchrun --nproc-per-node N -m bcosnet evaluate ...``) the
+work is shared out among the N processes (:mod:`bcosnet.evaluation.distributed`);
+rank 0 prints the result and writes the outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._model import RECORD_FLAGS
+from ..evaluation.distributed import WAIT, RankFailedError
+from ..training.distributed import DistEnv, init_distributed, launched_by_torchrun, pick_device
+from ._model import RECORD_FLAGS, cli_warnings, say
 
 __all__ = ["register", "run_accuracy", "run_faithfulness", "run_localisation", "EVALUATORS"]
 
@@ -24,13 +32,13 @@ LOCALISATION_FLAGS = {
     "n": "--grid-n", "num_grids": "--grids", "grids_per_method": "--grids-per-method",
     "confidence_threshold=None": "--no-threshold", "confidence_threshold": "--threshold",
     "allow_fewer=True": "--allow-fewer", "smoothing": "--smoothing", "methods": "--methods",
-    "seed": "--seed",
+    "seed": "--seed", "chunk": "--chunk", "device": "--device",
 }
 FAITHFULNESS_FLAGS = {
     "images": "--images", "images_per_method": "--images-per-method", "steps": "--steps",
     "modes": "--modes", "target": "--target", "baseline": "--baseline", "output": "--output",
     "attribution_batch_size": "--attribution-batch-size", "methods": "--methods",
-    "seed": "--seed",
+    "seed": "--seed", "chunk": "--chunk", "device": "--device",
 }
 
 #: name → (add-arguments function, run function); other modules may extend it.
@@ -46,7 +54,7 @@ def register(subparsers: Any) -> None:
     a = sub.add_parser("accuracy", help="top-1 (and top-5 with more than 5 classes) and "
                        "per-class test accuracy")
     _accuracy_args(a)
-    a.set_defaults(func=run_accuracy, api_flags=RECORD_FLAGS)
+    a.set_defaults(func=run_accuracy, api_flags={"device": "--device", **RECORD_FLAGS})
     loc = sub.add_parser(
         "localisation", help="the grid pointing game (docs/protocol.md, section 5; Figs. B1/B2)",
         description="The grid pointing game on the paper's protocol by default: 3×3 grids, "
@@ -80,6 +88,14 @@ def _accuracy_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("--per-class", action="store_true", help="print per-class accuracy")
     a.add_argument("--json", help="also write the result to this JSON file")
     a.add_argument("--threads", type=int)
+    _device_arg(a)
+
+
+def _device_arg(a: argparse.ArgumentParser) -> None:
+    a.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N or auto (default: the GPU of this process's "
+                        "LOCAL_RANK when one is visible, else the CPU); under torchrun each "
+                        "process takes the GPU of its LOCAL_RANK")
 
 
 def _model_and_data_args(a: argparse.ArgumentParser) -> None:
@@ -104,6 +120,7 @@ def _run_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     a.add_argument("--threads", type=int)
     a.add_argument("--no-progress", action="store_true")
+    _device_arg(a)
 
 
 def _localisation_args(a: argparse.ArgumentParser) -> None:
@@ -125,6 +142,9 @@ def _localisation_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("--batch-size", type=int, default=8, help="grids per attribution call")
     a.add_argument("--allow-fewer", action="store_true",
                    help="play as many grids as can be made when fewer than --grids can")
+    a.add_argument("--chunk", type=int,
+                   help="under torchrun: grids per work item, a multiple of --batch-size "
+                        "(default: 4 × --batch-size); a re-run resumes by work item")
     _run_args(a)
 
 
@@ -155,23 +175,53 @@ def _faithfulness_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("--attribution-batch-size", type=int, default=50,
                    help="images per attribution call")
     a.add_argument("--batch-size", type=int, default=256, help="perturbed images per forward pass")
+    a.add_argument("--chunk", type=int,
+                   help="under torchrun: images per work item, a multiple of "
+                        "--attribution-batch-size (default: that batch size); a re-run "
+                        "resumes by work item")
     _run_args(a)
 
 
-def run_faithfulness(args: argparse.Namespace) -> int:
-    from ._model import cli_warnings
-
+def _on_ranks(args: argparse.Namespace,
+              command: Callable[[argparse.Namespace, DistEnv | None], int]) -> int:
+    """``command(args, ranks)`` with the library's warnings said in the command's words;
+    under torchrun in its process group (``ranks``; None outside torchrun), the other
+    ranks than 0 silent unless they fail."""
     with cli_warnings(args):
-        return _run_faithfulness(args)
+        if not launched_by_torchrun():
+            return command(args, None)
+        ranks = init_distributed(args.device, timeout=WAIT)
+        try:
+            with _silent(not ranks.is_main):
+                return command(args, ranks)
+        except RankFailedError as e:  # another rank's error, said there in full
+            say(args, str(e), "error")
+            return 1
+        finally:
+            ranks.close()
 
 
-def _run_faithfulness(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _silent(quiet: bool) -> Iterator[None]:
+    """Nothing printed inside when ``quiet`` (an error raised inside still is, by the
+    caller)."""
+    if not quiet:
+        yield
+        return
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), \
+            contextlib.redirect_stderr(null):
+        yield
 
+
+def run_faithfulness(args: argparse.Namespace) -> int:
+    return _on_ranks(args, _run_faithfulness)
+
+
+def _run_faithfulness(args: argparse.Namespace, ranks: DistEnv | None) -> int:
     from .._utils.io import atomic_write_json, atomic_write_text
     from ..evaluation.faithfulness import evaluate_faithfulness
-    from ..pipeline import method_settings_for
 
-    model, ds, dataset, bcos_net, methods = _model_data_methods(args)
+    model, ds, dataset, bcos_net, methods = _model_data_methods(args, ranks)
     for m in ("bcos", "bcos-relative"):
         if m in methods and not bcos_net:
             raise ValueError(f"'{m}' explains B-cos networks only; this checkpoint is a "
@@ -187,10 +237,13 @@ def _run_faithfulness(args: argparse.Namespace) -> int:
     res = evaluate_faithfulness(
         model, ds, methods, images=args.images, steps=args.steps, target=args.target,
         baseline=baseline, output=args.output, modes=modes,
-        method_settings=method_settings_for(methods), images_per_method=args.images_per_method,
+        method_settings=_method_settings(args, methods, ds),
+        images_per_method=args.images_per_method,
         attribution_batch_size=args.attribution_batch_size, batch_size=args.batch_size,
         seed=args.seed, results_dir=args.out, progress=not args.no_progress,
-    )
+        ranks=ranks, chunk=args.chunk)
+    if ranks is not None and not ranks.is_main:
+        return 0
     title = f"Deletion and insertion: {args.checkpoint} ({dataset} test)"
     table = res.to_markdown(title)
     atomic_write_text(f"{args.out}/faithfulness.md", table)
@@ -202,38 +255,50 @@ def _run_faithfulness(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_data_methods(args: argparse.Namespace) -> tuple[Any, Any, str, bool, list[str]]:
-    """Threads, the model and its test set, whether it is a B-cos network, and the
-    methods of ``--methods`` (``all``: every method the network takes)."""
-    import torch
+def _method_settings(args: argparse.Namespace, methods: list[str], ds: Any
+                     ) -> dict[str, dict[str, Any]]:
+    """The main job's per-method settings for small images (below 100 px: occlusion's
+    4-px patches, LIME's max_dist 4, ...); the library's defaults — the paper's
+    settings for 224-px images — for larger ones.  Said on stderr."""
+    from ..pipeline import method_settings_for
 
+    size = int(ds[0][0].shape[-1]) if len(ds) else 0
+    if size < 100:
+        chosen = method_settings_for(methods)
+        said = ("the main job's settings for small images (docs/protocol.md, section 4) for "
+                + ", ".join(chosen)) if chosen else "the library's defaults"
+    else:
+        chosen, said = {}, ("the library's defaults, the paper's settings for 224-px images "
+                            "(docs/protocol.md, section 4)")
+    say(args, f"per-method settings for {size}-px images: {said}")
+    return chosen
+
+
+def _model_data_methods(args: argparse.Namespace, ranks: DistEnv | None = None
+                        ) -> tuple[Any, Any, str, bool, list[str]]:
+    """Threads, the model (on this process's device) and its test set, whether it is a
+    B-cos network, and the methods of ``--methods`` (``all``: every method the network
+    takes)."""
     from ..nn import is_bcos_model
     from ..pipeline import ALL_METHODS
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model, ds, dataset = _load_model_and_test_set(args)
+    model, splits, dataset = _load_model_and_splits(args, ranks)
     bcos_net = is_bcos_model(model)
     if args.methods == "all":
         methods = [m for m in ALL_METHODS if bcos_net or m != "bcos"]
     else:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    return model, ds, dataset, bcos_net, methods
+    return model, splits.test, dataset, bcos_net, methods
 
 
 def run_localisation(args: argparse.Namespace) -> int:
-    from ._model import cli_warnings
-
-    with cli_warnings(args):
-        return _run_localisation(args)
+    return _on_ranks(args, _run_localisation)
 
 
-def _run_localisation(args: argparse.Namespace) -> int:
-
+def _run_localisation(args: argparse.Namespace, ranks: DistEnv | None) -> int:
     from ..evaluation import ScoreSummary, grid_pointing_game, plot_pointing_game
-    from ..pipeline import method_settings_for
 
-    model, ds, dataset, bcos_net, methods = _model_data_methods(args)
+    model, ds, dataset, bcos_net, methods = _model_data_methods(args, ranks)
     smoothing: Any = args.smoothing
     if smoothing == "none":
         smoothing = None
@@ -246,9 +311,10 @@ def _run_localisation(args: argparse.Namespace) -> int:
         model, ds, methods, n=args.grid_n, num_grids=args.grids, grids_per_method=counts,
         seed=args.seed, confidence_threshold=None if args.no_threshold else args.threshold,
         allow_fewer=args.allow_fewer, smoothing=smoothing, batch_size=args.batch_size,
-        method_settings=method_settings_for(methods), results_dir=args.out,
-        progress=not args.no_progress,
-    )
+        method_settings=_method_settings(args, methods, ds), results_dir=args.out,
+        progress=not args.no_progress, ranks=ranks, chunk=args.chunk)
+    if ranks is not None and not ranks.is_main:
+        return 0
     plot_pointing_game(res, f"{args.out}/boxplot.png")
     st = res.settings
     print(f"{args.checkpoint}: {dataset} test, {st['n']}×{st['n']} grids, confidence threshold "
@@ -262,41 +328,40 @@ def _run_localisation(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model_and_splits(args: argparse.Namespace) -> tuple[Any, Any, str]:
-    """The checkpoint's model, the train/test splits of its data set (its record, or
-    ``--dataset``/``--data``/``--image-size``), and the data set's name."""
+def _load_model_and_splits(args: argparse.Namespace, ranks: DistEnv | None
+                           ) -> tuple[Any, Any, str]:
+    """The checkpoint's model — on this process's device (``--device``; under torchrun
+    the rank's), with ``--threads`` — the train/test splits of its data set (its
+    record, or ``--dataset``/``--data``/``--image-size``), and the data set's name."""
+    import torch
+
     from ._model import load_model, model_data
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = ranks.device if ranks is not None else pick_device(args.device)
     model = load_model(args.checkpoint, None, use_ema=not args.no_ema, args=args,
-                       model_flag=False)
+                       model_flag=False).to(device)
+    where = "" if ranks is None else f" (rank {ranks.rank} of {ranks.world_size}; rank 0 speaks)"
+    say(args, f"device: {device}{where}")
     splits, dataset = model_data(args, model)
     return model, splits, dataset
 
 
-def _load_model_and_test_set(args: argparse.Namespace) -> tuple[Any, Any, str]:
-    model, splits, dataset = _load_model_and_splits(args)
-    return model, splits.test, dataset
-
-
 def run_accuracy(args: argparse.Namespace) -> int:
-    from ._model import cli_warnings
-
-    with cli_warnings(args):
-        return _run_accuracy(args)
+    return _on_ranks(args, _run_accuracy)
 
 
-def _run_accuracy(args: argparse.Namespace) -> int:
-    import torch
-
+def _run_accuracy(args: argparse.Namespace, ranks: DistEnv | None) -> int:
     from ..evaluation.accuracy import accuracy
     from ..training.checkpoint import atomic_write_text
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model, splits, dataset = _load_model_and_splits(args)
+    model, splits, dataset = _load_model_and_splits(args, ranks)
     ds = splits.test if args.split == "test" else splits.train  # both: the test transform
     res = accuracy(model, ds, batch_size=args.batch_size, num_workers=args.workers,
-                   progress=True)
+                   progress=True, ranks=ranks)
+    if ranks is not None and not ranks.is_main:
+        return 0
     print(f"{args.checkpoint}: {dataset} {args.split}: {res.summary()}")
     if args.per_class:
         for i, (acc, cnt) in enumerate(zip(res.per_class, res.counts, strict=True)):
