@@ -110,8 +110,10 @@ The code (`src/bcosnet/models/`; each file imports only those above it, no circl
 Weights (`bcosnet.models.list_weights(name)`): the official B-cos v2 ImageNet
 checkpoints are registered entries (`bcos_v2_imagenet`: source, SHA-256 prefix,
 transforms, the top-1 the release reports) of the `*_v2` ResNets, DenseNets and
-`vgg11_bnu_v2`.  `create_model` loads them, or any file:
+`vgg11_bnu_v2`.  `create_model` loads them, or any file (not run by the tests: the
+first and last lines download the ImageNet weights, the others read files of yours):
 
+<!-- not run: downloads the B-cos v2 ImageNet weights and reads files of the reader's -->
 ```python
 model = bcosnet.create_model("resnet50_v2", weights="bcos_v2_imagenet")  # downloaded, hash-checked
 model = bcosnet.create_model("resnet50_v2", weights="resnet_50-ead259efe4.pth")  # a bcos v2 file

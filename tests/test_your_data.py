@@ -4,7 +4,7 @@ fine-tuning example of docs/training.md on the same folder.
 
 ``bcosnet`` commands run in this process (``bcosnet.cli.main``: no interpreter
 start per command); Python blocks run in a fresh interpreter, offline
-(``tests.test_readme.run_block``).  The only changes to the guide's commands are
+(``tests.test_docs_code.run_block``).  The only changes to the guide's commands are
 the two ``--max-steps`` the guide itself announces.
 """
 
@@ -21,7 +21,7 @@ import torch
 
 from bcosnet.cli import main
 from bcosnet.training import load_checkpoint, load_checkpoint_model
-from tests.test_readme import run_block
+from tests.test_docs_code import run_block
 from tests.training.shapes import SHAPE_CLASSES, write_shapes_folder
 
 ROOT = Path(__file__).resolve().parents[1]
