@@ -68,6 +68,8 @@ def test_main_job_end_to_end_and_rerun(tmp_path):
     # no reference to documents outside the repository; the protocol is docs/protocol.md
     assert "SPEC" not in text and "SPEC" not in html.read_text()
     assert "docs/protocol.md" in text
+    # the converged networks' line is Fashion-MNIST's: not in a synthetic job's report
+    assert "Trained to convergence instead" not in text
     # the panel's caption names the framed cell's class (the synthetic set's names)
     grids = json.loads((out / "pointing_game" / "bcos" / "grids.json").read_text())
     centre = np.asarray(grids["classes"]).reshape(-1, 4)[0, 2]  # 2×2: cell 4 // 2
@@ -116,3 +118,25 @@ def test_jobs_run_in_workers_keep_order_threads_and_errors():
     assert err.differences == {"seed": (0, 1)} and err.path == "out/bcos"
     with pytest.raises(ValueError, match="workers must be an int >= 1"):
         MainConfig(workers=0)
+
+
+def test_the_converged_line_quotes_docs_claims() -> None:
+    """The report's converged-networks sentence carries the figures of docs/claims.md's
+    section 3 (accuracies after convergence, bcos and the twin's Grad-CAM)."""
+    import re
+    from pathlib import Path
+
+    from bcosnet.pipeline.report import CONVERGED_FMNIST
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "claims.md").read_text()
+    section = docs[docs.index("## 3. Converged networks"):docs.index("### Why 0.6")]
+    last = {m.group(1): m.group(2) for m in re.finditer(
+        r"^\| (B-cos net|twin) \| \d+ \(last\) \| ([\d.]+) \|", section, re.M)}
+    assert f"B-cos {last['B-cos net']} %" in CONVERGED_FMNIST
+    assert f"twin {last['twin']} %" in CONVERGED_FMNIST
+    bcos = re.search(r"^\| B-cos net \| \d+ \(last\) \| [\d.]+ \| ([\d.]+) / ([\d.]+) \|",
+                     section, re.M)
+    cam = re.search(r"^\| twin \| \d+ \(last\) \| [\d.]+ \| – \| ([\d.]+) / ([\d.]+) \|",
+                    section, re.M)
+    assert f"bcos {bcos.group(2)} ({bcos.group(1)})" in CONVERGED_FMNIST
+    assert f"Grad-CAM {cam.group(2)} ({cam.group(1)})" in CONVERGED_FMNIST
