@@ -1,16 +1,17 @@
 """T targets in one batched backward pass vs one backward pass per target.
 
 Every gradient method gets its per-target gradients from one helper,
-``bcosnet._utils.gradients.target_gradients``: by default the T targets go
-through one backward pass batched over them (``autograd.grad(...,
-is_grads_batched=True)``, vmap over T one-hot output gradients); the per-target
-loop (T backward passes through the same graph) is its fallback.  This script
+``bcosnet._utils.gradients.target_gradients``: the T targets go either through
+one backward pass batched over them (``autograd.grad(...,
+is_grads_batched=True)``, vmap over T one-hot output gradients; the default off
+the CPU) or through T backward passes of the same graph (the per-target loop;
+the default on CPU, chosen from this script's figures).  This script
 times both on the grid pointing game's work: all n² = 9 cells of one 84 px 3×3
 grid image of a Fashion-MNIST network (untrained weights: the cost does not
 depend on them), for Integrated Gradients with the main job's settings
-(``n_steps=50, batch_size=25``), for ``explain`` (the ``bcos`` method) and for
-``grad``.  The loop is reached by calling the helper with ``batched=False``
-(patched into the modules that import it); the two paths alternate
+(``n_steps=50, batch_size=10``), for ``explain`` (the ``bcos`` method) and for
+``grad``.  Each path is forced by calling the helper with ``batched=True`` or
+``batched=False`` (patched into the modules that import it); the two paths alternate
 ``--repeats`` times in the same process, so that load drifts hit both alike,
 and medians are compared.  The maps of both paths are checked to agree.
 
@@ -40,16 +41,16 @@ from bcosnet._utils import gradients
 from bcosnet.attribution import gradient as gradient_methods
 from bcosnet.explanations import core
 
-SETTINGS = {"intgrad": {"n_steps": 50, "batch_size": 25}}  # the main job's (pipeline.py)
+SETTINGS = {"intgrad": {"n_steps": 50, "batch_size": 10}}  # the main job's (pipeline.config)
 _USERS = (core, gradient_methods)  # the modules that call target_gradients
 
 
 @contextlib.contextmanager
-def per_target_loop() -> Iterator[None]:
-    """``target_gradients`` with ``batched=False`` in the modules that call it."""
-    loop = functools.partial(gradients.target_gradients, batched=False)
+def forced(batched: bool) -> Iterator[None]:
+    """``target_gradients`` with ``batched=batched`` in the modules that call it."""
+    fn = functools.partial(gradients.target_gradients, batched=batched)
     for m in _USERS:
-        m.target_gradients = loop  # type: ignore[attr-defined]
+        m.target_gradients = fn  # type: ignore[attr-defined]
     try:
         yield
     finally:
@@ -90,9 +91,10 @@ def main() -> None:
             times: dict[str, list[float]] = {"batched": [], "loop": []}
             maps: dict[str, torch.Tensor] = {}
             for _ in range(args.repeats):
-                times["batched"].append((r := _timed(call, device))[0])
-                maps["batched"] = r[1]
-                with per_target_loop():
+                with forced(True):
+                    times["batched"].append((r := _timed(call, device))[0])
+                    maps["batched"] = r[1]
+                with forced(False):
                     times["loop"].append((r := _timed(call, device))[0])
                     maps["loop"] = r[1]
             scale = float(maps["loop"].abs().max())

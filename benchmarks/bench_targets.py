@@ -34,11 +34,11 @@ from bcosnet import attribution
 LIMITS = {"occlusion": 1.5, "rise": 1.5, "lime": 2.0}
 
 
-def grid_image(in_ch: int, seed: int = 0) -> torch.Tensor:
-    """1×C×84×84: a 3×3 grid of 28 px cells, each a smooth random pattern
-    (so quickshift finds super-pixels, as on a Fashion-MNIST grid)."""
+def grid_image(in_ch: int, seed: int = 0, cell: int = 28) -> torch.Tensor:
+    """1×C×3·cell×3·cell: a 3×3 grid of ``cell`` px cells (84 px by default), each a
+    smooth random pattern (so quickshift finds super-pixels, as on a Fashion-MNIST grid)."""
     g = torch.Generator().manual_seed(seed)
-    cells = F.interpolate(torch.rand(9, in_ch, 4, 4, generator=g), size=(28, 28),
+    cells = F.interpolate(torch.rand(9, in_ch, 4, 4, generator=g), size=(cell, cell),
                           mode="bilinear", align_corners=False)
     rows = [torch.cat(list(cells[3 * r : 3 * r + 3]), dim=2) for r in range(3)]
     return torch.cat(rows, dim=1)[None]

@@ -93,6 +93,16 @@ def test_several_targets_in_one_batched_backward_equal_single_target_explanation
         logits = model.forward_head(model.forward_body(enc))
     (g,) = torch.autograd.grad(logits[:, 2].sum(), enc)
     torch.testing.assert_close(many.weights[:, 1], g, rtol=1e-10, atol=1e-14)
+    # the pass batched over the targets (vmap through the layers' own backward
+    # functions; the default off the CPU) gives the same weights
+    from bcosnet._utils.gradients import target_gradients
+
+    enc = torch.cat([x, 1 - x], 1).requires_grad_(True)
+    with explanation_mode(model):
+        logits = model.forward_head(model.forward_body(enc))
+    t = torch.tensor([[7, 2, 5]] * 3)
+    batched = target_gradients(logits, enc, t, batched=True)
+    torch.testing.assert_close(many.weights, batched, rtol=1e-10, atol=1e-14)
 
 
 # ----------------------------------------------------------------- the window sum

@@ -102,7 +102,7 @@ def test_a_batched_pass_counts_as_t_backward_passes_in_one_call():
     model(x)
     xr = x.clone().requires_grad_(True)
     with count_passes(model) as c:
-        target_gradients(model(xr), xr, torch.tensor([[0, 1, 2, 3]] * 3))
+        target_gradients(model(xr), xr, torch.tensor([[0, 1, 2, 3]] * 3), batched=True)
     assert (c.backward, c.backward_calls) == (3 * 4, 1)
     assert backward_width() == 1  # restored after the pass
 
@@ -111,3 +111,17 @@ def test_outputs_and_inputs_must_share_the_batch():
     x = torch.rand(2, 3, requires_grad=True)
     with pytest.raises(ValueError, match="B×T outputs for B×... inputs"):
         target_gradients(x.sum(1), x)
+
+
+def test_the_default_on_cpu_is_one_backward_pass_per_target():
+    """On CPU the loop was measured faster (benchmarks/bench_batched_targets.py),
+    so the default takes T passes there; the gradients are the batched ones."""
+    model = small_net()
+    x = torch.rand(3, 2, 7, 7, dtype=torch.float64)
+    xr = x.clone().requires_grad_(True)
+    t = torch.tensor([[0, 1, 2, 3]] * 3)
+    with count_passes(model) as c:
+        g = target_gradients(model(xr), xr, t)
+    assert (c.backward, c.backward_calls) == (3 * 4, 4)
+    xb = x.clone().requires_grad_(True)
+    torch.testing.assert_close(g, target_gradients(model(xb), xb, t, batched=True))

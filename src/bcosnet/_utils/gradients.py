@@ -5,9 +5,13 @@ As captum's ``compute_gradients``: the explained outputs are selected per
 sample (``outputs.gather(1, targets)``) and one ``autograd.grad`` serves the
 whole batch — the rows of a batch do not interact (eval mode), so the gradient
 of a column's sum with respect to row ``i`` of the input is that of row ``i``'s
-own output.  Several targets per sample go through one backward pass batched
-over the targets (``is_grads_batched``: vmap over one-hot output gradients),
-with one backward pass per target as the fallback.
+own output.  Several targets per sample share the forward pass and take either
+one backward pass per target through the same graph (the default on CPU) or one
+backward pass batched over the targets (``is_grads_batched``: vmap over one-hot
+output gradients; the default on other devices, with the loop as its fallback).
+On CPU the batched pass was measured slower: 1.9–2.0× for Integrated Gradients'
+9 targets, 1.0–1.1× for the one-pass methods
+(``benchmarks/bench_batched_targets.py``, docs/attribution.md).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ def _width(t: int) -> Iterator[None]:
 
 
 def target_gradients(
-    outputs: Tensor, inputs: Tensor, targets: Tensor | None = None, *, batched: bool = True
+    outputs: Tensor, inputs: Tensor, targets: Tensor | None = None, *,
+    batched: bool | None = None,
 ) -> Tensor:
     """Gradients of T outputs per sample, B×T×(``inputs``' shape[1:]).
 
@@ -55,9 +60,11 @@ def target_gradients(
         outputs: B×K scores (B×T when ``targets`` is None).
         inputs: B×... tensor requiring gradients.
         targets: B×T long indices into ``outputs``' second axis.
-        batched: T > 1 targets in one backward pass batched over the targets
-            (default); an op of the model without a batching rule falls back to
-            one backward pass per target.  ``False``: always one pass per target.
+        batched: ``True``: T > 1 targets in one backward pass batched over the
+            targets (an op of the model without a batching rule falls back to
+            one backward pass per target); ``False``: one pass per target;
+            ``None`` (default): ``False`` for inputs on the CPU, where the loop
+            is the faster, ``True`` elsewhere.
     """
     values = outputs if targets is None else outputs.gather(1, targets)
     if values.dim() != 2 or values.shape[0] != inputs.shape[0]:
@@ -65,6 +72,8 @@ def target_gradients(
             f"target_gradients needs B×T outputs for B×... inputs, got {tuple(values.shape)} "
             f"and {tuple(inputs.shape)}"
         )
+    if batched is None:
+        batched = inputs.device.type != "cpu"
     if batched and values.shape[1] > 1:
         grads = _batched_gradients(values, inputs)
         if grads is not None:

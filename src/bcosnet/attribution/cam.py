@@ -72,8 +72,7 @@ class GradCAM(AttributionMethod):
             ``F.interpolate`` mode (``"bilinear"``, ``"bicubic"``, ...).
 
     If the layer runs several times in one forward, its first call is used.
-    One forward pass, one backward pass (batched over the targets) from the
-    logits to the layer.
+    One forward pass, the targets' backward passes from the logits to the layer.
     Returns N×1×H×W (N×T×1×H×W for T targets per image).
     """
 

@@ -4,8 +4,9 @@
 the raw image by default (``input_space="raw"``, the paper's code) or the
 model's encoded input (``input_space="encoded"``, the B-cos v2 code); ``bcos``
 always explains the encoded input (see :mod:`bcosnet.attribution.base`).
-With T targets every method runs its forward pass(es) once and one backward
-pass batched over the T targets (:func:`bcosnet._utils.gradients.target_gradients`).
+With T targets every method runs its forward pass(es) once and takes the T
+gradients from :func:`bcosnet._utils.gradients.target_gradients` (one backward
+pass per target on CPU, one pass batched over the targets on other devices).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class Bcos(AttributionMethod):
     """The model-inherent explanation of a B-cos network (docs/protocol.md §3):
     ``W_t(x) ⊙ x`` w.r.t. the encoded input, computed by :func:`bcosnet.explain`
     (``explain(model, images, t).contributions_full``) — one forward pass in
-    explanation mode and one backward pass batched over the targets;
+    explanation mode and the targets' backward passes (:func:`target_gradients`);
     ``explain``'s extra forward for the constant term is skipped.
 
     Args:
@@ -115,7 +116,7 @@ class Grad(_InputGradientMethod):
             is given) or ``"encoded"`` (the model's encoded input, as the B-cos
             v2 code).
 
-    One forward, one backward pass batched over the targets.  Returns N×C×H×W (C: channels of
+    One forward, the targets' backward passes.  Returns N×C×H×W (C: channels of
     the differentiated input).
     """
 
@@ -140,7 +141,7 @@ class InputXGradient(_InputGradientMethod):
     Args:
         input_space: ``"raw"`` (default) or ``"encoded"``; see :class:`Grad`.
 
-    One forward, one backward pass batched over the targets.  Returns N×C×H×W.
+    One forward, the targets' backward passes.  Returns N×C×H×W.
     """
 
     name = "ixg"
@@ -201,8 +202,8 @@ class IntegratedGradients(_InputGradientMethod):
 
     Completeness: ``map.sum() ≈ f(x) − f(baseline)``.  Cost: one forward for
     the targets, then ``n_steps`` forwards per image, in chunks of
-    ``batch_size`` path images, and per chunk one backward pass batched over
-    the T targets.  Returns N×C×H×W.
+    ``batch_size`` path images, and per chunk the T targets' backward passes
+    (:func:`target_gradients`).  Returns N×C×H×W.
     """
 
     name = "intgrad"
@@ -358,8 +359,8 @@ class DeepLift(_InputGradientMethod):
     are left alone, other threads may use the model meanwhile, and a
     ``torch.compile``-d model is attributed through its eager module.
 
-    Returns N×C×H×W; with T targets one forward of ``[x; x̄]`` and one
-    backward pass batched over the targets.
+    Returns N×C×H×W; with T targets one forward of ``[x; x̄]`` and the
+    targets' backward passes.
     """
 
     name = "deeplift"

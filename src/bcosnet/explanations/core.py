@@ -438,7 +438,7 @@ def explain(
             ``("topk", k)``; class names (``"Coat"``, a list of names) where
             the model records them (:func:`model_class_names`).  The result
             always has the T axis (T = 1 for the one-per-image forms).  One
-            forward pass and one backward pass batched over the T targets
+            forward pass and the T targets' backward passes
             (:func:`bcosnet._utils.gradients.target_gradients`), plus a forward
             pass of one image for the constant term.
         layer: explain an intermediate neuron instead of a logit: a module name

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .._utils.io import atomic_write_json
-from .config import COSTS, PAPER_GRIDS, MainConfig
+from .config import ALL_METHODS, COSTS, PAPER_GRIDS, MainConfig
 from .pointing_game import PointingGameStage
 
 __all__ = ["cuts_text", "write_main_report"]
@@ -55,6 +55,11 @@ def _merged(notes: dict[str, str]) -> list[str]:
     for name, text in notes.items():
         by_text.setdefault(text, []).append(name)
     return [f"{_networks(names)}: {text}" for text, names in by_text.items()]
+
+
+def _default_counts() -> dict[str, int]:
+    """The default main job's grids per method."""
+    return MainConfig().grid_counts(ALL_METHODS)
 
 
 def _by_count(counts: dict[str, int]) -> str:
@@ -105,7 +110,7 @@ def cuts_text(cfg: MainConfig, pg: Mapping[str, Any], pg_seconds: float) -> str:
                 for name, r in pg.items())
         lines.append(
             f"Grids per method, cut from the paper's {PAPER_GRIDS} for time: {cut}. The "
-            "default main job (250 grids, 100 for occlusion, RISE and LIME) is meant to take "
+            f"default main job ({_by_count(_default_counts())}) is meant to take "
             "at most 45 minutes on 2 CPU cores, training included (its measured wall time "
             f"is in the README); the paper's {PAPER_GRIDS} for every method would take about "
             f"{COSTS.paper_protocol_hours:g} h of pointing game in the two default workers, "
