@@ -11,8 +11,8 @@ default settings (``attribution.get(name, model)``) except for its batch
 (``--batch-size``) and, to keep a CPU run short, its count of perturbations:
 
 * ``intgrad``: ``n_steps = batch_size = B`` (one chunk of B path images);
-* ``occlusion``: the default patch, a stride widened so that only ⌈B/2⌉·2
-  windows remain (``batch_size = B``: one or two chunks of B windows);
+* ``occlusion``: the default patch, a stride widened so that only
+  2·max(2, ⌈B/2⌉) windows remain (``batch_size = B``: chunks of B windows);
 * ``rise``: ``n_masks = batch_size = B``; ``lime``: ``n_samples = max(B, 2)``,
   ``batch_size = B``;
 * ``bcos``, ``grad``, ``ixg``, ``deeplift``, ``gradcam``: the whole call.
@@ -37,6 +37,7 @@ measured call) and "≈ s per grid" = images per grid × seconds per image.
 
     python benchmarks/bench_memory_methods.py [--models resnet50_v2,densenet121_v2]
         [--methods bcos,grad,...] [--batch-size 2] [--threads 2] [--device cpu]
+        [--tuned-timing] [--cell 224]
 """
 
 from __future__ import annotations
@@ -174,8 +175,7 @@ def _child_method(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
     torch.manual_seed(0)
     model = bcosnet.create_model(spec["model"], num_classes=1000).to(device).eval()
     settings = measured_settings(name, spec["batch"], size)
-    method = attribution.get(name, model, progress=False, **settings) if name in CHUNKED \
-        else attribution.get(name, model, **settings)
+    method = attribution.get(name, model, **settings)
     full = attribution.get(name, model)
     targets = torch.arange(TARGETS, device=device)[None]
     warm = grid_image(3, cell=WARM_CELL).to(device)
@@ -224,13 +224,18 @@ def child(spec: dict[str, Any], threads: int, device_name: str) -> None:
     """Run in a fresh subprocess: print one JSON line with the measurement of ``spec``."""
     args = argparse.Namespace(threads=threads, device=device_name)
     device = machine(args)
+    if spec.get("tuned"):
+        bcosnet.tune_malloc()  # as the bcosnet command runs
     fn = _child_rise_masks if spec["method"] == "rise-masks" else _child_method
     print(json.dumps(fn(spec, device)))
 
 
 def measure(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """``spec`` measured in a fresh interpreter (a clean high-water mark)."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    """``spec`` measured in a fresh interpreter (a clean high-water mark); with
+    ``spec["tuned"]`` only for its time, glibc's malloc as the bcosnet command tunes it."""
+    env = dict(os.environ)
+    if not spec.get("tuned"):
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     proc = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec), "--threads", str(args.threads),
          "--device", args.device],
@@ -248,27 +253,26 @@ def _mib(b: float, upper: bool = False) -> str:
     return ("≤ " if upper else "") + f"{b / MIB:,.0f}"
 
 
-def _settings_text(name: str, s: dict[str, Any]) -> str:
-    if not s:
-        return "whole call"
-    return ", ".join(f"{k}={v[1] if k == 'stride' else v}" if k == "stride" else f"{k}={v}"
-                     for k, v in s.items())
+def _settings_text(s: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in s.items()) \
+        or "whole call"
 
 
 def _row(model: str, name: str, r: dict[str, Any], r1: dict[str, Any] | None,
          batch: int) -> str:
     fwd, bwd = r["forward"], r["backward"]
     ff, fb = r["full"]
-    per = "–" if r1 is None else _mib((r["peak"] - r1["peak"]) / (batch - 1))
     if name in ONE_PASS:
         per = _mib(r["peak"], r["upper"]) + " ¹"
+    else:
+        per = "–" if r1 is None else _mib((r["peak"] - r1["peak"]) / (batch - 1))
     fixed = r["lime_seconds"]
     s_img = (r["seconds"] - fixed) / (fwd + bwd)
     grid_s = fixed + s_img * (ff + fb)
     passes = "" if bwd == 0 else f" in {r['backward_calls']} pass{'es' * (r['backward_calls'] > 1)}"
-    return (f"| {model} | {name} | {_settings_text(name, r['settings'])} | {fwd} / {bwd}{passes} "
+    return (f"| {model} | {name} | {_settings_text(r['settings'])} | {fwd} / {bwd}{passes} "
             f"| {_mib(r['peak'], r['upper'])} | {per} | {r['seconds']:.1f} | {s_img:.2f} "
-            f"| {ff:,} / {fb:,} | {grid_s:,.0f} |")
+            f"| {ff:,} / {fb:,} | {grid_s:,.{0 if grid_s >= 100 else 1}f} |")
 
 
 def main() -> None:
@@ -281,6 +285,10 @@ def main() -> None:
                    help="IntGrad path images / occlusion windows / RISE masks / LIME samples "
                         "per forward pass")
     p.add_argument("--cell", type=int, default=224, help="grid cell side in px (grid: 3×cell)")
+    p.add_argument("--tuned-timing", action="store_true",
+                   help="time every call again in a fresh process with bcosnet.tune_malloc() "
+                        "(as the bcosnet command runs; the memory runs map each large tensor "
+                        "afresh, which is slower); about doubles the run time")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     add_machine_args(p)
     p.set_defaults(threads=2)
@@ -292,14 +300,22 @@ def main() -> None:
     unknown = sorted(set(methods) - set(ALL_METHODS))
     if unknown:
         p.error(f"--methods: unknown {', '.join(unknown)}; choose from {','.join(ALL_METHODS)}")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = sorted(set(models) - set(bcosnet.list_models()))
+    if bad:
+        p.error(f"--models: unknown {', '.join(bad)}; see bcosnet.list_models()")
     if args.batch_size < 1:
         p.error(f"--batch-size must be >= 1, got {args.batch_size}")
     load0, t0 = os.getloadavg()[0], time.perf_counter()
     rows, checks, notes = [], [], {}
-    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+    for model in models:
         for name in methods:
             spec = {"model": model, "method": name, "cell": args.cell, "batch": args.batch_size}
             r = measure(spec, args)
+            if args.tuned_timing:
+                rt = measure({**spec, "tuned": True}, args)
+                r["memory_seconds"] = r["seconds"]
+                r["seconds"], r["lime_seconds"] = rt["seconds"], rt["lime_seconds"]
             r1 = None
             if name in CHUNKED and args.batch_size > 1:
                 r1 = measure({**spec, "batch": 1}, args)
@@ -309,11 +325,10 @@ def main() -> None:
                           + ("" if ok else "  MISMATCH"))
             rows.append(_row(model, name, r, r1, args.batch_size))
             if name == "lime":
-                notes[f"lime {model}"] = (r["lime_segments"], r["lime_seconds"])
-            if name == "rise":
-                notes[f"rise {model}"] = r
+                notes[model] = (r["lime_segments"], r["lime_seconds"])
             print(f"  {model} {name}: peak {_mib(r['peak'], r['upper'])} MiB, "
-                  f"{r['seconds']:.1f} s", flush=True)
+                  + (f"{r['memory_seconds']:.1f} s (memory run), " if args.tuned_timing else "")
+                  + f"{r['seconds']:.1f} s", flush=True)
     masks = measure({"method": "rise-masks", "cell": args.cell}, args) if "rise" in methods \
         else None
     side = 3 * args.cell
@@ -337,23 +352,29 @@ def main() -> None:
           "the batch size, not on the count (except RISE's masks, below); \"per image\" = "
           f"(peak at batch {args.batch_size} − peak at batch 1) / {args.batch_size - 1}"
           + (" (not measured at batch size 1)" if args.batch_size == 1 else "") + ".")
+    print("* bwd \"in k passes\": the backward calls that carried them — the library's "
+          "default is one pass per target on CPU and one pass batched over the targets on "
+          "other devices (more memory at once); measure on the device to size its batch.")
     print("* ¹ one grid image per call: the batch of these methods is grid images "
           "(`grid_pointing_game(batch_size=...)`), each about the peak.")
     print("* s per image = call seconds / images in the call (forward and backward counted "
           "alike; LIME without its quickshift); ≈ s per grid = s per image × images per grid "
-          "(+ LIME's quickshift once).  One call each, its first at this size.")
-    for key, (nseg, secs) in notes.items():
-        if key.startswith("lime"):
-            print(f"* {key}: quickshift found {nseg} segments in {secs:.1f} s; LIME's one-hot "
-                  f"segment map holds segments × {side}² × 4 B = {nseg * side * side * 4 / MIB:.0f}"
-                  " MiB (more segments on natural photos: more memory).")
+          "(+ LIME's quickshift once).  One call each, its first at this size, "
+          + ("in a fresh process with bcosnet.tune_malloc() (--tuned-timing)." if args.tuned_timing
+             else "timed in the memory run (every large tensor mapped afresh: slower than the "
+             "bcosnet command, which tunes malloc; --tuned-timing times them as it runs)."))
+    for model, (nseg, secs) in notes.items():
+        print(f"* LIME on {model}: quickshift found {nseg} segments in {secs:.1f} s; its one-hot "
+              f"segment map holds segments × {side}² × 4 B = {nseg * side * side * 4 / MIB:.0f} "
+              "MiB (natural photos give more segments: more memory).")
     if masks is not None:
         full_b = masks["mask_bytes"]
+        more = full_b * (1 - args.batch_size / masks["n_masks"])
         print(f"* RISE keeps all its masks: {masks['n_masks']} × {side}² × 4 B = "
               f"{full_b / MIB:,.0f} MiB for the default count (on the device); drawing them "
               f"peaked at {_mib(masks['peak'], masks['upper'])} MiB of host memory "
               f"({masks['seconds']:.1f} s).  The table's RISE rows hold {args.batch_size}; "
-              f"with {masks['n_masks']} masks add ≈ {(full_b * (1 - args.batch_size / masks['n_masks'])) / MIB:,.0f} MiB.")
+              f"with {masks['n_masks']} masks add ≈ {_mib(more)} MiB.")
     print()
     print("Pass counts of the measured calls (hooks) against grid_passes():")
     for c in checks:
