@@ -20,7 +20,7 @@ from ..pipeline import (
 )
 from ._common import parse_grid_counts
 
-_DEFAULT_COUNTS = ",".join(f"{k}={v}" for k, v in DEFAULT_GRIDS_PER_METHOD.items())
+_DEFAULT_COUNTS = ",".join(f"{k}={v}" for k, v in DEFAULT_GRIDS_PER_METHOD.items()) or "none"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,8 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="cap on optimiser steps per network (tests; the learning-rate "
                         "schedule still runs over --epochs)")
     p.add_argument("--grids", type=int, default=None,
-                   help=f"pointing-game grids per method (default: {DEFAULT_GRIDS}; the "
-                        "paper: 500)")
+                   help=f"pointing-game grids per method (default: {DEFAULT_GRIDS}, the "
+                        "paper's)")
     p.add_argument("--grids-per-method", type=parse_grid_counts, default=None,
                    help="per-method grid counts, e.g. 'intgrad=100,occlusion=100' "
                         f"(default: {_DEFAULT_COUNTS}; 'none': --grids for every method)")

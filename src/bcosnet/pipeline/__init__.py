@@ -16,8 +16,8 @@
    confidently (sigmoid(logit) > 0.5) and correctly classified test images,
    every method — the B-cos network's own explanation and the eight post-hoc
    methods on the B-cos network, the eight post-hoc methods on the twin — with
-   per-method grid counts (default the paper's 500 grids, 300 for occlusion, RISE
-   and LIME: cut for time; the report says so), plus a Fig. A2-style
+   the paper's 500 grids per method (``grids`` / ``grids_per_method`` cut them; the
+   report then says so), plus a Fig. A2-style
    panel of every method's map on one grid; each (network, method) pair is a job
    for the workers, the longest first;
 5. a report (``report.html`` + ``report.md``) in the output folder, led by a

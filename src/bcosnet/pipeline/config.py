@@ -25,15 +25,12 @@ STANDARD_METHODS = tuple(m for m in ALL_METHODS if m != "bcos")
 PERTURBATION_METHODS = ("occlusion", "rise", "lime")
 #: Grids per method in the paper.
 PAPER_GRIDS = 500
-#: The main job's grid counts: the paper's 500 grids for bcos, the gradient methods
-#: (IntGrad included) and Grad-CAM, 300 for occlusion, RISE and LIME (441–500 forward
-#: passes per grid each, shared by its 9 cells) — the largest count that keeps the
-#: default main job within 45 minutes on 2 CPU cores: with the per-grid costs of
-#: :data:`COSTS` the paper's 500 for every method would add ≈ 9 minutes of pointing
-#: game (the report says so).  docs/evaluation.md gives the profile and the measured
-#: wall time.
+#: The main job's grid counts: the paper's 500 grids for every method.  The default
+#: main job plays them within 45 minutes on 2 CPU cores (docs/evaluation.md, "Cost
+#: per grid", gives the profile and the timed runs); ``grids_per_method`` cuts
+#: single methods (``--grids-per-method``).
 DEFAULT_GRIDS = PAPER_GRIDS
-DEFAULT_GRIDS_PER_METHOD: dict[str, int] = dict.fromkeys(PERTURBATION_METHODS, 300)
+DEFAULT_GRIDS_PER_METHOD: dict[str, int] = {}
 #: Training epochs of each network in the main job.  Both networks train alike (as in
 #: the paper: same data, optimiser, schedule and epochs).  6 epochs of the B-cos
 #: network take ≈ 10–12 min on one thread (≈ 490–580 img/s in the timed main job of
@@ -69,24 +66,19 @@ def method_settings_for(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
 class MeasuredCosts:
     """What the main job's work costs, as measured (never a result it reports as its
     own): it hands out the longest pointing-game jobs first with these, so that the
-    workers finish together, and its report quotes the estimate of the paper's
-    full protocol.
+    workers finish together.
 
     Attributes:
         seconds_per_grid: seconds per 3×3 grid of the slow methods on the B-cos
-            network (all 9 cells in one call, 2 threads).
-        other_seconds_per_grid: the same for every other method (≈ 0.01–0.1 s).
+            network (all 9 cells in one call, in a 1-thread worker).
+        other_seconds_per_grid: the same for every other method (≈ 0.005–0.07 s).
         network_factor: a network's cost relative to the B-cos network's.
-        paper_protocol_hours: hours of pointing game for the paper's 500 grids of
-            every method on both networks in the two default workers, scaled from
-            the per-job times of a timed main job.
         source: where the figures were measured.
     """
 
     seconds_per_grid: Mapping[str, float]
     other_seconds_per_grid: float
     network_factor: Mapping[str, float]
-    paper_protocol_hours: float
     source: str
 
     def job_seconds(self, network: str, method: str, grids: int) -> float:
@@ -96,13 +88,12 @@ class MeasuredCosts:
 
 
 COSTS = MeasuredCosts(
-    seconds_per_grid={"intgrad": 1.75, "rise": 1.17, "lime": 1.22, "occlusion": 1.04},
-    other_seconds_per_grid=0.08,
-    network_factor={"B-cos": 1.0, "standard": 0.58},
-    paper_protocol_hours=0.61,
+    seconds_per_grid={"intgrad": 1.81, "rise": 1.25, "lime": 1.26, "occlusion": 1.14},
+    other_seconds_per_grid=0.04,
+    network_factor={"B-cos": 1.0, "standard": 0.48},
     source="docs/evaluation.md, 'Cost per grid, and the main job's budget': seconds per "
-           "grid in the main job's two 1-thread workers (12 grids of every method on the "
-           "networks of a default main job, 2026-12-05), the 500-grid estimate from them",
+           "grid in the two 1-thread workers of the timed default main job of commit "
+           "b31d917 (2026-12-05, idle cores)",
 )
 
 
@@ -119,8 +110,8 @@ class MainConfig:
         max_steps: optional cap on optimiser steps per network (tests); the schedule
             still runs over ``epochs`` (a capped run stops part-way down it).
         grids: pointing-game grids per method (the first ``grids`` of one grid set);
-            ``grids_per_method`` overrides it per method (default: 300 for
-            occlusion, RISE and LIME); ``grid_n``: cells per side (3).
+            ``grids_per_method`` overrides it per method (default: none);
+            ``grid_n``: cells per side (3).
         confidence_threshold: grid images need sigmoid(logit) > this (None: off).
         methods_bcos / methods_standard: attribution methods per network.
         examples: images shown in Fig. A1.

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .._utils.io import atomic_write_json
-from .config import ALL_METHODS, COSTS, PAPER_GRIDS, MainConfig
+from .config import ALL_METHODS, PAPER_GRIDS, MainConfig
 from .pointing_game import PointingGameStage
 
 __all__ = ["cuts_text", "write_main_report"]
@@ -109,13 +109,11 @@ def cuts_text(cfg: MainConfig, pg: Mapping[str, Any], pg_seconds: float) -> str:
                     {m: k for m, k in r.grids_per_method.items() if k < PAPER_GRIDS})
                 for name, r in pg.items())
         lines.append(
-            f"Grids per method, cut from the paper's {PAPER_GRIDS} for time: {cut}. The "
-            f"default main job ({_by_count(_default_counts())}) is meant to take "
-            "at most 45 minutes on 2 CPU cores, training included (its measured wall time "
-            f"is in the README); the paper's {PAPER_GRIDS} for every method would take about "
-            f"{COSTS.paper_protocol_hours:g} h of pointing game in the two default workers, "
-            "estimated from the measured per-grid costs in docs/evaluation.md. More: bcosnet "
-            "main --grids / --grids-per-method (MainConfig.grids / grids_per_method).")
+            f"Grids per method, cut from the paper's {PAPER_GRIDS} for time: {cut}. The default "
+            f"main job's grids per method, {_by_count(_default_counts())}, are meant to take "
+            "at most 45 minutes on 2 CPU cores, training included (its measured wall time is "
+            "in the README; the per-grid costs in docs/evaluation.md). More: bcosnet main "
+            "--grids / --grids-per-method (MainConfig.grids / grids_per_method).")
     fewer, loops = _per_network_notes(pg)
     lines += _merged(fewer) + _merged(loops)
     if pg:
