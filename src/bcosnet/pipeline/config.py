@@ -43,11 +43,12 @@ DEFAULT_EPOCHS = 6
 #: top 5; max_dist 4 gives 29–42.  Occlusion: 4 px patches, stride 4.  Batch sizes
 #: (the same results up to float rounding): on one CPU thread, as each main-job
 #: worker runs, small batches of 84 px images stay in the cache — a channels-last
-#: forward pass costs 2.4 ms per image in batches of 8–16 against 4.2 ms in
-#: batches of 64 (B-cos net; twin 1.1 vs 1.7 ms), so the perturbation methods take
-#: 16 images per pass and IntGrad 10 path images per pass (docs/evaluation.md,
-#: "Cost per grid": occlusion 1.66 → 1.15 s, RISE 1.93 → 1.36 s, LIME 2.11 → 1.40 s,
-#: IntGrad 2.07 → 1.80 s per grid on the B-cos net).
+#: forward pass costs 2.5–2.6 ms per image in batches of 8–16 against 4.0 ms in
+#: batches of 64 (B-cos net; twin 1.1 vs 1.9 ms), so the perturbation methods take
+#: 16 images per pass and IntGrad 10 path images per pass
+#: (benchmarks/bench_batch_sizes.py, docs/evaluation.md "Cost per grid": occlusion
+#: 1.78 → 1.18 s, RISE 2.07 → 1.37 s, LIME 2.14 → 1.42 s, IntGrad 1.98 → 1.87 s per
+#: grid on the B-cos net).
 METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "intgrad": {"batch_size": 10},
     "lime": {"max_dist": 4, "batch_size": 16},
