@@ -268,6 +268,15 @@ def test_too_few_confident_images_is_an_error_that_says_how_many_grids_are_avail
         grids = make_grid_dataset(model, data, n=2, num_grids=1000, allow_fewer=True,
                                   progress=False)
     assert grids.num_grids == len(grids) == available and grids.requested == 1000
+    # the usable images are counted per class, by name where the model records names
+    ok = table.argmax(1) == data[1]
+    conf = table.gather(1, data[1][:, None])[:, 0].sigmoid()
+    counts = {c: int((ok & (data[1] == c) & (conf > 0.5)).sum()) for c in range(5)}
+    model.class_names = ["ant", "bee", "cat", "dog", "eel"]
+    want = {n: counts[c] for c, n in enumerate(model.class_names) if counts[c]}
+    with pytest.raises(ValueError) as e:
+        make_grid_dataset(model, data, n=2, num_grids=1000, progress=False)
+    assert f"(usable images per class: {want})" in str(e.value)
 
 
 def test_too_few_confident_classes_is_an_error_that_says_how_many_there_are() -> None:

@@ -434,6 +434,14 @@ def _grid_set(model: nn.Module, dataset: Any, wanted: dict[str, Any], store: Res
     return grids
 
 
+def _per_class(model: nn.Module, counts: Mapping[int, int]) -> dict[Any, int]:
+    """``counts`` keyed by the class names the model records (else by index)."""
+    from ...explanations.core import model_class_names
+
+    names = model_class_names(model)
+    return {(names[c] if names and c < len(names) else c): k for c, k in sorted(counts.items())}
+
+
 def _make_grids(model: nn.Module, source: Any, wanted: dict[str, Any], *,
                 num_grids: int | None, allow_fewer: bool, batch_size: int, progress: bool
                 ) -> GridDataset:
@@ -454,7 +462,7 @@ def _make_grids(model: nn.Module, source: Any, wanted: dict[str, Any], *,
         raise TooFewClassesError(
             grid_size_advice(n, len(usable), f"only {len(usable)} of the model's {num_classes} "
                              f"classes have a correctly classified image{thr}: usable classes")
-            + f" (images per class: {dict(sorted(usable.items()))}); for more usable classes: "
+            + f" (images per class: {_per_class(model, usable)}); for more usable classes: "
             f"{more}",
             needed=sq, usable=usable, confidence_threshold=threshold,
         )
@@ -464,7 +472,7 @@ def _make_grids(model: nn.Module, source: Any, wanted: dict[str, Any], *,
         msg = (
             f"only {made} {n}×{n} grids can be made, {num_grids} were requested: after "
             f"{made} grids fewer than {sq} classes have a correctly classified image{thr} left "
-            f"(usable images per class: {dict(sorted(usable.items()))})"
+            f"(usable images per class: {_per_class(model, usable)})"
         )
         if not allow_fewer:
             raise ValueError(f"{msg}; pass {_shortfall_fixes(made, n, threshold)}")
