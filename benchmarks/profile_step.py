@@ -1,7 +1,7 @@
 """Per-op profile (torch.profiler) of one model's training step or no-grad forward.
 
     python benchmarks/profile_step.py --model resnet18_v2 --size 112 --batch 32 [--mode train|infer]
-                                      [--steps 3] [--rows 15] [--threads 2]
+                                      [--steps 3] [--rows 15] [--threads 2] [--channels-last]
 
 Prints the top ``--rows`` ops by self CPU time (Adam step and BCE loss included in
 train mode, as in bench_training.py).
@@ -29,6 +29,8 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--channels-last", action="store_true",
+                   help="model and input in channels-last memory format (as the main job evaluates)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -38,6 +40,9 @@ def main() -> None:
     in_ch = getattr(getattr(model, "model_info", None), "in_channels", None) or getattr(
         model, "in_channels", 3)
     x = torch.rand(args.batch, in_ch, args.size, args.size, device=device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step() -> None:
@@ -63,7 +68,8 @@ def main() -> None:
             step()
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"{args.model} {args.mode}, batch {args.batch}, {args.size} px, {args.steps} steps, "
-          f"{torch.get_num_threads()} threads, {device}")
+          f"{torch.get_num_threads()} threads, {device}"
+          + (", channels-last" if args.channels_last else ""))
     print(prof.key_averages().table(sort_by=key, row_limit=args.rows, max_name_column_width=40))
 
 

@@ -32,11 +32,10 @@ PAPER_GRIDS = 500
 DEFAULT_GRIDS = PAPER_GRIDS
 DEFAULT_GRIDS_PER_METHOD: dict[str, int] = {}
 #: Training epochs of each network in the main job.  Both networks train alike (as in
-#: the paper: same data, optimiser, schedule and epochs).  6 epochs of the B-cos
-#: network take ≈ 10–12 min on one thread (≈ 490–580 img/s in the timed main job of
-#: commit 56e6fa4), the twin's ≈ 7–8 min beside it; with the 1 155 s pointing game
-#: that job took, the default main job is estimated at ≈ 33–35 min on 2 cores — within
-#: 45 min with a margin for slower machines (8 epochs would leave ≈ 6 min).
+#: the paper: same data, optimiser, schedule and epochs).  In the timed default main
+#: job of commit 448007f (2 idle cores, one worker thread each, side by side) the 6
+#: epochs took 354 s (B-cos net) and 228 s (twin) of training, and the whole job 43.5
+#: minutes with the paper's 500 grids of every method (docs/evaluation.md).
 DEFAULT_EPOCHS = 6
 #: Per-method settings for 28 px images: quickshift's default max_dist (200) cuts a
 #: 56 px grid of Fashion-MNIST images into 5–9 super-pixels, too few for LIME's
