@@ -30,7 +30,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--channels-last", action="store_true",
-                   help="model and input in channels-last memory format (as the main job evaluates)")
+                   help="model and input in channels-last memory format (as the main job "
+                        "evaluates)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
