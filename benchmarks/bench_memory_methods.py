@@ -265,7 +265,8 @@ def _row(model: str, name: str, r: dict[str, Any], r1: dict[str, Any] | None,
     if name in ONE_PASS:
         per = _mib(r["peak"], r["upper"]) + " ¹"
     else:
-        per = "–" if r1 is None else _mib((r["peak"] - r1["peak"]) / (batch - 1))
+        # a difference below zero is measurement noise: no memory per image measurable
+        per = "–" if r1 is None else _mib(max(0.0, (r["peak"] - r1["peak"]) / (batch - 1)))
     fixed = r["lime_seconds"]
     s_img = (r["seconds"] - fixed) / (fwd + bwd)
     grid_s = fixed + s_img * (ff + fb)
