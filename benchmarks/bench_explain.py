@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from peak_memory import MMAP_ENV, peak_memory  # this folder
 
 import bcosnet
 from bcosnet.models import load_bcos_v2
@@ -111,33 +110,18 @@ def _memory_child(what: str, batch: int, size: int, device: str) -> None:
             bcosnet.explain(model, x[:1])
         else:
             _floor(model, x[:1])
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        with open("/proc/self/status") as f:
-            base = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
     if what == "explain":
-        e = bcosnet.explain(model, x)
-        del e
+        growth, _, _, _ = peak_memory(lambda: bcosnet.explain(model, x), dev)
     else:
-        _floor(model, x)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak_growth": peak - base}))
+        growth, _, _, _ = peak_memory(lambda: _floor(model, x), dev)
+    print(json.dumps({"peak_growth": growth}))
 
 
 def measure_memory(what: str, batch: int, size: int, device: str) -> int:
-    # big blocks always mmap-ed (and unmapped on free): RSS tracks the live tensors
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     out = subprocess.run(
         [sys.executable, __file__, "--memory-child", what, "--batch", str(batch),
          "--size", str(size), "--device", device],
-        capture_output=True, text=True, check=True, env=env,
+        capture_output=True, text=True, check=True, env=MMAP_ENV,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_growth"]
 

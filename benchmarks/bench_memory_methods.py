@@ -43,19 +43,17 @@ measured call) and "≈ s per grid" = images per grid × seconds per image.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from bench_targets import add_machine_args, grid_image, machine  # this folder
+from peak_memory import MMAP_ENV, peak_memory  # this folder
 
 import bcosnet
 from bcosnet import attribution
@@ -136,39 +134,6 @@ def measured_settings(name: str, batch: int, size: tuple[int, int]) -> dict[str,
 # ----------------------------------------------------------------------------- child
 
 
-def _rss() -> int:
-    """Resident set size of this process now, bytes."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
-
-
-def _max_rss() -> int:
-    """The process's high-water resident size so far, bytes (Linux: KiB in ru_maxrss)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _peak_of(fn: Callable[[], Any], device: torch.device) -> tuple[int, bool, float, Any]:
-    """(peak bytes above the memory before ``fn``, whether that is only an upper
-    bound, wall seconds, ``fn()``'s result)."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base, before = _rss(), _max_rss()
-    t0 = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() - base, False, seconds, out
-    peak = _max_rss()
-    # The high-water mark did not move: the call's peak was at most the earlier one.
-    return peak - base, peak == before, seconds, out
-
-
 def _child_method(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
     name, cell = spec["method"], spec["cell"]
     size = (3 * cell, 3 * cell)
@@ -199,7 +164,7 @@ def _child_method(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
             method.attribute(image, target=targets)
         return count
 
-    peak, upper, seconds, count = _peak_of(call, device)
+    peak, upper, seconds, count = peak_memory(call, device)
     return {"peak": peak, "upper": upper, "seconds": seconds, "settings": settings,
             "forward": count.forward, "backward": count.backward,
             "backward_calls": count.backward_calls,
@@ -212,7 +177,7 @@ def _child_rise_masks(spec: dict[str, Any], device: torch.device) -> dict[str, A
     """Host memory of drawing RISE's default count of masks for the grid image."""
     h = 3 * spec["cell"]
     rise = attribution.get("rise", torch.nn.Identity())
-    peak, upper, seconds, masks = _peak_of(
+    peak, upper, seconds, masks = peak_memory(
         lambda: attribution.rise_masks(rise.n_masks, (h, h), s=rise.s, p=rise.p,
                                        generator=torch.Generator().manual_seed(0)),
         torch.device("cpu"))
@@ -233,9 +198,7 @@ def child(spec: dict[str, Any], threads: int, device_name: str) -> None:
 def measure(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """``spec`` measured in a fresh interpreter (a clean high-water mark); with
     ``spec["tuned"]`` only for its time, glibc's malloc as the bcosnet command tunes it."""
-    env = dict(os.environ)
-    if not spec.get("tuned"):
-        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    env = dict(os.environ) if spec.get("tuned") else MMAP_ENV
     proc = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec), "--threads", str(args.threads),
          "--device", args.device],
